@@ -1,0 +1,1 @@
+"""promogym environments and the ground-truth market they simulate."""

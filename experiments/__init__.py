@@ -1,0 +1,1 @@
+"""promogym experiments: the command-line interface, runners, benchmarks and reports."""

@@ -1,0 +1,134 @@
+"""`promogym bench <what>`: throughput benchmarks that print figures and write JSON under results/bench/.
+
+Each benchmark compares two things measured in the same run (a ratio), because shared machines are
+noisy; the absolute figures are reported beside the ratio for the targets in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.io import git_commit, machine_info, package_versions, write_json
+from experiments.paths import output_dir
+
+
+def pin_one_core() -> int | None:
+    """Restrict this process to one CPU (the targets are per core); returns the CPU used."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def best_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.2) -> float:
+    """Best items/second over ``repeats`` timings of ``fn`` (which returns the items it processed)."""
+    best = 0.0
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            n += fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = max(best, n / elapsed)
+    return best
+
+
+def bench_world(quick: bool = False) -> dict[str, Any]:
+    from envs.market import Market
+    from envs.market.logs import generate_logs
+
+    market = Market()
+    rng = np.random.default_rng(0)
+    n = 100_000 if quick else 1_000_000
+    users = rng.integers(0, market.n_customers, n)
+    items = rng.integers(0, market.n_products, n)
+    price = market.catalog.list_price[items] * rng.uniform(0.8, 1.2, n)
+    coupon = rng.choice([0.0, 0.05, 0.1, 0.2], n)
+    state = market.initial_state()
+
+    def batched() -> int:
+        market.true_purchase_proba(users, items, price, coupon, state)
+        return n
+
+    def revealed() -> int:
+        m = n // 10
+        market.revealed_purchase_proba(users[:m], items[:m], price[:m], coupon[:m], state)
+        return m
+
+    def one_by_one() -> int:
+        m = 2000
+        for k in range(m):
+            market.true_purchase_proba(users[k:k + 1], items[k:k + 1], price[k:k + 1], coupon[k:k + 1], state)
+        return m
+
+    rows = 20_000 if quick else 200_000
+
+    def logging() -> int:
+        generate_logs(market, rows, seed=1)
+        return rows
+
+    evals = best_rate(batched)
+    single = best_rate(one_by_one, repeats=3)
+    return {
+        "proba_evals_per_s_batched": evals,
+        "proba_evals_per_s_one_per_call": single,
+        "ratio_batched_over_one_per_call": evals / single,
+        "revealed_proba_evals_per_s": best_rate(revealed, repeats=3),
+        "logged_rows_per_s": best_rate(logging, repeats=3, min_seconds=0.0),
+        "batch_size": n,
+        "log_rows": rows,
+        "targets": {"proba_evals_per_s_batched": 5e6, "logged_rows_per_s": 2e5},
+    }
+
+
+BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {"world": bench_world}
+
+
+def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+    cpu = pin_one_core()
+    figures = BENCHES[name](quick)
+    result = {
+        "bench": name,
+        "figures": figures,
+        "quick": quick,
+        "pinned_cpu": cpu,
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "versions": package_versions(),
+    }
+    write_json(out_dir / f"{name}.json", result)
+    return result
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
+    p.add_argument("what", choices=sorted(BENCHES), help="what to benchmark")
+    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = output_dir(args.out)
+    result = run_bench(args.what, out, args.quick)
+    for key, value in result["figures"].items():
+        if isinstance(value, float):
+            print(f"{key:<40} {value:>16,.1f}")
+        elif not isinstance(value, dict):
+            print(f"{key:<40} {value:>16}")
+    for key, target in result["figures"].get("targets", {}).items():
+        got = result["figures"][key]
+        print(f"target {key} >= {target:,.0f}: {'met' if got >= target else 'MISSED'} ({got:,.0f})")
+    print(f"wrote {out / (args.what + '.json')}")
+    return 0

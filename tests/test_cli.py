@@ -1,0 +1,117 @@
+"""The `promogym` command line: outputs, reproducibility and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from envs.io import file_sha256
+from experiments import paths
+from experiments.cli import main
+
+SMALL_WORLD = "market:\n  n_products: 40\n  n_customers: 300\n  daily_arrivals: 200\n"
+
+
+@pytest.fixture
+def world_file(tmp_path):
+    p = tmp_path / "world.yml"
+    p.write_text(SMALL_WORLD)
+    return str(p)
+
+
+def _one_line_error(capsys, needle):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert err.startswith("promogym ")
+
+
+def test_data_writes_logs_and_sidecar_reproducibly(tmp_path, world_file, capsys):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert main(["data", "--rows", "2000", "--seed", "4", "--out", str(a), "--world", world_file]) == 0
+    out = capsys.readouterr().out
+    assert "2,000 rows" in out and "purchase rate" in out
+    assert main(["data", "--rows", "2000", "--seed", "4", "--out", str(b), "--world", world_file]) == 0
+    assert file_sha256(a) == file_sha256(b)  # same seed, same bytes
+    df = pd.read_parquet(a)
+    assert len(df) == 2000 and df["user_text"].str.len().min() > 40
+    meta = json.loads(a.with_suffix(".json").read_text())
+    assert meta["seed"] == 4 and meta["world"]["n_products"] == 40 and meta["sha256"] == file_sha256(a)
+    assert "numpy" in meta["versions"] and meta["summary"]["rows"] == 2000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.parquet", "b.json", "b.parquet",
+                                                         "world.yml"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--rows", "0"], "--rows must be >= 1"),
+    (["--rows", "-5"], "--rows must be >= 1"),
+    (["--rows", "10", "--seed", "-1"], "--seed must be >= 0"),
+])
+def test_data_bad_numbers(tmp_path, capsys, args, needle):
+    out = tmp_path / "x.parquet"
+    assert main(["data", *args, "--out", str(out)]) == 2
+    _one_line_error(capsys, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_missing_folder_or_folder_as_file(tmp_path, capsys):
+    assert main(["data", "--rows", "10", "--out", str(tmp_path / "nope" / "x.parquet")]) == 2
+    _one_line_error(capsys, "folder does not exist")
+    assert main(["data", "--rows", "10", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "is a folder")
+
+
+def test_data_unwritable_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(paths.os, "access", lambda *a, **k: False)
+    assert main(["data", "--rows", "10", "--out", str(tmp_path / "x.parquet")]) == 2
+    _one_line_error(capsys, "not writable")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_while_writing_leaves_nothing_behind(tmp_path, world_file, monkeypatch):
+    def broken(self, path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["data", "--rows", "500", "--out", str(tmp_path / "x.parquet"), "--world", world_file])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world.yml"]
+
+
+def test_bad_world_file_is_named(tmp_path, capsys):
+    p = tmp_path / "w.yml"
+    p.write_text("market:\n  n_custmers: 10\n")
+    assert main(["data", "--rows", "10", "--out", str(tmp_path / "x.parquet"), "--world", str(p)]) == 2
+    _one_line_error(capsys, "n_custmers")
+    p.write_text("markets: {}\n")
+    assert main(["data", "--rows", "10", "--out", str(tmp_path / "x.parquet"), "--world", str(p)]) == 2
+    _one_line_error(capsys, "markets")
+    assert main(["data", "--rows", "10", "--out", str(tmp_path / "x.parquet"), "--world", "nope.yml"]) == 2
+    _one_line_error(capsys, "not found")
+
+
+def test_unknown_command_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["nonsense"])
+    assert exc.value.code == 2
+
+
+def test_world_report_writes_table_and_plot(tmp_path, world_file, capsys):
+    assert main(["world", "--world", world_file, "--out", str(tmp_path / "w")]) == 0
+    report = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert set(report["per_type"]) == {"deal_seeker", "regular", "buys_anyway", "promo_averse", "browser"}
+    assert (tmp_path / "w" / "demand_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "elasticity" in capsys.readouterr().out
+
+
+def test_bench_world_quick_writes_json(tmp_path):
+    # a subprocess: the benchmark pins its process to one CPU
+    res = subprocess.run([sys.executable, "-m", "experiments.cli", "bench", "world", "--quick", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    figures = json.loads((tmp_path / "world.json").read_text())["figures"]
+    assert figures["proba_evals_per_s_batched"] > 0 and figures["ratio_batched_over_one_per_call"] > 1
+    assert "logged_rows_per_s" in res.stdout

@@ -1,0 +1,71 @@
+"""Logged interactions: schema, propensities, and agreement of empirical rates with the truth."""
+
+import numpy as np
+import pandas as pd
+
+from envs.market.logs import LOG_COLUMNS, LoggingPolicy, generate_logs
+
+
+def test_schema_and_accounting(logs, market):
+    assert tuple(logs.columns) == LOG_COLUMNS and len(logs) == 100_000
+    np.testing.assert_allclose(logs["propensity"], logs["price_propensity"] * logs["coupon_propensity"])
+    bought = logs["purchased"] == 1
+    assert (logs.loc[~bought, ["revenue", "profit", "coupon_cost"]] == 0).all().all()
+    np.testing.assert_allclose(logs["profit"], logs["revenue"] - bought * logs["unit_cost"] - logs["coupon_cost"])
+    np.testing.assert_allclose(logs["list_price"], market.catalog.list_price[logs["item_id"]])
+    assert (logs["user_text"].astype(str).to_numpy() == np.asarray(market.customers.text)[logs["user_id"]]).all()
+    assert logs["is_new_product"].any() and not logs["is_new_product"].all()
+    assert (logs["weekday"].astype(str) == logs["day"].map(lambda d: ["Monday", "Tuesday", "Wednesday",
+            "Thursday", "Friday", "Saturday", "Sunday"][d % 7])).all()
+
+
+def test_logged_purchase_rate_is_realistic(logs):
+    assert 0.01 < logs["purchased"].mean() < 0.10
+
+
+def test_empirical_purchase_rate_per_price_bin_matches_true_probability(logs):
+    bins = (logs["price"] / logs["list_price"]).round(1)
+    for _, grp in logs.groupby(bins):
+        p = grp["true_proba"].to_numpy()
+        se = np.sqrt((p * (1 - p)).sum()) / len(p)
+        z = (grp["purchased"].mean() - p.mean()) / se
+        assert abs(z) < 4.5, z
+    for _, grp in logs.groupby("coupon"):
+        p = grp["true_proba"].to_numpy()
+        assert abs(grp["purchased"].mean() - p.mean()) < 4.5 * np.sqrt((p * (1 - p)).sum()) / len(p)
+
+
+def test_recorded_propensities_match_assignment_frequencies(logs, market):
+    policy = LoggingPolicy()
+    freq = (logs["price"] / logs["list_price"]).round(1).value_counts(normalize=True).sort_index()
+    np.testing.assert_allclose(freq.to_numpy(), policy.price_probs, atol=0.01)
+    visits = logs.drop_duplicates("visit_id")
+    other = market.customers.visit_band[visits["user_id"]] != 0  # the observable segment
+    for mask, probs in [(~other, policy.coupon_probs_frequent), (other, policy.coupon_probs_other)]:
+        seg = visits[mask]
+        freq = seg["coupon"].value_counts(normalize=True).reindex(policy.coupon_levels).to_numpy()
+        np.testing.assert_allclose(freq, probs, atol=0.02)
+        expected = np.asarray(probs)[np.searchsorted(policy.coupon_levels, seg["coupon"])]
+        np.testing.assert_allclose(seg["coupon_propensity"], expected)
+
+
+def test_ips_on_logs_recovers_a_policy_value(logs):
+    # The randomized log lets any policy be evaluated: the value of "always list price, no coupon",
+    # estimated by inverse-propensity weighting, matches the mean true probability under that policy.
+    at_list = (logs["price"] / logs["list_price"]).round(2).eq(1.0) & logs["coupon"].eq(0)
+    ips = (at_list * logs["purchased"] / logs["propensity"]).sum() / (at_list / logs["propensity"]).sum()
+    direct = logs.loc[at_list, "true_proba"].mean()
+    assert abs(ips - direct) < 0.005
+
+
+def test_same_seed_same_rows_different_seed_different(small_market):
+    a = generate_logs(small_market, 3000, seed=11)
+    b = generate_logs(small_market, 3000, seed=11)
+    c = generate_logs(small_market, 3000, seed=12)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["purchased"].equals(c["purchased"]) or not a["item_id"].equals(c["item_id"])
+
+
+def test_fatigue_and_reference_state_recorded(logs):
+    assert logs["fatigue"].max() > 1 and logs.loc[logs["day"] == 0, "fatigue"].eq(0).all()
+    assert not np.allclose(logs["reference_price"], logs["list_price"])
