@@ -69,3 +69,12 @@ def test_same_seed_same_rows_different_seed_different(small_market):
 def test_fatigue_and_reference_state_recorded(logs):
     assert logs["fatigue"].max() > 1 and logs.loc[logs["day"] == 0, "fatigue"].eq(0).all()
     assert not np.allclose(logs["reference_price"], logs["list_price"])
+
+
+def test_coupons_last_7d_counts_the_shops_own_coupon_history(logs):
+    visits = logs.drop_duplicates("visit_id")
+    user = visits.groupby("user_id").size().idxmax()  # the most frequent visitor
+    mine = visits[visits["user_id"] == user]
+    for _, row in mine.iterrows():
+        window = mine[(mine["day"] < row["day"]) & (mine["day"] >= row["day"] - 7)]
+        assert row["coupons_last_7d"] == (window["coupon"] > 0).sum()

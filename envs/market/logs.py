@@ -5,7 +5,8 @@ shown shelf price over a ladder of multipliers of the list price (a price test) 
 one coupon level, with probabilities that depend on an observable segment (the customer's visit
 frequency); the product of the two probabilities is the row's propensity, so any other policy can
 be evaluated on the logs by inverse-propensity weighting. The logging shop restocks every night, so
-stock-outs never censor the logs; reference prices and fatigue evolve as in the world.
+stock-outs never censor the logs; reference prices and fatigue evolve as in the world. The shop's own
+record of coupons sent to each customer in the previous 7 days is logged as an observable feature.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from envs.market.world import WEEKDAYS, Market
 LOG_COLUMNS: tuple[str, ...] = (
     "day", "weekday", "visit_id", "user_id", "item_id", "user_text", "item_text", "category",
     "is_new_product", "list_price", "unit_cost", "price", "discount", "coupon", "price_paid",
-    "price_propensity", "coupon_propensity", "propensity", "true_customer_type", "reference_price",
-    "fatigue", "true_proba", "revealed_proba", "purchased", "revenue", "coupon_cost", "profit",
+    "price_propensity", "coupon_propensity", "propensity", "coupons_last_7d", "true_customer_type",
+    "reference_price", "fatigue", "true_proba", "revealed_proba", "purchased", "revenue", "coupon_cost", "profit",
 )
 
 
@@ -82,6 +83,9 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
     chunks: list[dict[str, np.ndarray]] = []
     total = visit_offset = 0
     extra_views = market.config.views_per_visit
+    # coupons each customer received on each of the last 7 days (observable by the shop)
+    coupon_days = np.zeros((7, market.n_customers))
+    coupons_last_7d = np.zeros(market.n_customers)
     while total < n_rows:
         visitors = market.sample_visitors(state.day, rng)
         n_vis = len(visitors)
@@ -108,13 +112,19 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
             "coupon": coupon,
             "price_propensity": price_p[price_idx],
             "coupon_propensity": cp,
+            "coupons_last_7d": coupons_last_7d[users],
             "reference_price": state.reference_price[items].copy(),
             "fatigue": state.fatigue[users].copy(),
             "true_proba": true_p,
             "revealed_proba": revealed_p,
             "purchased": bought,
         })
-        market.end_of_day(state, items, price, visitors[coupon_idx > 0])
+        given = visitors[coupon_idx > 0]
+        slot = state.day % 7
+        coupons_last_7d -= coupon_days[slot]
+        coupon_days[slot] = np.bincount(given, minlength=market.n_customers)
+        coupons_last_7d += coupon_days[slot]
+        market.end_of_day(state, items, price, given)
         visit_offset += n_vis
         total += len(items)
         if progress is not None:
@@ -152,6 +162,7 @@ def _assemble(market: Market, c: dict[str, np.ndarray]) -> pd.DataFrame:
         "price_propensity": c["price_propensity"],
         "coupon_propensity": c["coupon_propensity"],
         "propensity": c["price_propensity"] * c["coupon_propensity"],
+        "coupons_last_7d": c["coupons_last_7d"].astype(np.int64),
         "true_customer_type": pd.Categorical.from_codes(cus.ctype[users], categories=pd.Index(type_names)),
         "reference_price": c["reference_price"],
         "fatigue": c["fatigue"],
