@@ -30,6 +30,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/promogym bench world
+	$(BIN)/promogym bench predictor
 
 lint: install
 	$(BIN)/ruff check .

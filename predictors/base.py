@@ -52,7 +52,8 @@ def validate_batch(batch: Batch, required: tuple[str, ...] = OFFER_COLUMNS, what
             if np.isnan(values).any():
                 raise ValueError(f"{what}: column {col} has {int(np.isnan(values).sum())} NaN or non-numeric value(s)")
             if (values <= 0).any():
-                raise ValueError(f"{what}: column {col} has {int((values <= 0).sum())} value(s) <= 0; prices must be > 0")
+                bad = int((values <= 0).sum())
+                raise ValueError(f"{what}: column {col} has {bad} value(s) <= 0; prices must be > 0")
     if "coupon" in required:
         coupon = pd.to_numeric(df["coupon"], errors="coerce").to_numpy(dtype=float)
         if np.isnan(coupon).any() or (coupon < 0).any() or (coupon >= 1).any():

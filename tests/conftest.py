@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -29,6 +30,19 @@ def small_market() -> Market:
 def logs(market: Market):
     """100k logged offers of the default world."""
     return generate_logs(market, 100_000, seed=7)
+
+
+SMALL_WORLD = {"n_products": 40, "n_customers": 1500, "daily_arrivals": 600, "seed": 2}
+
+
+@pytest.fixture(scope="session")
+def small_logs(tmp_path_factory):
+    """30k logged offers of a small world, as written by `promogym data` (parquet + sidecar)."""
+    path = tmp_path_factory.mktemp("logs") / "logs.parquet"
+    market = Market(SMALL_WORLD)
+    generate_logs(market, 30_000, seed=0).to_parquet(path, index=False)
+    path.with_suffix(".json").write_text(json.dumps({"world": market.config.to_dict()}))
+    return path
 
 
 @pytest.fixture

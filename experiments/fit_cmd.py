@@ -1,0 +1,106 @@
+"""`promogym fit`: train a conversion model (BERT, gradient boosting or logistic) on logs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from envs.io import file_sha256
+from experiments.errors import CLIError
+from experiments.paths import input_file, output_file
+from predictors.data import load_logs, split_rows
+
+KINDS = ("bert", "gbdt", "logistic")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="train a conversion model on logs",
+                       description="Fine-tune the BERT conversion model (or fit a baseline) on logged offers. "
+                                   "Users are split train/validation/test; the world's new products never train.")
+    p.add_argument("--data", required=True, help="logs parquet written by `promogym data`")
+    p.add_argument("--out", required=True, help="checkpoint folder (bert) or file (gbdt, logistic)")
+    p.add_argument("--kind", choices=KINDS, default="bert", help="model kind (default bert)")
+    p.add_argument("--encoder", default="minilm", help="minilm (default), tiny, or a local BERT folder")
+    p.add_argument("--mode", choices=("hybrid", "text"), default="hybrid", help="BERT input mode (default hybrid)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fit setting (repeatable), e.g. --set head_epochs=8 --set finetune_epochs=2")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted fit into the same --out")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    data = input_file(args.data, "--data")
+    start = time.perf_counter()
+    if args.kind == "bert":
+        return _fit_bert(args, data, start)
+    out = output_file(args.out, "--out")
+    from predictors.baselines import GBDTConversionModel, LogisticConversionModel
+
+    try:
+        df = load_logs(data)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    train = df[split_rows(df, seed=args.seed).train]
+    model = GBDTConversionModel(seed=args.seed) if args.kind == "gbdt" else LogisticConversionModel()
+    model.fit(train)
+    model.data_sha256 = file_sha256(data)
+    model.save(out)
+    print(f"wrote {out} ({args.kind}, {len(train):,} training rows, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
+    from tqdm.auto import tqdm
+
+    from predictors.train import FitConfig, fit
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out exists and is not a folder: {out}")
+    output_file(out, "--out") if not out.exists() else None
+    try:
+        cfg = FitConfig.from_dict({"encoder": args.encoder, "mode": args.mode, "seed": args.seed,
+                                   **parse_overrides(args.set)})
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    show = not args.no_progress and sys.stderr.isatty()
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, step: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None or bar.total != total or step == 1:
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(total=total, desc=f"stage {stage}", unit="step", disable=not show, leave=False)
+        bar.update(step - bar.n)
+
+    try:
+        model = fit(data, cfg, out, resume=args.resume, progress=progress, device=args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        for bar in bars.values():
+            bar.close()
+    hist = model.meta["history"]
+    print(f"wrote {out} (bert {cfg.mode}, encoder {cfg.encoder}, {len(hist)} epochs, "
+          f"best validation log-loss {model.meta['best_val_log_loss_uncalibrated']:.5f}, "
+          f"calibration {model.calibrator.method}, {time.perf_counter() - start:.0f} s)")
+    return 0

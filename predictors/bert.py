@@ -1,0 +1,325 @@
+"""The BERT conversion model: user + product + offer text -> purchase probability.
+
+Two modes:
+
+* ``hybrid`` (default in environments): one BERT shared by a user tower and a product tower (each
+  pools the token states with a mean and a few learned attention queries), joined in a small head
+  that reads the offer's numeric features. The head's logit is non-increasing in price by
+  construction: price enters only through ``- f(log price paid / list) - g(log shelf / list)``
+  with ``f, g`` piecewise linear with non-negative slopes (one kink at list price, where loss
+  aversion bends demand). Tower outputs are cached per distinct text, so the cache grows with
+  users + products and a prediction over cached users and products costs a head pass only.
+* ``text``: the classic recipe, user, product and offer in one sentence, mean-pooled, one MLP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from envs.io import atomic_dir
+from predictors.base import Batch, validate_batch
+from predictors.calibration import Calibrator
+from predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
+from predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
+from predictors.scrub import scrub
+
+SCHEMA_VERSION = 1
+CHECKPOINT_KIND = "promogym-bert-conversion"
+META_FILE = "promogym.json"
+HEAD_FILE = "head.pt"
+_F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
+
+
+class TowerPool(nn.Module):
+    """Mean pooling plus ``queries`` learned attention pools over token states, projected to ``dim``."""
+
+    def __init__(self, hidden: int, dim: int, queries: int, dropout: float) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(queries, hidden) * 0.02)
+        self.proj = nn.Sequential(nn.Linear(hidden * (queries + 1), dim), nn.LayerNorm(dim), nn.GELU(),
+                                  nn.Dropout(dropout))
+        self.scale = 1.0 / math.sqrt(hidden)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.float()
+        scores = torch.einsum("nlh,kh->nkl", hidden, self.queries) * self.scale
+        scores = scores.masked_fill(~mask.bool().unsqueeze(1), -1e4)
+        pooled = torch.einsum("nkl,nlh->nkh", scores.softmax(-1), hidden).flatten(1)
+        return self.proj(torch.cat([mean_pool(hidden, mask), pooled], dim=1))
+
+
+class OfferHead(nn.Module):
+    """Joins a user and a product embedding with the offer; monotone non-increasing in price."""
+
+    N_OUT = 8  # base, 4 price slopes, coupon effect, fatigue-free coupon effect, fatigue rate
+
+    def __init__(self, dim: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.joint = nn.Sequential(nn.Linear(3 * dim + 1, width), nn.GELU(), nn.Dropout(dropout),
+                                   nn.Linear(width, width), nn.GELU(), nn.Dropout(dropout))
+        self.out = nn.Linear(width, self.N_OUT)
+        self.weekday = nn.Embedding(7, 1)
+        nn.init.zeros_(self.weekday.weight)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[0] = -3.0  # start near a few-percent purchase rate
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor
+                ) -> torch.Tensor:
+        z = self.joint(torch.cat([user, item, user * item, num[:, _F["log_list_price"]: _F["log_list_price"] + 1]], 1))
+        o = self.out(z)
+        slopes = F.softplus(o[:, 1:5])
+        paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
+        price_term = (slopes[:, 0] * paid + slopes[:, 1] * F.relu(paid)
+                      + slopes[:, 2] * shelf + slopes[:, 3] * F.relu(shelf))
+        fatigue = torch.exp(-F.softplus(o[:, 7]) * num[:, _F["coupons_last_7d"]])
+        coupon_term = num[:, _F["has_coupon"]] * (o[:, 5] * fatigue + o[:, 6])
+        return o[:, 0] + self.weekday(weekday).squeeze(-1) - price_term + coupon_term
+
+
+class HybridNet(nn.Module):
+    def __init__(self, encoder: Any, dim: int = 128, queries: int = 4, width: int = 256,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.dim = dim
+        self.encoder: Any = encoder
+        self.user_pool = TowerPool(hidden, dim, queries, dropout)
+        self.item_pool = TowerPool(hidden, dim, queries, dropout)
+        self.head = OfferHead(dim, width, dropout)
+
+    def tower(self, which: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (self.user_pool if which == "user" else self.item_pool)(hidden, mask)
+
+
+class TextNet(nn.Module):
+    def __init__(self, encoder: Any, width: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder: Any = encoder
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.config.hidden_size, width), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(width, 1))
+        with torch.no_grad():
+            last = self.mlp[-1]
+            assert isinstance(last, nn.Linear)
+            last.bias.fill_(-3.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.mlp(mean_pool(hidden.float(), attention_mask)).squeeze(-1)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """A text's sentences (at least one)."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s] or [text]
+
+
+def full_texts(df: pd.DataFrame) -> list[str]:
+    """User, product and offer in one sentence (text mode)."""
+    return [f"{u} [SEP] {i} [SEP] {o}" for u, i, o in
+            zip(df["user_text"].astype(str), df["item_text"].astype(str), offer_text(df), strict=True)]
+
+
+class BertConversionModel:
+    """A fine-tuned BERT conversion model with calibrated, batched, cached inference."""
+
+    def __init__(self, net: HybridNet | TextNet, tokenizer: Any, mode: str, max_length: int,
+                 calibrator: Calibrator | None = None, meta: dict[str, Any] | None = None,
+                 device: torch.device | None = None, bf16: bool | None = None, segment: bool = False) -> None:
+        self.net, self.tokenizer, self.mode, self.max_length = net, tokenizer, mode, max_length
+        self.segment = segment and mode == "hybrid"
+        self.calibrator = calibrator or Calibrator()
+        self.meta = meta or {}
+        self.device = device or pick_device()
+        self.bf16 = (self.device.type == "cuda") if bf16 is None else bf16
+        self.name = f"bert_{mode}"
+        self.net.to(self.device).eval()
+        self._cache: dict[str, dict[str, int]] = {"user": {}, "item": {}}
+        self._cache_rows: dict[str, list[torch.Tensor]] = {"user": [], "item": []}
+        self._cache_mat: dict[str, torch.Tensor | None] = {"user": None, "item": None}
+        self.encoder_calls = 0
+
+    # ------------------------------------------------------------------ encoding
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length or self.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def hidden_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder token states of ``texts`` (gradients follow the caller's mode).
+
+        With sentence segmentation each distinct sentence is encoded once and a text's token states
+        are its sentences' states side by side: a profile is a set of facts, so two customers
+        stating the same facts get the same representation, whatever the order of the sentences,
+        and a model cannot single out (and memorise) one customer by the exact wording of the whole.
+        """
+        if not self.segment:
+            enc = self.tokenize(texts)
+            self.encoder_calls += 1
+            with autocast(self.device, self.bf16):
+                hidden = self.net.encoder(**enc).last_hidden_state
+            return hidden.float(), enc["attention_mask"]
+        parts = [split_sentences(t) for t in texts]
+        uniq = list(dict.fromkeys(s for p in parts for s in p))
+        where = {s: i for i, s in enumerate(uniq)}
+        enc = self.tokenize(uniq)
+        self.encoder_calls += 1
+        with autocast(self.device, self.bf16):
+            hidden = self.net.encoder(**enc).last_hidden_state.float()
+        lengths = enc["attention_mask"].sum(1)
+        pieces = [[hidden[where[s], : lengths[where[s]]] for s in p] for p in parts]
+        total = [sum(len(x) for x in ps) for ps in pieces]
+        out = hidden.new_zeros(len(texts), max(total), hidden.shape[-1])
+        mask = torch.zeros(len(texts), max(total), dtype=torch.long, device=hidden.device)
+        for k, ps in enumerate(pieces):
+            row = torch.cat(ps)
+            out[k, : len(row)] = row
+            mask[k, : len(row)] = 1
+        return out, mask
+
+    @torch.no_grad()
+    def embed(self, which: str, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
+        """Tower embeddings of ``texts`` (hybrid mode), computed in length-sorted batches."""
+        assert isinstance(self.net, HybridNet)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = torch.empty(len(texts), self.net.dim, device=self.device)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            hidden, mask = self.hidden_states([texts[i] for i in idx])
+            out[torch.as_tensor(idx, device=self.device)] = self.net.tower(which, hidden, mask)
+        return out
+
+    def cached(self, which: str, texts: Sequence[str]) -> torch.Tensor:
+        """Tower embeddings looked up in the per-text cache; only unseen texts run the encoder."""
+        index = self._cache[which]
+        new = [t for t in dict.fromkeys(texts) if t not in index]
+        if new:
+            emb = self.embed(which, new)
+            for t in new:
+                index[t] = len(index)
+            self._cache_mat[which] = torch.cat([*self._cache_rows[which], emb])
+            self._cache_rows[which] = [self._cache_mat[which]]  # type: ignore[list-item]
+        cache = self._cache_mat[which]
+        assert cache is not None
+        return cache[torch.as_tensor([index[t] for t in texts], device=self.device)]
+
+    def clear_cache(self) -> None:
+        for which in ("user", "item"):
+            self._cache[which] = {}
+            self._cache_rows[which] = []
+            self._cache_mat[which] = None
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache["user"]) + len(self._cache["item"])
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict_logits(self, batch: Batch, batch_size: int = 8192) -> np.ndarray:
+        df = validate_batch(batch, ("user_text", "item_text", "list_price", "price", "coupon", "day"))
+        self.net.eval()
+        if self.mode == "text":
+            texts = [scrub(t) for t in full_texts(df)]
+            out = []
+            for start in range(0, len(texts), 64):
+                enc = self.tokenize(texts[start:start + 64])
+                self.encoder_calls += 1
+                with autocast(self.device, self.bf16):
+                    out.append(self.net(**enc).float().cpu())
+            return torch.cat(out).numpy().astype(float)
+        assert isinstance(self.net, HybridNet)
+        users = self._codes(df["user_text"])
+        items = self._codes(df["item_text"])
+        num = torch.as_tensor(numeric_features(df), device=self.device)
+        wd = torch.as_tensor(weekday_index(df), device=self.device)
+        logits = []
+        for start in range(0, len(df), batch_size):
+            sl = slice(start, start + batch_size)
+            u, i = self.cached("user", users[sl]), self.cached("item", items[sl])
+            logits.append(self.net.head(u, i, num[sl], wd[sl]))
+        return torch.cat(logits).float().cpu().numpy().astype(float)
+
+    @staticmethod
+    def _codes(col: pd.Series) -> list[str]:
+        cat = col.astype("category")
+        cleaned = np.asarray([scrub(str(t)) for t in cat.cat.categories], dtype=object)
+        return list(cleaned[cat.cat.codes.to_numpy()])
+
+    def predict_proba(self, batch: Batch) -> np.ndarray:
+        """Calibrated P(purchase) per row, in (0, 1)."""
+        return self.calibrator(self.predict_logits(batch))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
+        """A `save_pretrained` encoder folder, the head's weights and promogym.json, written atomically."""
+        meta = {**self.meta, **(extra_meta or {}), "kind": CHECKPOINT_KIND, "schema_version": SCHEMA_VERSION,
+                "mode": self.mode, "max_length": self.max_length, "numeric_features": list(NUMERIC_FEATURES),
+                "calibration": self.calibrator.to_dict(), "bf16": self.bf16, "segment": self.segment}
+        with atomic_dir(path) as tmp:
+            write_model_files(self.net, self.tokenizer, meta, tmp)
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> BertConversionModel:
+        from transformers import AutoTokenizer, BertModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        p = Path(path)
+        meta = read_meta(p)
+        enc_dir = check_bert_folder(p / "encoder")
+        tokenizer = AutoTokenizer.from_pretrained(str(enc_dir))
+        encoder = BertModel.from_pretrained(str(enc_dir), add_pooling_layer=False)
+        net = build_net(encoder, meta["mode"], meta.get("net", {}))
+        net.load_state_dict(torch.load(p / HEAD_FILE, map_location="cpu", weights_only=True), strict=False)
+        dev = pick_device(device)
+        bf16 = bool(meta.get("bf16", False)) and dev.type == "cuda"
+        return cls(net, tokenizer, meta["mode"], meta["max_length"], Calibrator.from_dict(meta["calibration"]),
+                   meta, dev, bf16, segment=bool(meta.get("segment", False)))
+
+
+def build_net(encoder: Any, mode: str, net_cfg: dict[str, Any]) -> HybridNet | TextNet:
+    if mode == "hybrid":
+        return HybridNet(encoder, **net_cfg)
+    if mode == "text":
+        return TextNet(encoder, **{k: v for k, v in net_cfg.items() if k in ("width", "dropout")})
+    raise ValueError(f"mode must be 'hybrid' or 'text', got {mode!r}")
+
+
+def write_model_files(net: HybridNet | TextNet, tokenizer: Any, meta: dict[str, Any], folder: Path) -> None:
+    """Encoder via save_pretrained, non-encoder weights in head.pt, metadata JSON."""
+    net.encoder.save_pretrained(str(folder / "encoder"))
+    tokenizer.save_pretrained(str(folder / "encoder"))
+    head = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith("encoder.")}
+    torch.save(head, folder / HEAD_FILE)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=float) + "\n")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    f = path / META_FILE
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    if not f.is_file():
+        raise ValueError(f"{path} is not a promogym BERT checkpoint: {META_FILE} is missing")
+    meta = json.loads(f.read_text())
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a promogym BERT checkpoint (kind {meta.get('kind')!r})")
+    if meta.get("schema_version") != SCHEMA_VERSION or meta.get("numeric_features") != list(NUMERIC_FEATURES):
+        raise ValueError(f"{path} was written with an incompatible feature schema "
+                         f"(version {meta.get('schema_version')}, features {meta.get('numeric_features')}); "
+                         f"this promogym expects version {SCHEMA_VERSION} with {list(NUMERIC_FEATURES)}")
+    return meta

@@ -1,0 +1,62 @@
+"""Post-hoc calibration fitted on validation data: temperature scaling or isotonic regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from predictors.base import clip_proba
+
+METHODS = ("none", "temperature", "isotonic")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class Calibrator:
+    """Maps raw logits to calibrated probabilities; serializable to JSON."""
+
+    def __init__(self, method: str = "none", temperature: float = 1.0, bias: float = 0.0,
+                 x: list[float] | None = None, y: list[float] | None = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"calibration must be one of {', '.join(METHODS)}, got {method!r}")
+        self.method, self.temperature, self.bias = method, float(temperature), float(bias)
+        self.x = np.asarray(x or [], float)
+        self.y = np.asarray(y or [], float)
+
+    @classmethod
+    def fit(cls, method: str, logits: np.ndarray, y: np.ndarray) -> Calibrator:
+        logits, y = np.asarray(logits, float), np.asarray(y, float)
+        if method == "none":
+            return cls()
+        if method == "temperature":
+            # temperature and bias (Platt scaling on the logit): monotone, two parameters
+            def nll(params: np.ndarray) -> float:
+                p = clip_proba(_sigmoid(logits / params[0] + params[1]))
+                return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+            res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(0.05, 20.0), (-10.0, 10.0)])
+            best_t, best_b = float(res.x[0]), float(res.x[1])
+            return cls("temperature", temperature=best_t, bias=best_b)
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-5, y_max=1 - 1e-5, increasing=True)
+        iso.fit(logits, y)
+        return cls("isotonic", x=list(iso.X_thresholds_), y=list(iso.y_thresholds_))
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, float)
+        if self.method == "isotonic":
+            return clip_proba(np.interp(logits, self.x, self.y))
+        return clip_proba(_sigmoid(logits / self.temperature + self.bias))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "temperature": self.temperature, "bias": self.bias,
+                "x": self.x.tolist(), "y": self.y.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibrator:
+        return cls(d["method"], d.get("temperature", 1.0), d.get("bias", 0.0), d.get("x"), d.get("y"))

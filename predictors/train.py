@@ -1,0 +1,435 @@
+"""Fine-tuning the BERT conversion model on logged interactions.
+
+Hybrid mode trains in two stages (linear probing, then fine-tuning, which keeps a randomly
+initialised head from wrecking pretrained features):
+
+A. the encoder frozen: token states of every distinct text are computed once and the towers'
+   pooling and the head are trained on all training rows (fast: no transformer pass per step);
+B. end to end: the top ``finetune_layers`` encoder layers are unfrozen (AdamW at ``lr_encoder``,
+   the head at ``lr_head``); each step encodes the distinct user and product texts of a batch
+   built from ``finetune_users`` users, so every encoded profile gets the gradient of many rows.
+
+Text mode trains stage B only, on sentences holding user, product and offer. Both use binary
+cross-entropy, AdamW, linear warm-up then linear decay, dropout, gradient clipping and early stopping
+on validation log-loss; the best state is kept, then calibrated on validation data. A checkpoint is
+written atomically after every epoch, and ``resume`` continues an interrupted fit where it stopped.
+Randomness is drawn per (stage, epoch) from the seed, so a resumed fit reaches the same state.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from envs.config import ConfigBase, param
+from envs.io import atomic_dir, file_sha256
+from predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
+from predictors.calibration import Calibrator
+from predictors.data import Split, load_logs, split_rows
+from predictors.encoder import autocast, load_encoder, pick_device
+from predictors.features import numeric_features, weekday_index
+from predictors.metrics import log_loss
+
+log = logging.getLogger(__name__)
+STATE_FILE = "train_state.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig(ConfigBase):
+    """Hyperparameters of `promogym fit`."""
+
+    encoder: str = param("minilm", "'minilm', 'tiny' or a local BERT folder")
+    mode: str = param("hybrid", "hybrid (two towers + monotone head) or text (one sentence)",
+                      choices=("hybrid", "text"))
+    max_length: int = param(64, "token limit per text or sentence (text mode: x3 for the whole)", lo=8, hi=512)
+    segment: bool = param(True, "hybrid: encode each sentence of a text separately (see BertConversionModel)",
+                          choices=(True, False))
+    dim: int = param(128, "tower embedding size", lo=8, hi=2048)
+    queries: int = param(4, "learned attention-pooling queries per tower", lo=0, hi=32)
+    width: int = param(256, "head MLP width", lo=8, hi=4096)
+    dropout: float = param(0.1, "dropout in towers and head", lo=0.0, hi=0.9)
+    head_epochs: int = param(12, "stage A epochs (encoder frozen; hybrid only)", lo=0, hi=1000)
+    finetune_epochs: int = param(0, "stage B epochs (encoder layers trained)", lo=0, hi=1000)
+    finetune_steps: int = param(40, "optimizer steps per stage B epoch", lo=1, hi=1_000_000)
+    finetune_layers: int = param(2, "top encoder layers unfrozen in stage B (0 = all)", lo=0, hi=48)
+    batch_size: int = param(1024, "rows per step in stage A; sentences per step in text mode / 32", lo=8, hi=65536)
+    finetune_users: int = param(32, "users per stage B step (hybrid)", lo=1, hi=4096)
+    rows_per_user: int = param(16, "rows per user in a stage B step (hybrid)", lo=1, hi=4096)
+    text_batch: int = param(32, "sentences per step (text mode)", lo=1, hi=4096)
+    lr_head: float = param(1e-3, "AdamW learning rate of pooling and head", lo=1e-6, hi=1.0)
+    lr_encoder: float = param(2e-5, "AdamW learning rate of the encoder", lo=1e-7, hi=1e-2)
+    finetune_lr_head: float = param(1e-4, "learning rate of pooling and head in stage B (hybrid)", lo=1e-7, hi=1.0)
+    weight_decay: float = param(0.01, "AdamW weight decay", lo=0.0, hi=1.0)
+    warmup_share: float = param(0.06, "share of a stage's steps spent warming up", lo=0.0, hi=0.5)
+    grad_clip: float = param(1.0, "gradient norm clipping", lo=0.0, hi=100.0)
+    patience: int = param(3, "epochs without validation improvement before stopping", lo=1, hi=100)
+    calibration: str = param("temperature", "calibration on validation data",
+                             choices=("none", "temperature", "isotonic"))
+    val_rows: int = param(40_000, "validation rows used for early stopping (sampled)", lo=100, hi=10_000_000)
+    max_train_rows: int = param(0, "cap on training rows, sampled (0 = all)", lo=0, hi=100_000_000)
+    bf16: str = param("auto", "bf16 autocast: auto (CUDA only), on, off", choices=("auto", "on", "off"))
+    seed: int = param(0, "seed of the split, initialisation and batches", lo=0, hi=2**32 - 1)
+
+
+@dataclasses.dataclass
+class TrainState:
+    stage: str = "A"
+    epoch: int = 0
+    best_loss: float = float("inf")
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    done: bool = False
+
+
+class Fitter:
+    """Holds the data, the network and the optimisation state of one fit."""
+
+    def __init__(self, data: str | Path, cfg: FitConfig, out: str | Path, resume: bool = False,
+                 progress: Callable[[str, int, int], None] | None = None, device: str | None = None) -> None:
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.data_path = Path(data)
+        self.df = load_logs(self.data_path)
+        self.data_sha = file_sha256(self.data_path)
+        self.split: Split = split_rows(self.df, seed=cfg.seed)
+        if self.split.train.sum() == 0 or self.split.val.sum() == 0:
+            raise ValueError(f"{self.data_path}: too few users to split into train and validation sets")
+        self.device = pick_device(device)
+        self.bf16 = {"auto": self.device.type == "cuda", "on": True, "off": False}[cfg.bf16]
+        torch.manual_seed(cfg.seed)
+        encoder, tokenizer = load_encoder(cfg.encoder, seed=cfg.seed)
+        net_cfg = {"dim": cfg.dim, "queries": cfg.queries, "width": cfg.width, "dropout": cfg.dropout} \
+            if cfg.mode == "hybrid" else {"width": cfg.width, "dropout": cfg.dropout}
+        net = build_net(encoder, cfg.mode, net_cfg)
+        self.model = BertConversionModel(net, tokenizer, cfg.mode, cfg.max_length, device=self.device, bf16=self.bf16,
+                                         segment=cfg.segment)
+        self.net_cfg = net_cfg
+        self.state = TrainState()
+        self.best: dict[str, torch.Tensor] | None = None
+        self.opt_state: dict[str, Any] | None = None
+        # row views
+        self.user_texts = self.df["user_text"].cat.categories.astype(str).tolist()
+        self.item_texts = self.df["item_text"].cat.categories.astype(str).tolist()
+        self.user_code = self.df["user_text"].cat.codes.to_numpy().astype(np.int64)
+        self.item_code = self.df["item_text"].cat.codes.to_numpy().astype(np.int64)
+        self.num = torch.as_tensor(numeric_features(self.df))
+        self.wd = torch.as_tensor(weekday_index(self.df))
+        self.y = torch.as_tensor(self.df["purchased"].to_numpy(dtype=np.float32))
+        rng = np.random.default_rng([cfg.seed, 99])
+        train_idx = np.flatnonzero(self.split.train)
+        if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
+            train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
+        self.train_idx = train_idx
+        val_idx = np.flatnonzero(self.split.val)
+        self.val_idx = np.sort(rng.choice(val_idx, min(cfg.val_rows, len(val_idx)), replace=False))
+        if resume:
+            self._load_partial()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"data_sha256": self.data_sha, "config": self.cfg.to_dict()}
+
+    def _save_partial(self) -> None:
+        meta = {"kind": "promogym-bert-partial", **self._fingerprint()}
+        with atomic_dir(self.partial) as tmp:
+            write_model_files(self.model.net, self.model.tokenizer, meta, tmp)
+            # while the encoder is frozen (stage A) its weights are the ones in encoder/: not stored twice
+            keep = (lambda k: not k.startswith("encoder.")) if self.cfg.finetune_epochs == 0 or \
+                self.state.stage == "A" else (lambda k: True)
+            net = {k: v for k, v in self.model.net.state_dict().items() if keep(k)}
+            best = None if self.best is None else {k: v for k, v in self.best.items() if keep(k)}
+            torch.save({"state": dataclasses.asdict(self.state), "best": best, "opt": self.opt_state, "net": net},
+                       tmp / STATE_FILE)
+
+    def _load_partial(self) -> None:
+        f = self.partial / STATE_FILE
+        if not f.is_file():
+            log.info("no interrupted fit at %s; starting afresh", self.partial)
+            return
+        meta = json.loads((self.partial / "promogym.json").read_text())
+        if meta.get("data_sha256") != self.data_sha or meta.get("config") != self.cfg.to_dict():
+            raise ValueError(f"cannot resume from {self.partial}: it was started with other data or settings")
+        blob = torch.load(f, map_location="cpu", weights_only=False)
+        from transformers import BertModel
+
+        encoder = BertModel.from_pretrained(str(self.partial / "encoder"), add_pooling_layer=False)
+        self.model.net.encoder.load_state_dict(encoder.state_dict())
+        self.model.net.load_state_dict(blob["net"], strict=False)
+        self.state = TrainState(**blob["state"])
+        self.opt_state = blob["opt"]
+        if blob["best"] is not None:  # complete a head-only best state with the (frozen) encoder
+            self.best = {**copy.deepcopy(self.model.net.state_dict()), **blob["best"]}
+        log.info("resuming at stage %s epoch %d", self.state.stage, self.state.epoch)
+
+    # ------------------------------------------------------------------ helpers
+    def _optimizer(self, stage: str, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+        net = self.model.net
+        enc_params: list[torch.nn.Parameter] = []
+        for p in net.encoder.parameters():
+            p.requires_grad_(False)
+        if stage == "B":
+            layers = net.encoder.encoder.layer
+            k = self.cfg.finetune_layers or len(layers)
+            trainable: list[Any] = list(layers[-k:])
+            if k >= len(layers):
+                trainable.append(net.encoder.embeddings)
+            for module in trainable:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+                    enc_params.append(p)
+        head_params = [p for n, p in net.named_parameters() if not n.startswith("encoder.")]
+        lr_head = self.cfg.lr_head if stage == "A" or self.cfg.mode == "text" else self.cfg.finetune_lr_head
+        groups = [{"params": head_params, "lr": lr_head}]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": self.cfg.lr_encoder})
+        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        warm = max(1, int(self.cfg.warmup_share * total_steps))
+
+        def lr_lambda(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        if self.opt_state is not None and self.opt_state.get("stage") == stage:
+            opt.load_state_dict(self.opt_state["opt"])
+            sched.load_state_dict(self.opt_state["sched"])
+        return opt, sched
+
+    def _step(self, opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.cfg.grad_clip)
+        opt.step()
+        sched.step()
+
+    def _epoch_seed(self) -> np.random.Generator:
+        s = self.state
+        torch.manual_seed(self.cfg.seed * 1_000_003 + (0 if s.stage == "A" else 500_000) + s.epoch)
+        return np.random.default_rng([self.cfg.seed, ord(s.stage), s.epoch])
+
+    def _rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(idx)
+        return self.num[t].to(self.device), self.wd[t].to(self.device), self.y[t].to(self.device)
+
+    # ------------------------------------------------------------------ hybrid
+    @torch.no_grad()
+    def _token_cache(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-encoder token states for ``texts``, padded to a common length."""
+        self.model.net.eval()
+        hs = []
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), 128):
+            idx = order[start:start + 128]
+            h, m = self.model.hidden_states([texts[i] for i in idx])
+            hs.append((idx, h.cpu(), m.cpu()))
+        length = max(h.shape[1] for _, h, _ in hs)
+        hidden = torch.zeros(len(texts), length, hs[0][1].shape[2])
+        mask = torch.zeros(len(texts), length, dtype=torch.long)
+        for idx, h, m in hs:
+            hidden[torch.as_tensor(idx), : h.shape[1]] = h
+            mask[torch.as_tensor(idx), : m.shape[1]] = m
+        return hidden, mask
+
+    def _stage_a(self) -> None:
+        cfg, net = self.cfg, self.model.net
+        assert isinstance(net, HybridNet)
+        if self.state.stage != "A" or self.state.epoch >= cfg.head_epochs:
+            return
+        t0 = time.perf_counter()
+        uh, um = self._token_cache(self.user_texts)
+        ih, im = self._token_cache(self.item_texts)
+        log.info("stage A: token states of %d + %d texts in %.1fs", len(uh), len(ih), time.perf_counter() - t0)
+        steps_per_epoch = int(np.ceil(len(self.train_idx) / cfg.batch_size))
+        opt, sched = self._optimizer("A", steps_per_epoch * cfg.head_epochs)
+
+        def logits(idx: np.ndarray) -> torch.Tensor:
+            u_codes, u_inv = np.unique(self.user_code[idx], return_inverse=True)
+            i_codes, i_inv = np.unique(self.item_code[idx], return_inverse=True)
+            ut, it = torch.as_tensor(u_codes), torch.as_tensor(i_codes)
+            u = net.tower("user", uh[ut].to(self.device), um[ut].to(self.device))
+            i = net.tower("item", ih[it].to(self.device), im[it].to(self.device))
+            num, wd, _ = self._rows(idx)
+            return net.head(u[torch.as_tensor(u_inv)], i[torch.as_tensor(i_inv)], num, wd)
+
+        def val_loss() -> float:
+            net.eval()
+            with torch.no_grad():
+                z = torch.cat([logits(self.val_idx[s:s + 8192]) for s in range(0, len(self.val_idx), 8192)])
+            return log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), torch.sigmoid(z).cpu().numpy())
+
+        while self.state.stage == "A" and self.state.epoch < cfg.head_epochs:
+            rng = self._epoch_seed()
+            order = rng.permutation(self.train_idx)
+            net.train()
+            net.encoder.eval()
+            total = 0.0
+            for k, start in enumerate(range(0, len(order), cfg.batch_size)):
+                idx = np.sort(order[start:start + cfg.batch_size])
+                loss = F.binary_cross_entropy_with_logits(logits(idx), self._rows(idx)[2])
+                self._step(opt, sched, loss)
+                total += float(loss.detach())
+                if self.progress:
+                    self.progress("A", k + 1, steps_per_epoch)
+            self._end_epoch(val_loss(), total / steps_per_epoch, opt, sched, cfg.head_epochs)
+
+    def _stage_b_hybrid(self) -> None:
+        cfg, net = self.cfg, self.model.net
+        assert isinstance(net, HybridNet)
+        train_users = np.unique(self.user_code[self.train_idx])
+        rows_by_user = pd.Series(self.train_idx).groupby(self.user_code[self.train_idx]).apply(np.asarray)
+        opt, sched = self._optimizer("B", cfg.finetune_steps * cfg.finetune_epochs)
+
+        def logits(idx: np.ndarray, grad: bool) -> torch.Tensor:
+            u_codes, u_inv = np.unique(self.user_code[idx], return_inverse=True)
+            i_codes, i_inv = np.unique(self.item_code[idx], return_inverse=True)
+            with torch.set_grad_enabled(grad):
+                uh, um = self.model.hidden_states([self.user_texts[c] for c in u_codes])
+                ih, im = self.model.hidden_states([self.item_texts[c] for c in i_codes])
+                u, i = net.tower("user", uh, um), net.tower("item", ih, im)
+                num, wd, _ = self._rows(idx)
+                return net.head(u[torch.as_tensor(u_inv)], i[torch.as_tensor(i_inv)], num, wd)
+
+        def val_loss() -> float:
+            z = self._hybrid_val_logits()
+            return log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), torch.sigmoid(torch.as_tensor(z)).numpy())
+
+        while self.state.stage == "B" and self.state.epoch < cfg.finetune_epochs:
+            rng = self._epoch_seed()
+            net.train()
+            total = 0.0
+            for k in range(cfg.finetune_steps):
+                users = rng.choice(train_users, size=min(cfg.finetune_users, len(train_users)), replace=False)
+                idx = np.sort(np.concatenate([
+                    rng.choice(rows_by_user[u], size=min(cfg.rows_per_user, len(rows_by_user[u])), replace=False)
+                    for u in users]))
+                loss = F.binary_cross_entropy_with_logits(logits(idx, True), self._rows(idx)[2])
+                self._step(opt, sched, loss)
+                total += float(loss.detach())
+                if self.progress:
+                    self.progress("B", k + 1, cfg.finetune_steps)
+            self._end_epoch(val_loss(), total / cfg.finetune_steps, opt, sched, cfg.finetune_epochs)
+
+    @torch.no_grad()
+    def _hybrid_val_logits(self) -> np.ndarray:
+        self.model.clear_cache()
+        self.model.net.eval()
+        return self.model.predict_logits(self.df.iloc[self.val_idx])
+
+    # ------------------------------------------------------------------ text mode
+    def _stage_b_text(self) -> None:
+        cfg, net = self.cfg, self.model.net
+        assert isinstance(net, TextNet)
+        per_epoch = cfg.finetune_steps * cfg.text_batch
+        opt, sched = self._optimizer("B", cfg.finetune_steps * cfg.finetune_epochs)
+        while self.state.stage == "B" and self.state.epoch < cfg.finetune_epochs:
+            rng = self._epoch_seed()
+            idx_all = rng.choice(self.train_idx, size=min(per_epoch, len(self.train_idx)), replace=False)
+            net.train()
+            total = 0.0
+            for k in range(cfg.finetune_steps):
+                idx = np.sort(idx_all[k * cfg.text_batch:(k + 1) * cfg.text_batch])
+                if len(idx) == 0:
+                    break
+                enc = self.model.tokenize(full_texts(self.df.iloc[idx]), max_length=3 * cfg.max_length)
+                with autocast(self.device, self.bf16):
+                    z = net(**enc).float()
+                loss = F.binary_cross_entropy_with_logits(z, self._rows(idx)[2])
+                self._step(opt, sched, loss)
+                total += float(loss.detach())
+                if self.progress:
+                    self.progress("B", k + 1, cfg.finetune_steps)
+            z = self.model.predict_logits(self.df.iloc[self.val_idx])
+            val = log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), 1 / (1 + np.exp(-z)))
+            self._end_epoch(val, total / cfg.finetune_steps, opt, sched, cfg.finetune_epochs)
+
+    # ------------------------------------------------------------------ epochs and the whole fit
+    def _end_epoch(self, val: float, train: float, opt: torch.optim.Optimizer, sched: Any, epochs: int) -> None:
+        s = self.state
+        s.history.append({"stage": s.stage, "epoch": s.epoch, "train_loss": train, "val_log_loss": val})
+        log.info("stage %s epoch %d: train %.5f, validation log-loss %.5f", s.stage, s.epoch, train, val)
+        if val < s.best_loss - 1e-6:
+            s.best_loss, s.bad_epochs = val, 0
+            self.best = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.net.state_dict().items()})
+        else:
+            s.bad_epochs += 1
+        s.epoch += 1
+        self.opt_state = {"stage": s.stage, "opt": opt.state_dict(), "sched": sched.state_dict()}
+        if s.bad_epochs >= self.cfg.patience or s.epoch >= epochs:
+            self._next_stage()
+        self._save_partial()
+
+    def _next_stage(self) -> None:
+        s = self.state
+        if self.best is not None:
+            self.model.net.load_state_dict(self.best)
+        s.bad_epochs, s.epoch, self.opt_state = 0, 0, None
+        if s.stage == "A" and self.cfg.finetune_epochs > 0:
+            s.stage = "B"
+        else:
+            s.done = True
+            s.stage = "done"
+
+    def run(self) -> BertConversionModel:
+        cfg = self.cfg
+        start = time.perf_counter()
+        if cfg.mode == "hybrid":
+            if self.state.stage == "A" and cfg.head_epochs == 0:
+                self._next_stage()
+            self._stage_a()
+            self._stage_b_hybrid()
+        else:
+            if self.state.stage == "A":
+                self.state.stage = "B"
+            self._stage_b_text()
+        if self.best is not None:
+            self.model.net.load_state_dict(self.best)
+        self.model.net.eval()
+        self.model.clear_cache()
+        val_df = self.df.iloc[self.val_idx]
+        val_logits = self.model.predict_logits(val_df)
+        self.model.calibrator = Calibrator.fit(cfg.calibration, val_logits, val_df["purchased"].to_numpy(float))
+        self.model.meta = {
+            "net": self.net_cfg, "encoder": cfg.encoder, "fit_config": cfg.to_dict(), "data": str(self.data_path),
+            "data_sha256": self.data_sha, "split": {"seed": cfg.seed, "val_share": 0.1, "test_share": 0.1,
+                                                      "sizes": self.split.sizes()},
+            "history": self.state.history, "fit_seconds": time.perf_counter() - start,
+            "best_val_log_loss_uncalibrated": self.state.best_loss,
+        }
+        return self.model
+
+
+def fit(data: str | Path, cfg: FitConfig, out: str | Path, resume: bool = False,
+        progress: Callable[[str, int, int], None] | None = None, device: str | None = None
+        ) -> BertConversionModel:
+    """Fine-tune on ``data`` and write the checkpoint folder ``out`` (atomically)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+    # deterministic kernels (e.g. the scatter-add behind embedding lookups' gradients), so a fit resumed
+    # from a checkpoint reaches the same weights as one that was never interrupted
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        fitter = Fitter(data, cfg, out, resume=resume, progress=progress, device=device)
+        model = fitter.run()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    model.save(out)
+    shutil.rmtree(fitter.partial, ignore_errors=True)
+    return model
+
+
