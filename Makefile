@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	mkdir -p $(DEMO)
-	$(BIN)/promogym data --rows 20000 --seed 0 --out $(DEMO)/logs.parquet --no-progress
+	$(BIN)/promogym data --rows 30000 --seed 0 --out $(DEMO)/logs.parquet --no-progress
 	$(BIN)/promogym world --out $(DEMO)/world
+	$(BIN)/promogym fit --data $(DEMO)/logs.parquet --out $(DEMO)/bert_hybrid --no-progress
+	$(BIN)/promogym fit --kind gbdt --data $(DEMO)/logs.parquet --out $(DEMO)/gbdt.pkl
+	$(BIN)/promogym eval-predictor --data $(DEMO)/logs.parquet --out $(DEMO)/predictor \
+		--model bert_hybrid=bert:$(DEMO)/bert_hybrid --model gbdt=gbdt:$(DEMO)/gbdt.pkl
+	@echo "demo outputs in $(DEMO)/"
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -31,6 +36,7 @@ test-slow: install
 bench: install
 	$(BIN)/promogym bench world
 	$(BIN)/promogym bench predictor
+	$(BIN)/promogym bench env
 
 lint: install
 	$(BIN)/ruff check .

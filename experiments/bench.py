@@ -114,7 +114,7 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
     logs = generate_logs(market, 20_000, seed=3)
     encoder, tokenizer = load_encoder(encoder_name)
     net = HybridNet(encoder)
-    model = BertConversionModel(net, tokenizer, "hybrid", 64, device=torch.device("cpu"), bf16=False)
+    model = BertConversionModel(net, tokenizer, "hybrid", 64, device=torch.device("cpu"), bf16=False, segment=True)
     device = model.device
 
     # fine-tuning: one hybrid step encodes the batch's distinct texts with gradients
@@ -185,9 +185,60 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
     }
 
 
+def bench_env(quick: bool = False) -> dict[str, Any]:
+    """Env steps/s and customer decisions/s for each env x backend (world, tiny BERT, MiniLM with cache)."""
+    import gymnasium as gym
+    import torch
+
+    import envs
+    from envs.market import Market
+    from predictors.bert import BertConversionModel, HybridNet
+    from predictors.encoder import load_encoder
+
+    torch.set_num_threads(1)
+    market_cfg: dict[str, Any] = {}
+    backends: dict[str, Any] = {"world": "world"}
+    for name in ("tiny",) if quick else ("tiny", "minilm"):
+        encoder, tokenizer = load_encoder(name)
+        backends[f"bert_{name}"] = BertConversionModel(HybridNet(encoder), tokenizer, "hybrid", 64,
+                                                       device=torch.device("cpu"), bf16=False, segment=True)
+    Market(market_cfg)  # warm the import path
+    steps = 20 if quick else 200
+    results: dict[str, Any] = {}
+    for env_id in envs.ENV_IDS:
+        for bname, response in backends.items():
+            start = time.perf_counter()
+            env = gym.make(env_id, config={"response": response, "market": market_cfg})
+            setup = time.perf_counter() - start
+            env.reset(seed=0)
+            env.action_space.seed(0)
+            actions = [env.action_space.sample() for _ in range(steps)]
+            decisions, t0 = 0, time.perf_counter()
+            for a in actions:
+                _, _, term, trunc, info = env.step(a)
+                decisions += int(info.get("visitors", len(info.get("users", ()))))
+                if term or trunc:
+                    env.reset()
+            seconds = time.perf_counter() - t0
+            results[f"{env_id}|{bname}"] = {"steps_per_s": steps / seconds, "decisions_per_s": decisions / seconds,
+                                           "setup_s": setup}
+    figures: dict[str, Any] = {"per_env_backend": results}
+    for env_id in envs.ENV_IDS:
+        world = results[f"{env_id}|world"]["decisions_per_s"]
+        short = env_id.split("/")[1]
+        figures[f"{short}_world_decisions_per_s"] = world
+        for bname in backends:
+            if bname != "world":
+                figures[f"{short}_ratio_{bname}_over_world"] = results[f"{env_id}|{bname}"]["decisions_per_s"] / world
+    figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in envs.ENV_IDS}
+    if not quick:
+        figures["targets"].update({f"{e.split('/')[1]}_ratio_bert_minilm_over_world": 0.3 for e in envs.ENV_IDS})
+    return figures
+
+
 # name -> (benchmark, pinned to one core: the world's targets are per core; torch uses all cores)
 BENCHES: dict[str, tuple[Callable[[bool], dict[str, Any]], bool]] = {
-    "world": (bench_world, True), "predictor": (bench_predictor, False)}
+    "world": (bench_world, True), "predictor": (bench_predictor, False), "env": (bench_env, True)}
 
 
 def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -221,11 +272,11 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(args.what, out, args.quick)
     for key, value in result["figures"].items():
         if isinstance(value, float):
-            print(f"{key:<40} {value:>16,.1f}")
+            print(f"{key:<48} {value:>16,.{1 if abs(value) >= 10 else 3}f}")
         elif not isinstance(value, dict):
             print(f"{key:<40} {value:>16}")
     for key, target in result["figures"].get("targets", {}).items():
         got = result["figures"][key]
-        print(f"target {key} >= {target:,.0f}: {'met' if got >= target else 'MISSED'} ({got:,.0f})")
+        print(f"target {key} >= {target:,.6g}: {'met' if got >= target else 'MISSED'} ({got:,.6g})")
     print(f"wrote {out / (args.what + '.json')}")
     return 0

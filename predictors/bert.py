@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,23 @@ class OfferHead(nn.Module):
             self.out.bias.zero_()
             self.out.bias[0] = -3.0  # start near a few-percent purchase rate
 
+    def pair(self, user: torch.Tensor, item: torch.Tensor, log_list: torch.Tensor) -> torch.Tensor:
+        """The head's offer-independent part: (rows, N_OUT) coefficients of one user-product pair:
+        base logit, 4 price slopes (>= 0), coupon effect, fatigue-free coupon effect, fatigue rate (>= 0)."""
+        o = self.out(self.joint(torch.cat([user, item, user * item, log_list.reshape(-1, 1)], 1)))
+        return torch.cat([o[:, :1], F.softplus(o[:, 1:5]), o[:, 5:7], F.softplus(o[:, 7:8])], dim=1)
+
     def forward(self, user: torch.Tensor, item: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor
                 ) -> torch.Tensor:
-        z = self.joint(torch.cat([user, item, user * item, num[:, _F["log_list_price"]: _F["log_list_price"] + 1]], 1))
-        o = self.out(z)
-        slopes = F.softplus(o[:, 1:5])
+        return self.combine(self.pair(user, item, num[:, _F["log_list_price"]]), num, weekday)
+
+    def combine(self, o: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor) -> torch.Tensor:
+        """The logit from a pair's coefficients and the offer: monotone non-increasing in price."""
+        slopes = o[:, 1:5]
         paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
         price_term = (slopes[:, 0] * paid + slopes[:, 1] * F.relu(paid)
                       + slopes[:, 2] * shelf + slopes[:, 3] * F.relu(shelf))
-        fatigue = torch.exp(-F.softplus(o[:, 7]) * num[:, _F["coupons_last_7d"]])
+        fatigue = torch.exp(-o[:, 7] * num[:, _F["coupons_last_7d"]])
         coupon_term = num[:, _F["has_coupon"]] * (o[:, 5] * fatigue + o[:, 6])
         return o[:, 0] + self.weekday(weekday).squeeze(-1) - price_term + coupon_term
 
@@ -136,6 +144,11 @@ def full_texts(df: pd.DataFrame) -> list[str]:
 class BertConversionModel:
     """A fine-tuned BERT conversion model with calibrated, batched, cached inference."""
 
+    _pair_keys: np.ndarray    # memo of the head's per-pair coefficients (see _pair_coefficients)
+    _pair_slots: np.ndarray
+    _pair_buf: torch.Tensor
+    _pair_count: int
+
     def __init__(self, net: HybridNet | TextNet, tokenizer: Any, mode: str, max_length: int,
                  calibrator: Calibrator | None = None, meta: dict[str, Any] | None = None,
                  device: torch.device | None = None, bf16: bool | None = None, segment: bool = False) -> None:
@@ -151,6 +164,9 @@ class BertConversionModel:
         self._cache_rows: dict[str, list[torch.Tensor]] = {"user": [], "item": []}
         self._cache_mat: dict[str, torch.Tensor | None] = {"user": None, "item": None}
         self.encoder_calls = 0
+        self._bound: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pair_cache_limit = 4_000_000
+        self._reset_pairs()
 
     # ------------------------------------------------------------------ encoding
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
@@ -215,6 +231,73 @@ class BertConversionModel:
         cache = self._cache_mat[which]
         assert cache is not None
         return cache[torch.as_tensor([index[t] for t in texts], device=self.device)]
+
+    def bind(self, user_texts: Sequence[str], item_texts: Sequence[str], list_price: np.ndarray) -> None:
+        """Precompute tower embeddings for every user and product id of a market (hybrid mode), so that
+        :meth:`predict_logits_ids` scores offers by id without the encoder."""
+        if self.mode != "hybrid":
+            self._bound = None
+            return
+        self._bound = (self.cached("user", [scrub(t) for t in user_texts]),
+                       self.cached("item", [scrub(t) for t in item_texts]))
+        self._reset_pairs()
+        self.net.eval()
+        lp = np.asarray(list_price, dtype=float)
+        self._log_list = torch.as_tensor(
+            numeric_features({"price": lp, "list_price": lp, "coupon": np.zeros(len(lp)), "day": 0})[
+                :, _F["log_list_price"]], device=self.device)
+
+    @torch.no_grad()
+    def predict_logits_ids(self, users: np.ndarray, items: np.ndarray, offers: Mapping[str, Any]) -> np.ndarray:
+        """Calibrated log-odds for offers given by bound ids (see :meth:`bind`) and offer columns
+        (list_price, price, coupon, day, optionally coupons_last_7d)."""
+        if self._bound is None:
+            raise RuntimeError("call bind(user_texts, item_texts) before predict_logits_ids")
+        assert isinstance(self.net, HybridNet)
+        num = torch.as_tensor(numeric_features(offers), device=self.device)
+        wd = torch.as_tensor(weekday_index(offers), device=self.device)
+        z = self.net.head.combine(self._pair_coefficients(np.asarray(users), np.asarray(items)), num, wd)
+        p = self.calibrator(z.float().cpu().numpy().astype(float))
+        return np.log(p) - np.log1p(-p)
+
+    def _pair_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        """The head's offer-independent coefficients per (user, product) pair, memoised for the pairs
+        actually offered (at most ``pair_cache_limit``; a sorted key array, so memory grows with the
+        pairs seen), so that a repeated pair costs a lookup instead of the head's MLP."""
+        assert self._bound is not None and isinstance(self.net, HybridNet)
+        u_mat, i_mat = self._bound
+        keys = users.astype(np.int64) * len(i_mat) + items
+        pos = np.searchsorted(self._pair_keys, keys)
+        found = pos < len(self._pair_keys)
+        found[found] = self._pair_keys[pos[found]] == keys[found]
+        if not found.all():
+            new_keys = np.unique(keys[~found])
+            if len(self._pair_keys) + len(new_keys) > self.pair_cache_limit:
+                self._reset_pairs()
+                return self._pair_coefficients(users, items)
+            u = torch.as_tensor(new_keys // len(i_mat), device=self.device)
+            i = torch.as_tensor(new_keys % len(i_mat), device=self.device)
+            with torch.no_grad():
+                coef = self.net.head.pair(u_mat[u], i_mat[i], self._log_list[i])
+            start = self._pair_count
+            if start + len(new_keys) > len(self._pair_buf):
+                grown = torch.empty(max(2 * len(self._pair_buf), start + len(new_keys), 1024), coef.shape[1],
+                                    device=self.device)
+                grown[:start] = self._pair_buf[:start]
+                self._pair_buf = grown
+            self._pair_buf[start:start + len(new_keys)] = coef
+            self._pair_count += len(new_keys)
+            at = np.searchsorted(self._pair_keys, new_keys)
+            self._pair_keys = np.insert(self._pair_keys, at, new_keys)
+            self._pair_slots = np.insert(self._pair_slots, at, np.arange(start, start + len(new_keys)))
+            pos = np.searchsorted(self._pair_keys, keys)
+        return self._pair_buf[torch.as_tensor(self._pair_slots[pos], device=self.device)]
+
+    def _reset_pairs(self) -> None:
+        self._pair_keys = np.zeros(0, np.int64)
+        self._pair_slots = np.zeros(0, np.int64)
+        self._pair_buf = torch.empty(0, OfferHead.N_OUT, device=self.device)
+        self._pair_count = 0
 
     def clear_cache(self) -> None:
         for which in ("user", "item"):

@@ -158,17 +158,27 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     write_json(out / "metrics.json", slim)
 
 
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 def summary_table(result: dict[str, Any]) -> str:
     """A markdown table: one row per model and set."""
     lines = ["| set | model | log-loss | / ceiling | gap closed | AUC | ECE | MAE vs truth | monotone |",
              "|---|---|---|---|---|---|---|---|---|"]
     for set_name, entry in result["sets"].items():
-        refs = [("bayes (truth)", entry.get("bayes")), ("text ceiling", entry.get("ceiling"))]
-        for name, m in [*refs, *entry["models"].items()]:
-            if m is None:
-                continue
-            lines.append(
-                f"| {set_name} | {name} | {m['log_loss']:.5f} | {m.get('log_loss_over_ceiling', float('nan')):.3f} | "
-                f"{m.get('gap_share_to_ceiling', float('nan')):.1%} | {m['auc']:.4f} | {m['ece']:.4f} | "
-                f"{m.get('mae_true', float('nan')):.4f} | {m.get('monotone_share', float('nan')):.0%} |")
+        refs = []
+        if "ceiling" in entry:
+            ceiling_ll = entry["ceiling"]["log_loss"]
+            for name, key in (("bayes (truth)", "bayes"), ("text ceiling", "ceiling")):
+                m = dict(entry[key])
+                m["log_loss_over_ceiling"] = m["log_loss"] / ceiling_ll
+                m["gap_share_to_ceiling"] = gap_share(m["log_loss"], entry["constant_log_loss"], ceiling_ll)
+                refs.append((name, m))
+        const = {"log_loss": entry["constant_log_loss"], "auc": 0.5, "ece": float("nan")}
+        for name, m in [("constant (train rate)", const), *refs, *entry["models"].items()]:
+            cells = [_fmt(m.get(k), f) for k, f in (("log_loss", ".5f"), ("log_loss_over_ceiling", ".3f"),
+                                                     ("gap_share_to_ceiling", ".1%"), ("auc", ".4f"), ("ece", ".4f"),
+                                                     ("mae_true", ".4f"), ("monotone_share", ".0%"))]
+            lines.append(f"| {set_name} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

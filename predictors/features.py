@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -13,18 +16,19 @@ NUMERIC_FEATURES: tuple[str, ...] = ("log_shelf_rel", "log_paid_rel", "coupon", 
                                      "coupons_last_7d", "weekend")
 
 
-def column(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name in df.columns:
-        return df[name].to_numpy(dtype=float)
-    return np.full(len(df), OPTIONAL_COLUMNS[name])
+def column(df: Mapping[str, Any] | pd.DataFrame, name: str) -> np.ndarray:
+    n = len(np.asarray(df["price"]))
+    if name in df:
+        return np.broadcast_to(np.asarray(df[name], dtype=float), (n,))
+    return np.full(n, OPTIONAL_COLUMNS[name])
 
 
-def numeric_features(df: pd.DataFrame) -> np.ndarray:
-    """(rows, len(NUMERIC_FEATURES)) float32 array."""
-    price = df["price"].to_numpy(dtype=float)
-    lst = df["list_price"].to_numpy(dtype=float)
-    coupon = df["coupon"].to_numpy(dtype=float)
-    day = df["day"].to_numpy(dtype=np.int64)
+def numeric_features(df: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    """(rows, len(NUMERIC_FEATURES)) float32 array, from a DataFrame or a mapping of columns."""
+    price = np.asarray(df["price"], dtype=float)
+    lst = np.asarray(df["list_price"], dtype=float)
+    coupon = np.asarray(df["coupon"], dtype=float)
+    day = np.broadcast_to(np.asarray(df["day"], dtype=np.int64), price.shape)
     log_shelf = np.log(price / lst)
     out = np.stack([
         log_shelf,
@@ -38,8 +42,9 @@ def numeric_features(df: pd.DataFrame) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def weekday_index(df: pd.DataFrame) -> np.ndarray:
-    return (df["day"].to_numpy(dtype=np.int64) % 7).astype(np.int64)
+def weekday_index(df: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    n = len(np.asarray(df["price"]))
+    return np.broadcast_to(np.asarray(df["day"], dtype=np.int64) % 7, (n,)).astype(np.int64)
 
 
 def offer_text(df: pd.DataFrame) -> list[str]:

@@ -7,6 +7,7 @@ card-like and IBAN-like numbers, URLs, IP addresses and @handles become placehol
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -23,8 +24,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def scrub(text: str) -> str:
-    """``text`` with personal identifiers replaced by placeholder tokens."""
+    """``text`` with personal identifiers replaced by placeholder tokens (memoised: profiles and
+    descriptions repeat across offers)."""
     for pattern, token in _PATTERNS:
         text = pattern.sub(token, text)
     return text

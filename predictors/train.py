@@ -60,7 +60,7 @@ class FitConfig(ConfigBase):
     queries: int = param(4, "learned attention-pooling queries per tower", lo=0, hi=32)
     width: int = param(256, "head MLP width", lo=8, hi=4096)
     dropout: float = param(0.1, "dropout in towers and head", lo=0.0, hi=0.9)
-    head_epochs: int = param(12, "stage A epochs (encoder frozen; hybrid only)", lo=0, hi=1000)
+    head_epochs: int = param(4, "stage A epochs (encoder frozen; hybrid only)", lo=0, hi=1000)
     finetune_epochs: int = param(0, "stage B epochs (encoder layers trained)", lo=0, hi=1000)
     finetune_steps: int = param(40, "optimizer steps per stage B epoch", lo=1, hi=1_000_000)
     finetune_layers: int = param(2, "top encoder layers unfrozen in stage B (0 = all)", lo=0, hi=48)

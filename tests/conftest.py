@@ -45,6 +45,17 @@ def small_logs(tmp_path_factory):
     return path
 
 
+TINY = {"encoder": "tiny", "head_epochs": 3, "batch_size": 1024, "lr_head": 3e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_logs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    from predictors.train import FitConfig, fit
+
+    return fit(small_logs, FitConfig.from_dict(TINY), out), out
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

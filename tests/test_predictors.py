@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SMALL_WORLD
+from conftest import SMALL_WORLD, TINY
 
 from envs.market import Market
 from predictors.baselines import GBDTConversionModel, LogisticConversionModel, RevealedTruthModel, TruthModel
@@ -19,14 +19,6 @@ from predictors.evaluate import evaluate, monotone_share
 from predictors.metrics import ece, gap_share, log_loss
 from predictors.registry import load_model
 from predictors.train import FitConfig, fit
-
-TINY = {"encoder": "tiny", "head_epochs": 3, "batch_size": 1024, "lr_head": 3e-3}
-
-
-@pytest.fixture(scope="session")
-def tiny_model(small_logs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    return fit(small_logs, FitConfig.from_dict(TINY), out), out
 
 
 def _offers(path, n=300, seed=0):

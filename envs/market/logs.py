@@ -83,11 +83,9 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
     chunks: list[dict[str, np.ndarray]] = []
     total = visit_offset = 0
     extra_views = market.config.views_per_visit
-    # coupons each customer received on each of the last 7 days (observable by the shop)
-    coupon_days = np.zeros((7, market.n_customers))
-    coupons_last_7d = np.zeros(market.n_customers)
     while total < n_rows:
         visitors = market.sample_visitors(state.day, rng)
+        coupons_last_7d = state.coupons_last_7d()
         n_vis = len(visitors)
         segment = (cus.visit_band[visitors] != 0).astype(np.int64)
         coupon_idx = (rng.random(n_vis)[:, None] > coupon_cdf[segment]).sum(axis=1)
@@ -119,12 +117,7 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
             "revealed_proba": revealed_p,
             "purchased": bought,
         })
-        given = visitors[coupon_idx > 0]
-        slot = state.day % 7
-        coupons_last_7d -= coupon_days[slot]
-        coupon_days[slot] = np.bincount(given, minlength=market.n_customers)
-        coupons_last_7d += coupon_days[slot]
-        market.end_of_day(state, items, price, given)
+        market.end_of_day(state, items, price, visitors[coupon_idx > 0])
         visit_offset += n_vis
         total += len(items)
         if progress is not None:

@@ -59,11 +59,17 @@ class MarketState:
 
     day: int
     reference_price: np.ndarray  # per product
-    fatigue: np.ndarray          # per customer
+    fatigue: np.ndarray          # per customer (latent)
     stock: np.ndarray            # per product, int64
+    coupon_days: np.ndarray      # (7, customers): coupons each customer got on each of the last 7 days
 
     def copy(self) -> MarketState:
-        return MarketState(self.day, self.reference_price.copy(), self.fatigue.copy(), self.stock.copy())
+        return MarketState(self.day, self.reference_price.copy(), self.fatigue.copy(), self.stock.copy(),
+                           self.coupon_days.copy())
+
+    def coupons_last_7d(self) -> np.ndarray:
+        """Coupons each customer received in the previous 7 days: the shop's own, observable record."""
+        return self.coupon_days.sum(axis=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +130,9 @@ class Market:
 
     def initial_state(self, day: int = 0) -> MarketState:
         return MarketState(day=day, reference_price=self.catalog.list_price.copy(),
-                           fatigue=np.zeros(self.n_customers), stock=np.full(self.n_products,
-                                                                             self.config.initial_stock,
-                                                                             dtype=np.int64))
+                           fatigue=np.zeros(self.n_customers),
+                           stock=np.full(self.n_products, self.config.initial_stock, dtype=np.int64),
+                           coupon_days=np.zeros((7, self.n_customers)))
 
     # ------------------------------------------------------------------ utilities
     def _context_arrays(self, users: np.ndarray, items: np.ndarray,
@@ -261,7 +267,8 @@ class Market:
         """Advance ``state`` by one day, in place.
 
         Reference prices move toward the mean shelf price each product was shown at today;
-        fatigue decays, then grows by one for each coupon a customer received today.
+        fatigue decays, then grows by one for each coupon a customer received today; today's coupons
+        replace those of 7 days ago in the shop's record.
         """
         cfg = self.config
         if len(items):
@@ -271,8 +278,9 @@ class Market:
             mean_price = sums[shown] / counts[shown]
             state.reference_price[shown] += cfg.reference_adaptation * (mean_price - state.reference_price[shown])
         state.fatigue *= cfg.fatigue_decay
-        if len(coupon_users):
-            state.fatigue += np.bincount(coupon_users, minlength=self.n_customers)
+        today = np.bincount(coupon_users, minlength=self.n_customers) if len(coupon_users) else 0.0
+        state.fatigue += today
+        state.coupon_days[state.day % 7] = today
         state.day += 1
 
     def customer_type_names(self, users: np.ndarray) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""Response backends: who decides whether a simulated customer buys.
+
+A backend turns offers (customer ids, product ids, shelf prices, coupon shares, market state) into
+log-odds of buying; environments feed them to a multinomial logit with an outside option (a customer
+shown several products) or a sigmoid (a customer shown one). Chosen by a string — ``world`` (the
+ground truth), ``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` — or by passing any
+``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
+logits serve the choice model unchanged, as they do for the world's utilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from envs.market import Market, MarketState
+
+_EPS = 1e-6
+
+
+class ResponseBackend(Protocol):
+    name: str
+    is_world: bool
+
+    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+               state: MarketState) -> np.ndarray: ...
+
+
+class WorldBackend:
+    """The market's true utilities."""
+
+    name = "world"
+    is_world = True
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+
+    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+               state: MarketState) -> np.ndarray:
+        return self.market.utility(users, items, price, coupon, state)
+
+
+class ModelBackend:
+    """A learned conversion model; a BERT hybrid model is bound to the market's texts once, so a step
+    costs a head pass over cached user and product embeddings."""
+
+    is_world = False
+
+    def __init__(self, model: Any, market: Market, name: str | None = None) -> None:
+        self.model, self.market = model, market
+        self.name: str = name or str(getattr(model, "name", type(model).__name__))
+        self._user_text = np.asarray(market.customers.text, dtype=object)
+        self._item_text = np.asarray(market.catalog.text, dtype=object)
+        self._category = np.asarray(market.catalog.category_names, dtype=object)[market.catalog.category]
+        self._by_id = hasattr(model, "bind") and getattr(model, "mode", None) == "hybrid"
+        if self._by_id:
+            model.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
+
+    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+               state: MarketState) -> np.ndarray:
+        shape = np.shape(users)
+        u, i = np.ravel(users), np.ravel(items)
+        offers: dict[str, Any] = {
+            "user_id": u, "item_id": i, "list_price": self.market.catalog.list_price[i],
+            "price": np.ravel(price).astype(float), "coupon": np.ravel(coupon).astype(float),
+            "day": np.full(len(u), state.day), "coupons_last_7d": state.coupons_last_7d()[u],
+        }
+        if self._by_id:
+            return np.asarray(self.model.predict_logits_ids(u, i, offers)).reshape(shape)
+        offers.update(user_text=self._user_text[u], item_text=self._item_text[i], category=self._category[i])
+        p = np.clip(self.model.predict_proba(offers), _EPS, 1 - _EPS)
+        return (np.log(p) - np.log1p(-p)).reshape(shape)
+
+
+def make_backend(spec: Any, market: Market) -> ResponseBackend:
+    """``world``, ``bert:<dir>``, ``gbdt:<file>``, ``logistic:<file>`` or a ConversionModel object."""
+    if isinstance(spec, str) and spec == "world":
+        return WorldBackend(market)
+    if isinstance(spec, str) and spec in ("truth", "ceiling"):
+        raise ValueError(f"response {spec!r} is not a backend; use 'world' for the ground truth")
+    from predictors.registry import load_model
+
+    try:
+        model = load_model(spec, market)
+    except FileNotFoundError as exc:
+        raise ValueError(f"response: {exc}") from exc
+    return ModelBackend(model, market, name=spec if isinstance(spec, str) else None)

@@ -1,0 +1,150 @@
+"""Shared machinery of the market environments: configs, the market, backends, a simulated day."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.backends import ResponseBackend, WorldBackend, make_backend
+from envs.config import ConfigBase, param
+from envs.market import WEEKDAYS, Market, MarketState, mnl_from_utility
+
+OBS_BOUND = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MarketEnvConfig(ConfigBase):
+    """Fields every market environment shares."""
+
+    market: Mapping[str, Any] = param(None, "MarketConfig overrides for the world", factory=dict)
+    response: Any = param(  # noqa: RUF009 (param returns a dataclasses.field)
+        "world", "response backend: world, bert:<dir>, gbdt:<file>, logistic:<file> or a model")
+    reward: str = param("profit", "reward: profit (revenue - unit cost - coupon cost) or revenue",
+                        choices=("profit", "revenue"))
+
+    def validate(self) -> None:
+        if not isinstance(self.market, Mapping):
+            raise ValueError(f"{type(self).__name__}.market must be a mapping of MarketConfig overrides")
+        r = self.response
+        if isinstance(r, str):
+            kind = r.partition(":")[0]
+            if kind not in ("world", "bert", "gbdt", "logistic"):
+                raise ValueError(f"{type(self).__name__}.response must be 'world', 'bert:<dir>', 'gbdt:<file>', "
+                                 f"'logistic:<file>' or a ConversionModel, got {r!r}")
+        elif not hasattr(r, "predict_proba"):
+            raise ValueError(f"{type(self).__name__}.response must be a string or a ConversionModel, got {r!r}")
+
+
+@dataclasses.dataclass
+class DayOutcome:
+    """What happened on one simulated day (or one cohort)."""
+
+    visitors: int
+    units: np.ndarray          # per env product
+    revenue: float
+    cost: float
+    coupon_spend: float
+    stockouts: int
+    coupons_given: int
+    coupons_clipped: int
+    expected_profit: float     # under the env's response backend, before sampling
+    expected_profit_world: float  # the world's expectation for the same decisions (nan: no world)
+
+
+class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Base class: builds the world and the response backend from the config."""
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
+    config_class: type[MarketEnvConfig] = MarketEnvConfig
+
+    def __init__(self, config: MarketEnvConfig | Mapping[str, Any] | None = None, render_mode: str | None = None,
+                 **overrides: Any) -> None:
+        if overrides:
+            base = config.to_dict() if isinstance(config, ConfigBase) else dict(config or {})
+            if isinstance(config, ConfigBase):
+                base["response"] = config.response
+            config = {**base, **overrides}
+        self.config = self.config_class.coerce(config)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.market = Market(self.config.market)
+        self.backend: ResponseBackend = make_backend(self.config.response, self.market)
+        self.world: ResponseBackend = self.backend if self.backend.is_world else WorldBackend(self.market)
+        self.state: MarketState = self.market.initial_state()
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return cls.config_class().to_dict()
+
+    # ------------------------------------------------------------------ visitors and choices
+    def _visitors(self, expected: float, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Visitors of the day (Poisson, weekly seasonality) and the env category each one browses:
+        a favourite one when the env sells it, otherwise one of the env's categories at random."""
+        rng = self.np_random
+        season = self.market.arrival_rate(self.state.day) / self.market.config.daily_arrivals
+        users = self.market.sample_visitors(self.state.day, rng, n=int(rng.poisson(expected * season)))
+        fav = self.market.customers.favourites[users]
+        pick = np.where(rng.random(len(users)) < 0.6, fav[:, 0], fav[:, 1])
+        ok = np.isin(pick, categories)
+        cats = np.where(ok, pick, categories[rng.integers(0, len(categories), len(users))])
+        return users, cats
+
+    def _reserve(self, worst_cost: np.ndarray, budget_left: float) -> np.ndarray:
+        """Which coupons (in arrival order) fit the budget if every one of them were redeemed."""
+        return np.cumsum(worst_cost) <= budget_left + 1e-9
+
+    def _serve(self, users: np.ndarray, sets: np.ndarray, prices: np.ndarray, coupon: np.ndarray,
+               env_index: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """Sample each visitor's choice among ``sets`` (product ids, -1 padding) with an outside option,
+        serve in arrival order while stock lasts. Returns chosen env-product index per visitor (-1: none
+        or sold out), expected profit under the backend and the world, and a stock-out flag per visitor."""
+        rng = self.np_random
+        cat = self.market.catalog
+        available = (sets >= 0) & (self.state.stock[np.maximum(sets, 0)] > 0)
+        items = np.maximum(sets, 0)
+        users2 = np.broadcast_to(users[:, None], sets.shape)
+        price2 = prices[items]
+        coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
+        margin = price2 * (1 - coupon2) - cat.unit_cost[items] if self.config.reward == "profit" \
+            else price2 * (1 - coupon2)
+        exp_world = float("nan")
+        if len(users) == 0:
+            return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
+        p = mnl_from_utility(self.backend.logits(users2, items, price2, coupon2, self.state), available)
+        expected = float((p * margin).sum())
+        if self.backend is self.world:
+            exp_world = expected
+        else:
+            pw = mnl_from_utility(self.world.logits(users2, items, price2, coupon2, self.state), available)
+            exp_world = float((pw * margin).sum())
+        cum = np.cumsum(p, axis=1)
+        pos = (rng.random(len(users))[:, None] > cum).sum(axis=1)  # == n_options: nothing bought
+        bought = pos < sets.shape[1]
+        chosen_item = np.where(bought, sets[np.arange(len(users)), np.minimum(pos, sets.shape[1] - 1)], -1)
+        chosen = np.where(bought, env_index[np.maximum(chosen_item, 0)], -1)
+        stockout = np.zeros(len(users), bool)
+        for j in np.unique(chosen[chosen >= 0]):
+            buyers = np.flatnonzero(chosen == j)
+            stock = self.state.stock[self.products[j]]
+            if len(buyers) > stock:
+                stockout[buyers[stock:]] = True
+                chosen[buyers[stock:]] = -1
+            self.state.stock[self.products[j]] -= min(len(buyers), stock)
+        return chosen, expected, exp_world, stockout
+
+    products: np.ndarray  # env product ids (subclasses set it)
+
+    def _weekday_onehot(self) -> np.ndarray:
+        return np.eye(7, dtype=np.float32)[self.state.day % 7]
+
+    @staticmethod
+    def _clip_obs(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.nan_to_num(x.astype(np.float32)), -OBS_BOUND, OBS_BOUND)
+
+    def _weekday_name(self) -> str:
+        return WEEKDAYS[self.state.day % 7]

@@ -1,0 +1,301 @@
+"""Dynamic pricing over a selling season, alone or with a coupon rule per customer segment."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig
+from envs.config import param
+from envs.market.customers import VISIT_BANDS
+from envs.market.world import WEEKDAYS
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicPricingConfig(MarketEnvConfig):
+    n_products: int = param(10, "products priced by the agent (split evenly over `categories`)", lo=1, hi=200)
+    categories: tuple[int, ...] = param(None, "catalog categories the products come from", lo=0, hi=9,
+                                        factory=lambda: (0, 1))
+    horizon: int = param(28, "days in the selling season", lo=1, hi=3650)
+    price_low: float = param(0.6, "lowest price, as a multiple of list price (action -1)", lo=0.05, hi=10.0)
+    price_high: float = param(1.4, "highest price, as a multiple of list price (action +1)", lo=0.05, hi=10.0)
+    daily_customers: float = param(250.0, "mean visitors per day browsing these products", lo=1.0, hi=1e6)
+    initial_stock: int = param(60, "units of each product at the start of the season", lo=0, hi=1_000_000)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.price_low >= self.price_high:
+            raise ValueError(f"{type(self).__name__}.price_low ({self.price_low}) must be below price_high "
+                             f"({self.price_high})")
+        if len(set(self.categories)) != len(self.categories) or not self.categories:
+            raise ValueError(f"{type(self).__name__}.categories must be distinct category ids, got {self.categories}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PricePromoConfig(DynamicPricingConfig):
+    coupon_levels: tuple[float, ...] = param(None, "coupon shares a segment rule can choose", lo=0.0, hi=0.9,
+                                             factory=lambda: (0.0, 0.05, 0.1, 0.2))
+    budget: float = param(1500.0, "campaign budget for redeemed coupons over the season", lo=0.0, hi=1e12)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.coupon_levels[0] != 0.0 or list(self.coupon_levels) != sorted(self.coupon_levels):
+            raise ValueError(f"{type(self).__name__}.coupon_levels must be increasing and start at 0, "
+                             f"got {self.coupon_levels}")
+
+
+class _SeasonEnv(MarketEnv):
+    """Prices (and optionally a coupon level per segment) set once a day for a season."""
+
+    config: DynamicPricingConfig
+    with_coupons = False
+
+    def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
+        super().__init__(config, render_mode, **overrides)
+        cfg = self.config
+        if max(cfg.categories) >= self.market.config.n_categories:
+            raise ValueError(f"{type(cfg).__name__}.categories {cfg.categories} exceed the market's "
+                             f"{self.market.config.n_categories} categories")
+        per = [self.market.items_in_category(c) for c in cfg.categories]
+        per = [p[~self.market.catalog.is_new[p]] for p in per]
+        share = np.array_split(np.arange(cfg.n_products), len(per))
+        if any(len(s) > len(p) for s, p in zip(share, per, strict=True)):
+            raise ValueError(f"{type(cfg).__name__}.n_products ({cfg.n_products}) exceeds the products available "
+                             f"in categories {cfg.categories}")
+        self.products = np.concatenate([p[: len(s)] for s, p in zip(share, per, strict=True)])
+        self.categories = np.asarray(cfg.categories)
+        n = cfg.n_products
+        self.env_index = np.full(self.market.n_products, -1)
+        self.env_index[self.products] = np.arange(n)
+        cats = self.market.catalog.category[self.products]
+        width = max(int((cats == c).sum()) for c in self.categories)
+        self.choice_sets = np.full((len(self.categories), width), -1)
+        for k, c in enumerate(self.categories):
+            ids = self.products[cats == c]
+            self.choice_sets[k, : len(ids)] = ids
+        self.cat_pos = {int(c): k for k, c in enumerate(self.categories)}
+        self.list_price = self.market.catalog.list_price[self.products]
+        n_segments = len(VISIT_BANDS) if self.with_coupons else 0
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n + n_segments,), dtype=np.float32)
+        obs_dim = 8 + 4 * n + (1 + n_segments if self.with_coupons else 0)
+        self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(obs_dim,), dtype=np.float32)
+        self._reset_tracking()
+
+    # ------------------------------------------------------------------ helpers
+    def _reset_tracking(self) -> None:
+        n = self.config.n_products
+        self.prices = self.list_price.copy()
+        self.last_units = np.zeros(n)
+        self.budget_left = float(getattr(self.config, "budget", 0.0))
+        self.t = 0
+        self.history: list[dict[str, Any]] = []
+
+    def prices_from_action(self, action: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        a = np.clip(np.asarray(action, dtype=float)[: cfg.n_products], -1.0, 1.0)
+        return np.round(self.list_price * (cfg.price_low + (a + 1.0) / 2.0 * (cfg.price_high - cfg.price_low)), 2)
+
+    def action_from_prices(self, prices: np.ndarray) -> np.ndarray:
+        """The action that sets ``prices`` (inverse of :meth:`prices_from_action`; clipped to the band)."""
+        cfg = self.config
+        mult = np.asarray(prices, float) / self.list_price
+        return np.clip(2.0 * (mult - cfg.price_low) / (cfg.price_high - cfg.price_low) - 1.0, -1, 1).astype(np.float32)
+
+    def coupon_levels_from_action(self, action: np.ndarray) -> np.ndarray:
+        levels = np.asarray(getattr(self.config, "coupon_levels", (0.0,)))
+        a = np.clip(np.asarray(action, dtype=float)[self.config.n_products:], -1.0, 1.0)
+        idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
+        return levels[idx]
+
+    def _obs(self) -> np.ndarray:
+        cfg = self.config
+        stock = self.state.stock[self.products] / max(cfg.initial_stock, 1)
+        parts = [self._weekday_onehot(), [(cfg.horizon - self.t) / cfg.horizon], stock,
+                 self.prices / self.list_price - 1.0, self.state.reference_price[self.products] / self.list_price - 1.0,
+                 self.last_units / max(1.0, cfg.initial_stock / cfg.horizon)]
+        if self.with_coupons:
+            budget = getattr(cfg, "budget", 0.0)
+            recent = self.state.coupons_last_7d()
+            band = self.market.customers.visit_band
+            parts.append([self.budget_left / budget if budget > 0 else 0.0])
+            parts.append([recent[band == b].mean() / 7.0 for b in range(len(VISIT_BANDS))])
+        return self._clip_obs(np.concatenate([np.asarray(p, dtype=np.float32) for p in parts]))
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.state = self.market.initial_state()
+        self.state.stock[:] = 0
+        self.state.stock[self.products] = self.config.initial_stock
+        self._reset_tracking()
+        return self._obs(), {"products": self.products.copy(), "list_price": self.list_price.copy()}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        cfg = self.config
+        self.prices = self.prices_from_action(action)
+        out = self._simulate_day(self.prices, self.coupon_levels_from_action(action) if self.with_coupons else None)
+        reward = out.revenue - out.cost - out.coupon_spend if cfg.reward == "profit" else out.revenue
+        self.last_units = out.units.astype(float)
+        self.t += 1
+        terminated = bool(self.state.stock[self.products].sum() == 0)
+        truncated = self.t >= cfg.horizon and not terminated
+        info = {"components": {"revenue": out.revenue, "cost": out.cost, "coupon_spend": out.coupon_spend,
+                               "units": int(out.units.sum()), "stockouts": out.stockouts,
+                               "budget_left": self.budget_left},
+                "prices": self.prices.copy(), "units": out.units.copy(), "visitors": out.visitors,
+                "coupons_given": out.coupons_given, "coupons_clipped": out.coupons_clipped,
+                "expected_profit": out.expected_profit, "expected_profit_world": out.expected_profit_world,
+                "day": self.state.day - 1}
+        self.history.append({"day": self.state.day - 1, "prices": self.prices.copy(),
+                             "stock": self.state.stock[self.products].copy(), "units": out.units.copy(),
+                             "reward": reward, "visitors": out.visitors})
+        return self._obs(), float(reward), terminated, truncated, info
+
+    def _simulate_day(self, prices: np.ndarray, segment_coupons: np.ndarray | None) -> DayOutcome:
+        cfg = self.config
+        cat = self.market.catalog
+        users, cats = self._visitors(cfg.daily_customers, self.categories)
+        sets = self.choice_sets[[self.cat_pos[int(c)] for c in cats]] if len(users) else \
+            np.zeros((0, self.choice_sets.shape[1]), int)
+        price_by_item = np.zeros(self.market.n_products)
+        price_by_item[self.products] = prices
+        coupon = np.zeros(len(users))
+        clipped = 0
+        if segment_coupons is not None and len(users):
+            wanted = segment_coupons[self.market.customers.visit_band[users]]
+            worst = wanted * price_by_item[np.maximum(sets, 0)].max(axis=1)
+            ok = self._reserve(np.where(wanted > 0, worst, 0.0), self.budget_left)
+            coupon = np.where(ok, wanted, 0.0)
+            clipped = int(((wanted > 0) & ~ok).sum())
+        chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon, self.env_index)
+        bought = chosen >= 0
+        units = np.bincount(chosen[bought], minlength=cfg.n_products)
+        paid_price = prices[chosen[bought]]
+        revenue = float(paid_price.sum())
+        cost = float(cat.unit_cost[self.products][chosen[bought]].sum())
+        spend = float((paid_price * coupon[bought]).sum())
+        self.budget_left = max(0.0, self.budget_left - spend)
+        shown = sets[sets >= 0]
+        self.market.end_of_day(self.state, shown, price_by_item[shown], users[coupon > 0])
+        return DayOutcome(visitors=len(users), units=units, revenue=revenue, cost=cost, coupon_spend=spend,
+                          stockouts=int(stockout.sum()), coupons_given=int((coupon > 0).sum()),
+                          coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world)
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "ansi":
+            if not self.history:
+                return (f"day {self.state.day} ({self._weekday_name()}): season starts, "
+                        f"stock {self.config.initial_stock}/product")
+            h = self.history[-1]
+            return (f"day {h['day']:>3} ({WEEKDAYS[h['day'] % 7]:<9}) visitors {h['visitors']:>4}  "
+                    f"units {int(h['units'].sum()):>3}  profit {h['reward']:>9.2f}  "
+                    f"stock left {int(h['stock'].sum()):>5}  "
+                    f"price index {np.mean(h['prices'] / self.list_price):.2f}"
+                    + (f"  budget left {self.budget_left:,.0f}" if self.with_coupons else ""))
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        return None
+
+    def _render_rgb(self) -> np.ndarray:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3), dpi=80)
+        if self.history:
+            days = [h["day"] for h in self.history]
+            axes[0].plot(days, np.array([h["prices"] / self.list_price for h in self.history]))
+            axes[1].plot(days, np.array([h["stock"] for h in self.history]))
+            axes[2].plot(days, np.cumsum([h["units"].sum() for h in self.history]))
+        for ax, title in zip(axes, ("price / list", "stock", "units sold (cumulative)"), strict=True):
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(labelsize=7)
+        fig.tight_layout()
+        fig.canvas.draw()
+        img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
+        plt.close(fig)
+        return img
+
+
+class DynamicPricingEnv(_SeasonEnv):
+    """Dynamic pricing of a few products with finite stock over a selling season.
+
+    ## Description
+    Each day of the season the agent sets a price for each product. A seasonal number of customers
+    arrives; each browses the agent's products of one category they care about and buys at most one
+    of them or none, by multinomial logit with an outside option over the response backend's
+    log-odds, so products substitute for one another. Stock is finite and never restocked;
+    reference prices adapt to the prices shown (loss aversion around them).
+
+    ## Action Space
+    ``Box(-1, 1, (n_products,))``: -1 is ``price_low`` x list price, +1 is ``price_high`` x list price.
+
+    ## Observation Space
+    ``Box(-10, 10, (8 + 4 n_products,))`` float32: day of week (one-hot, 7), share of the season left,
+    stock left per product (share of initial stock), current price / list - 1, reference price / list - 1,
+    yesterday's units per product (relative to an even sell-through).
+
+    ## Rewards
+    The day's profit: revenue - unit cost (or revenue with ``reward="revenue"``).
+    ``info["components"]`` has revenue, cost, coupon_spend, units, stockouts and budget_left;
+    ``info["expected_profit_world"]`` is the world's expected profit of the same prices.
+
+    ## Starting State
+    Day 0 (a Monday), every product at list price with ``initial_stock`` units, reference prices at
+    list price, no fatigue.
+
+    ## Episode End
+    Terminated when every product is sold out; truncated after ``horizon`` days.
+
+    ## Arguments
+    ``gymnasium.make("promogym/DynamicPricing-v0", config={...}, render_mode="ansi" | "rgb_array")``
+    with the keys of :class:`DynamicPricingConfig` (``response`` picks the backend).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    config_class = DynamicPricingConfig
+
+
+class PricePromoEnv(_SeasonEnv):
+    """Prices per product and a coupon rule per customer segment, under inventory and a budget.
+
+    ## Description
+    As DynamicPricing-v0, and each day the agent also picks a coupon level for each observed customer
+    segment (daily, weekly and monthly visitors). A visitor gets their segment's coupon when the
+    campaign budget can pay it even if every coupon given were redeemed at the highest price in their
+    choice set; otherwise none (counted in ``info["coupons_clipped"]``). Coupons add fatigue.
+
+    ## Action Space
+    ``Box(-1, 1, (n_products + 3,))``: prices as in DynamicPricing-v0, then one value per segment
+    mapped to ``coupon_levels`` by equal-width bins of [-1, 1].
+
+    ## Observation Space
+    ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v0's, then the share of the budget
+    left and each segment's mean coupons received in the last 7 days (/7).
+
+    ## Rewards
+    The day's profit: revenue - unit cost - coupon cost of redeemed coupons.
+
+    ## Starting State
+    As DynamicPricing-v0, with the whole ``budget`` left.
+
+    ## Episode End
+    Terminated when every product is sold out; truncated after ``horizon`` days.
+
+    ## Arguments
+    ``config`` with the keys of :class:`PricePromoConfig`.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    config_class = PricePromoConfig
+    with_coupons = True
