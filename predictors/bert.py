@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 CHECKPOINT_KIND = "promogym-bert-conversion"
 META_FILE = "promogym.json"
 HEAD_FILE = "head.pt"
+PAIR_TABLE_CELLS = 10_000_000
 _F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
 
 
@@ -148,6 +149,7 @@ class BertConversionModel:
     _pair_slots: np.ndarray
     _pair_buf: torch.Tensor
     _pair_count: int
+    _pair_table: np.ndarray | None
 
     def __init__(self, net: HybridNet | TextNet, tokenizer: Any, mode: str, max_length: int,
                  calibrator: Calibrator | None = None, meta: dict[str, Any] | None = None,
@@ -262,17 +264,20 @@ class BertConversionModel:
 
     def _pair_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
         """The head's offer-independent coefficients per (user, product) pair, memoised for the pairs
-        actually offered (at most ``pair_cache_limit``; a sorted key array, so memory grows with the
-        pairs seen), so that a repeated pair costs a lookup instead of the head's MLP."""
+        actually offered, so that a repeated pair costs a lookup instead of the head's MLP.
+
+        The memo holds at most ``pair_cache_limit`` pairs (N_OUT floats each). Its index is a dense
+        int32 table over users x products when that has at most ``PAIR_TABLE_CELLS`` cells (40 MB;
+        the default world needs 4 MB), and a sorted key array otherwise.
+        """
         assert self._bound is not None and isinstance(self.net, HybridNet)
         u_mat, i_mat = self._bound
         keys = users.astype(np.int64) * len(i_mat) + items
-        pos = np.searchsorted(self._pair_keys, keys)
-        found = pos < len(self._pair_keys)
-        found[found] = self._pair_keys[pos[found]] == keys[found]
-        if not found.all():
-            new_keys = np.unique(keys[~found])
-            if len(self._pair_keys) + len(new_keys) > self.pair_cache_limit:
+        slots = self._pair_lookup(keys)
+        missing = slots < 0
+        if missing.any():
+            new_keys = np.unique(keys[missing])
+            if self._pair_count + len(new_keys) > self.pair_cache_limit:
                 self._reset_pairs()
                 return self._pair_coefficients(users, items)
             u = torch.as_tensor(new_keys // len(i_mat), device=self.device)
@@ -287,17 +292,34 @@ class BertConversionModel:
                 self._pair_buf = grown
             self._pair_buf[start:start + len(new_keys)] = coef
             self._pair_count += len(new_keys)
-            at = np.searchsorted(self._pair_keys, new_keys)
-            self._pair_keys = np.insert(self._pair_keys, at, new_keys)
-            self._pair_slots = np.insert(self._pair_slots, at, np.arange(start, start + len(new_keys)))
-            pos = np.searchsorted(self._pair_keys, keys)
-        return self._pair_buf[torch.as_tensor(self._pair_slots[pos], device=self.device)]
+            self._pair_store(new_keys, np.arange(start, start + len(new_keys)))
+            slots = self._pair_lookup(keys)
+        return self._pair_buf[torch.as_tensor(slots, device=self.device)]
+
+    def _pair_lookup(self, keys: np.ndarray) -> np.ndarray:
+        if self._pair_table is not None:
+            return self._pair_table[keys]
+        pos = np.searchsorted(self._pair_keys, keys)
+        found = pos < len(self._pair_keys)
+        found[found] = self._pair_keys[pos[found]] == keys[found]
+        return np.where(found, self._pair_slots[np.minimum(pos, max(len(self._pair_slots) - 1, 0))]
+                        if len(self._pair_slots) else -1, -1)
+
+    def _pair_store(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        if self._pair_table is not None:
+            self._pair_table[keys] = slots
+            return
+        at = np.searchsorted(self._pair_keys, keys)
+        self._pair_keys = np.insert(self._pair_keys, at, keys)
+        self._pair_slots = np.insert(self._pair_slots, at, slots)
 
     def _reset_pairs(self) -> None:
         self._pair_keys = np.zeros(0, np.int64)
         self._pair_slots = np.zeros(0, np.int64)
         self._pair_buf = torch.empty(0, OfferHead.N_OUT, device=self.device)
         self._pair_count = 0
+        cells = 0 if self._bound is None else len(self._bound[0]) * len(self._bound[1])
+        self._pair_table = np.full(cells, -1, np.int32) if 0 < cells <= PAIR_TABLE_CELLS else None
 
     def clear_cache(self) -> None:
         for which in ("user", "item"):

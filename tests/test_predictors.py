@@ -192,3 +192,23 @@ def test_metrics_and_calibration():
     iso = Calibrator.fit("isotonic", skewed, y)
     assert ece(y, iso(skewed)) < 0.003
     assert Calibrator.from_dict(cal.to_dict())(skewed[:10]) == pytest.approx(cal(skewed[:10]))
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkeypatch, table):
+    import predictors.bert as bert_module
+
+    if not table:
+        monkeypatch.setattr(bert_module, "PAIR_TABLE_CELLS", 0)  # the sorted-key index
+    model = BertConversionModel.load(tiny_model[1])
+    market = Market(SMALL_WORLD)
+    model.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
+    assert (model._pair_table is not None) == table
+    model.pair_cache_limit = 500  # forces the memo to be reset on the way
+    offers = _offers(small_logs, 400)
+    cols = {k: offers[k].to_numpy() for k in ("price", "list_price", "coupon", "day", "coupons_last_7d")}
+    users, items = offers["user_id"].to_numpy(), offers["item_id"].to_numpy()
+    full = model.predict_logits(offers)
+    calibrated = np.log(model.calibrator(full)) - np.log1p(-model.calibrator(full))
+    for _ in range(2):  # cold, then memoised
+        np.testing.assert_allclose(model.predict_logits_ids(users, items, cols), calibrated, rtol=1e-5, atol=1e-5)
