@@ -39,6 +39,24 @@ class MarketEnvConfig(ConfigBase):
             raise ValueError(f"{type(self).__name__}.response must be a string or a ConversionModel, got {r!r}")
 
 
+def check_coupon_levels(cfg: Any) -> None:
+    """Coupon levels start at 0 (no coupon) and increase: level indices are ordered by generosity."""
+    levels = cfg.coupon_levels
+    if not levels or levels[0] != 0.0 or list(levels) != sorted(levels):
+        raise ValueError(f"{type(cfg).__name__}.coupon_levels must be increasing and start at 0, got {levels}")
+
+
+def figure_to_array(fig: Any) -> np.ndarray:
+    """An RGB uint8 array of a matplotlib figure (for render_mode="rgb_array"); closes the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
 @dataclasses.dataclass
 class DayOutcome:
     """What happened on one simulated day (or one cohort)."""

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig
+from envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
 from envs.config import param
 from envs.market import sigmoid
-from envs.market.customers import QUALITY_TASTES, TIER_PREFS, VISIT_BANDS
+from envs.market.customers import QUALITY_TASTES
 
 N_FEATURES = 13  # per customer, see CouponAllocationEnv's docstring
 
@@ -29,9 +29,7 @@ class CouponAllocationConfig(MarketEnvConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.coupon_levels[0] != 0.0 or list(self.coupon_levels) != sorted(self.coupon_levels):
-            raise ValueError(f"CouponAllocationConfig.coupon_levels must be increasing and start at 0, "
-                             f"got {self.coupon_levels}")
+        check_coupon_levels(self)
 
 
 class CouponAllocationEnv(MarketEnv):
@@ -198,12 +196,5 @@ class CouponAllocationEnv(MarketEnv):
                 axes[1].plot(t, [h["budget_left"] for h in self.history])
             axes[0].set_title("cumulative profit", fontsize=9)
             axes[1].set_title("budget left", fontsize=9)
-            fig.tight_layout()
-            fig.canvas.draw()
-            img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
-            plt.close(fig)
-            return img
+            return figure_to_array(fig)
         return None
-
-
-__all__ = ["TIER_PREFS", "VISIT_BANDS", "CouponAllocationConfig", "CouponAllocationEnv"]

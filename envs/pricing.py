@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig
+from envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
 from envs.config import param
 from envs.market.customers import VISIT_BANDS
 from envs.market.world import WEEKDAYS
@@ -42,9 +42,7 @@ class PricePromoConfig(DynamicPricingConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.coupon_levels[0] != 0.0 or list(self.coupon_levels) != sorted(self.coupon_levels):
-            raise ValueError(f"{type(self).__name__}.coupon_levels must be increasing and start at 0, "
-                             f"got {self.coupon_levels}")
+        check_coupon_levels(self)
 
 
 class _SeasonEnv(MarketEnv):
@@ -216,11 +214,7 @@ class _SeasonEnv(MarketEnv):
         for ax, title in zip(axes, ("price / list", "stock", "units sold (cumulative)"), strict=True):
             ax.set_title(title, fontsize=9)
             ax.tick_params(labelsize=7)
-        fig.tight_layout()
-        fig.canvas.draw()
-        img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
-        plt.close(fig)
-        return img
+        return figure_to_array(fig)
 
 
 class DynamicPricingEnv(_SeasonEnv):
