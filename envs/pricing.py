@@ -108,6 +108,18 @@ class _SeasonEnv(MarketEnv):
         idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
         return levels[idx]
 
+    def decode_observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """The parts of an observation by name (the inverse of the layout documented on the class)."""
+        n = self.config.n_products
+        o = np.asarray(obs, dtype=float)
+        parts = {"weekday": o[:7], "season_left": o[7:8], "stock_share": o[8:8 + n],
+                 "price_index": o[8 + n:8 + 2 * n], "reference_index": o[8 + 2 * n:8 + 3 * n],
+                 "last_units": o[8 + 3 * n:8 + 4 * n] * max(1.0, self.config.initial_stock / self.config.horizon)}
+        if self.with_coupons:
+            parts["budget_share"] = o[8 + 4 * n:9 + 4 * n]
+            parts["segment_recent_coupons"] = o[9 + 4 * n:]
+        return parts
+
     def _obs(self) -> np.ndarray:
         cfg = self.config
         stock = self.state.stock[self.products] / max(cfg.initial_stock, 1)

@@ -1,0 +1,74 @@
+"""The policy interface shared by learned agents and baselines, and one evaluation loop for all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+COMPONENTS = ("revenue", "cost", "coupon_spend", "units", "stockouts")
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Stable-Baselines3's prediction signature: (action, recurrent state)."""
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
+
+
+class EnvPolicy:
+    """Base of the baselines: reads the environment it acts in (its config, list prices, costs), as a
+    pricing team's rule would; ``reset`` is called at the start of each episode."""
+
+    name = "policy"
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        self.env: Any = env.unwrapped
+
+    def reset(self) -> None:
+        """Forget anything learned within an episode (most baselines hold nothing)."""
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        return self.act(observation), state
+
+
+def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int) -> dict[str, Any]:
+    """One episode from ``reset(seed=seed)``; the return and the summed reward components."""
+    obs, _ = env.reset(seed=seed)
+    if isinstance(policy, EnvPolicy):
+        policy.reset()
+    total, steps = 0.0, 0
+    sums = dict.fromkeys(COMPONENTS, 0.0)
+    world = 0.0
+    start = True
+    state = None
+    while True:
+        action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
+        start = False
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        for k in COMPONENTS:
+            sums[k] += float(info["components"][k])
+        world += float(info.get("expected_profit_world", np.nan))
+        if terminated or truncated:
+            break
+    return {"seed": seed, "return": total, "steps": steps, **sums, "expected_profit_world": world,
+            "terminated": bool(terminated)}
+
+
+def episode_table(env: gym.Env[Any, Any], policy: Policy, seeds: Sequence[int], name: str | None = None
+                  ) -> pd.DataFrame:
+    """A tidy table, one row per episode (common random numbers: pass the same seeds to every policy)."""
+    rows = [run_episode(env, policy, int(s)) for s in seeds]
+    df = pd.DataFrame(rows)
+    df.insert(0, "policy", name or getattr(policy, "name", type(policy).__name__))
+    return df

@@ -1,0 +1,195 @@
+"""Baseline policies a pricing team would really use, behind SB3's ``predict()``.
+
+Pricing (DynamicPricing-v0 and the price part of PricePromo-v0, where these give no coupons):
+list price, a constant price vector (and the best one found by search on a simulator), a uniform
+discount, cost-plus, a markdown rule, Thompson sampling over a price ladder per product, random.
+Coupons (CouponAllocation-v0): no coupons, one level for everybody, random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.base import EnvPolicy, episode_table
+
+
+class _PricingPolicy(EnvPolicy):
+    """Sets prices as multiples of list price; on PricePromo-v0 gives no coupons."""
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        env = self.env
+        prices = env.list_price * np.asarray(self.multipliers(observation), dtype=float)
+        action = env.action_from_prices(prices)
+        extra = env.action_space.shape[0] - len(action)
+        return np.concatenate([action, -np.ones(extra, np.float32)]).astype(np.float32)
+
+
+class ListPrice(_PricingPolicy):
+    name = "list_price"
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        return np.ones(self.env.config.n_products)
+
+
+class StaticPrice(_PricingPolicy):
+    """The same price vector every day: ``multipliers`` x list price."""
+
+    name = "static_price"
+
+    def __init__(self, env: gym.Env[Any, Any], multipliers: Sequence[float] | np.ndarray | float) -> None:
+        super().__init__(env)
+        self.mult = np.broadcast_to(np.asarray(multipliers, dtype=float), (self.env.config.n_products,)).copy()
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        return self.mult
+
+
+class UniformDiscount(StaticPrice):
+    """Every product at ``discount`` off list price, every day."""
+
+    name = "uniform_discount"
+
+    def __init__(self, env: gym.Env[Any, Any], discount: float = 0.1) -> None:
+        super().__init__(env, 1.0 - discount)
+
+
+class CostPlus(_PricingPolicy):
+    """Unit cost plus a fixed markup (clipped to the env's price band)."""
+
+    name = "cost_plus"
+
+    def __init__(self, env: gym.Env[Any, Any], markup: float = 1.0) -> None:
+        super().__init__(env)
+        cost = self.env.market.catalog.unit_cost[self.env.products]
+        self.mult = cost * (1.0 + markup) / self.env.list_price
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        return self.mult
+
+
+class Markdown(_PricingPolicy):
+    """Start at ``start`` x list; once ``after`` of the season has passed, cut a product's price by
+    ``step`` each day its stock left exceeds ``trigger`` x the share of the season left, down to ``floor``."""
+
+    name = "markdown"
+
+    def __init__(self, env: gym.Env[Any, Any], start: float = 1.0, step: float = 0.1, floor: float = 0.6,
+                 after: float = 0.4, trigger: float = 1.1) -> None:
+        super().__init__(env)
+        self.start, self.step, self.floor, self.after, self.trigger = start, step, floor, after, trigger
+        self.reset()
+
+    def reset(self) -> None:
+        self.mult = np.full(self.env.config.n_products, self.start)
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        o = self.env.decode_observation(observation)
+        left = float(o["season_left"][0])
+        if 1.0 - left >= self.after:
+            slow = o["stock_share"] > self.trigger * left
+            self.mult = np.where(slow, np.maximum(self.floor, self.mult - self.step), self.mult)
+        return self.mult
+
+
+class ThompsonPricing(_PricingPolicy):
+    """Thompson sampling per product over a price ladder: a Gaussian posterior on the daily profit of
+    each (product, price) arm, updated from yesterday's units in the observation. Learns within an
+    episode (``reset`` forgets), blind to stock and reference prices."""
+
+    name = "thompson"
+
+    def __init__(self, env: gym.Env[Any, Any], ladder: Sequence[float] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
+                 prior_sd: float = 50.0, noise_sd: float = 20.0, seed: int = 0) -> None:
+        super().__init__(env)
+        self.ladder = np.asarray(ladder, dtype=float)
+        self.prior_sd, self.noise_sd, self.seed = prior_sd, noise_sd, seed
+        self.episode = 0
+        self.reset()
+
+    def reset(self) -> None:
+        n, k = self.env.config.n_products, len(self.ladder)
+        self.rng = np.random.default_rng([self.seed, self.episode])
+        self.episode += 1
+        self.precision = np.full((n, k), 1.0 / self.prior_sd ** 2)
+        self.mean = np.zeros((n, k))
+        self.last_arm: np.ndarray | None = None
+
+    def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        o = self.env.decode_observation(observation)
+        rows = np.arange(self.env.config.n_products)
+        if self.last_arm is not None:
+            price = self.env.list_price * self.ladder[self.last_arm]
+            profit = o["last_units"] * (price - self.env.market.catalog.unit_cost[self.env.products])
+            p_old = self.precision[rows, self.last_arm]
+            p_new = p_old + 1.0 / self.noise_sd ** 2
+            self.mean[rows, self.last_arm] = (self.mean[rows, self.last_arm] * p_old
+                                              + profit / self.noise_sd ** 2) / p_new
+            self.precision[rows, self.last_arm] = p_new
+        draw = self.mean + self.rng.standard_normal(self.mean.shape) / np.sqrt(self.precision)
+        self.last_arm = draw.argmax(axis=1)
+        return self.ladder[self.last_arm]
+
+
+class RandomPolicy(EnvPolicy):
+    """Uniformly random actions (seeded)."""
+
+    name = "random"
+
+    def __init__(self, env: gym.Env[Any, Any], seed: int = 0) -> None:
+        super().__init__(env)
+        self.space = self.env.action_space
+        self.space.seed(seed)
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(self.space.sample())
+
+
+class UniformCoupon(EnvPolicy):
+    """The same coupon level for every customer (level 0: no coupons)."""
+
+    name = "uniform_coupon"
+
+    def __init__(self, env: gym.Env[Any, Any], level: int = 0) -> None:
+        super().__init__(env)
+        self.level = level
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return np.full(self.env.config.cohort_size, self.level, dtype=np.int64)
+
+
+def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Sequence[int],
+                         grid: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4),
+                         rounds: int = 2) -> tuple[np.ndarray, float]:
+    """The best constant price vector on a simulator: a common multiplier first, then coordinate
+    ascent per product over ``grid``, each candidate scored by its mean return over the same ``seeds``
+    (common random numbers). Returns (multipliers, mean return)."""
+    env = make_env()
+    n = env.unwrapped.config.n_products
+
+    def score(mult: np.ndarray) -> float:
+        return float(episode_table(env, StaticPrice(env, mult), seeds)["return"].mean())
+
+    results = {m: score(np.full(n, m)) for m in grid}
+    best_m = max(results, key=lambda m: results[m])
+    best, best_score = np.full(n, best_m), results[best_m]
+    for _ in range(rounds):
+        improved = False
+        for j in range(n):
+            for m in grid:
+                if m == best[j]:
+                    continue
+                cand = best.copy()
+                cand[j] = m
+                s = score(cand)
+                if s > best_score + 1e-9:
+                    best, best_score, improved = cand, s, True
+        if not improved:
+            break
+    return best, best_score
