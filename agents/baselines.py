@@ -171,7 +171,7 @@ def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Seque
     ascent per product over ``grid``, each candidate scored by its mean return over the same ``seeds``
     (common random numbers). Returns (multipliers, mean return)."""
     env = make_env()
-    n = env.unwrapped.config.n_products
+    n = int(env.unwrapped.config.n_products)  # type: ignore[attr-defined]
 
     def score(mult: np.ndarray) -> float:
         return float(episode_table(env, StaticPrice(env, mult), seeds)["return"].mean())
