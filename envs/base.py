@@ -100,17 +100,23 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
         return cls.config_class().to_dict()
 
     # ------------------------------------------------------------------ visitors and choices
-    def _visitors(self, expected: float, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Visitors of the day (Poisson, weekly seasonality) and the env category each one browses:
-        a favourite one when the env sells it, otherwise one of the env's categories at random."""
-        rng = self.np_random
-        season = self.market.arrival_rate(self.state.day) / self.market.config.daily_arrivals
-        users = self.market.sample_visitors(self.state.day, rng, n=int(rng.poisson(expected * season)))
+    def _visitors(self, expected: float, categories: np.ndarray, rng: np.random.Generator | None = None,
+                  n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Visitors of the day (Poisson, weekly seasonality; or exactly ``n``) and the env category each
+        one browses: a favourite one when the env sells it, otherwise one of the env's categories."""
+        rng = self.np_random if rng is None else rng
+        if n is None:
+            n = int(rng.poisson(expected * self.season_factor(self.state.day)))
+        users = self.market.sample_visitors(self.state.day, rng, n=n)
         fav = self.market.customers.favourites[users]
         pick = np.where(rng.random(len(users)) < 0.6, fav[:, 0], fav[:, 1])
         ok = np.isin(pick, categories)
         cats = np.where(ok, pick, categories[rng.integers(0, len(categories), len(users))])
         return users, cats
+
+    def season_factor(self, day: int) -> float:
+        """Expected visitors on ``day`` relative to the average day (weekly seasonality)."""
+        return float(self.market.arrival_rate(day) / self.market.config.daily_arrivals)
 
     def _reserve(self, worst_cost: np.ndarray, budget_left: float) -> np.ndarray:
         """Which coupons (in arrival order) fit the budget if every one of them were redeemed."""

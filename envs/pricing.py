@@ -11,7 +11,7 @@ from gymnasium import spaces
 from envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
 from envs.config import param
 from envs.market.customers import VISIT_BANDS
-from envs.market.world import WEEKDAYS
+from envs.market.world import WEEKDAYS, mnl_from_utility
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +107,34 @@ class _SeasonEnv(MarketEnv):
         a = np.clip(np.asarray(action, dtype=float)[self.config.n_products:], -1.0, 1.0)
         idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
         return levels[idx]
+
+    def visitor_sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed sample of ``n`` visitors drawn as daily visitors are (own RNG), with the product set
+        (env product ids, -1 padding) each one chooses from: for planners and myopic baselines."""
+        users, cats = self._visitors(0.0, self.categories, rng=np.random.default_rng(seed), n=n)
+        return users, self.choice_sets[[self.cat_pos[int(c)] for c in cats]]
+
+    def expected_outcome(self, backend: Any, state: Any, users: np.ndarray, sets: np.ndarray, prices: np.ndarray,
+                         segment_coupons: np.ndarray | None = None, scale: float = 1.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected units and coupon spend per env product for visitors ``users`` choosing among ``sets``
+        at ``prices`` (per env product) under ``backend`` and ``state`` (stock decides availability),
+        multiplied by ``scale``. Nothing in the env changes."""
+        items = np.maximum(sets, 0)
+        price_by_item = np.zeros(self.market.n_products)
+        price_by_item[self.products] = prices
+        coupon = np.zeros(len(users)) if segment_coupons is None else \
+            np.asarray(segment_coupons)[self.market.customers.visit_band[users]]
+        price2 = price_by_item[items]
+        coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
+        available = (sets >= 0) & (state.stock[items] > 0)
+        users2 = np.broadcast_to(users[:, None], sets.shape)
+        p = mnl_from_utility(backend.logits(users2, items, price2, coupon2, state), available)
+        idx = self.env_index[items]
+        units = np.bincount(idx[available], weights=p[available], minlength=self.config.n_products) * scale
+        spend = np.bincount(idx[available], weights=(p * price2 * coupon2)[available],
+                            minlength=self.config.n_products) * scale
+        return units, spend
 
     def decode_observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         """The parts of an observation by name (the inverse of the layout documented on the class)."""

@@ -35,6 +35,9 @@ class MarketConfig(ConfigBase):
                                   lo=0.0, hi=5.0)
     tier_weight: float = param(0.4, "utility of a brand tier that matches the customer's preference",
                                lo=0.0, hi=5.0)
+    competition_weight: float = param(
+        3.0, "convex loss of utility as the price paid rises above list price (rival shops sell at list)",
+        lo=0.0, hi=50.0)
     weekend_uplift: float = param(0.15, "utility bonus on Saturdays and Sundays", lo=-2.0, hi=2.0)
     reference_adaptation: float = param(
         0.1, "daily rate at which a product's reference price moves toward the prices shown", lo=0.0, hi=1.0)

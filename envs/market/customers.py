@@ -29,11 +29,12 @@ class CustomerType:
 
 
 CUSTOMER_TYPES: tuple[CustomerType, ...] = (
-    CustomerType("deal_seeker", -5.5, 2.4, 0.8, 1.2, 1.0, "price- and promotion-driven; coupons persuade"),
-    CustomerType("regular", -4.9, 1.5, 0.4, 0.9, 0.35, "moderate price sensitivity, mild coupon response"),
-    CustomerType("buys_anyway", -3.2, 0.55, 0.05, 0.3, 0.0, "buys on need; coupons only subsidise"),
-    CustomerType("promo_averse", -4.6, 1.1, 0.3, 0.8, -0.9, "put off by promotions; coupons lower purchase"),
-    CustomerType("browser", -7.0, 1.0, 0.1, 0.3, 0.0, "browses, almost never buys"),
+    CustomerType("deal_seeker", -5.5, 2.4, 0.8, 1.6, 1.0, "price- and promotion-driven; coupons persuade"),
+    CustomerType("regular", -4.9, 1.5, 0.4, 1.4, 0.35, "moderate price sensitivity, mild coupon response"),
+    CustomerType("buys_anyway", -3.6, 0.55, 0.05, 1.2, 0.0,
+                 "buys on need at the usual price; coupons only subsidise"),
+    CustomerType("promo_averse", -4.6, 1.1, 0.3, 1.2, -0.9, "put off by promotions; coupons lower purchase"),
+    CustomerType("browser", -7.0, 1.0, 0.1, 0.6, 0.0, "browses, almost never buys"),
 )
 assert tuple(t.name for t in CUSTOMER_TYPES) == CUSTOMER_TYPE_NAMES
 

@@ -14,6 +14,7 @@ Utility of customer ``c`` for product ``j`` at shelf price ``p``, coupon share `
         + appeal_j - 0.4 * log(list_j / category base price)   (appeal_j hidden)
         + w_weekend * [d is Saturday or Sunday]
         - eta_type * (1 + dev_c) * log(p * (1 - k) / list_j)  (dev_c hidden)
+        - w_comp * max(0, p * (1 - k) / list_j - 1)^2         (rival shops sell at list price)
         + gain_type * max(0, log(r_j / p)) - loss_type * max(0, log(p / r_j))   (reference price r_j)
         + [k > 0] * promo_type * (exp(-s * fatigue_c) if promo_type > 0 else 1)
 
@@ -172,7 +173,10 @@ class Market:
         if np.any(np.asarray(day) % 7 >= 5):
             u += self.config.weekend_uplift * (np.asarray(day) % 7 >= 5)
         log_p = np.log(price)
-        u -= eta * (log_p + np.log1p(-coupon) - self._log_list[items])
+        log_paid_rel = log_p + np.log1p(-coupon) - self._log_list[items]
+        u -= eta * log_paid_rel
+        above = np.maximum(np.expm1(log_paid_rel), 0.0)  # paid / list - 1, when positive
+        u -= self.config.competition_weight * above * above
         rel = np.log(ref) - log_p  # > 0: shelf price below the reference price (a gain)
         loss = self._loss[users]
         u += loss * rel + (self._gain[users] - loss) * np.maximum(rel, 0.0)

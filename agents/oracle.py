@@ -1,0 +1,152 @@
+"""Planners for the season environments: the myopic greedy baseline and the oracle.
+
+Both choose a plan — a price multiplier per product and, on PricePromo-v0, a coupon level per
+segment — by coordinate ascent over a grid, scoring plans with expected outcomes of a fixed sample of
+visitors (scaled to the expected number of visitors). They differ in what they know:
+
+* ``MyopicGreedy`` uses the *training simulator* (the env's response backend) and maximises the
+  expected profit of the current day only, blind to stock, reference prices and fatigue (it scores
+  every day as if reference prices were list prices and every product in stock).
+* ``MPCOracle`` uses the *true world* and the true current state, and maximises the expected profit of
+  the rest of the season: each candidate plan is held constant for the remaining days and rolled
+  forward with a fluid model (expected units capped by stock; reference prices moving toward the
+  plan's prices as in the world; fatigue and the weekly arrival pattern as of today's state and
+  calendar). It re-plans every day from the realised state (model-predictive control).
+
+The oracle is a strong reference, not an upper bound: it is restricted to plans that are constant
+over the remaining season (re-optimised daily), its fluid rollout ignores demand randomness, and
+coordinate ascent can stop in a local optimum. A policy can beat it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.base import EnvPolicy
+from envs.backends import WorldBackend
+
+GRID = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
+
+
+class _Planner(EnvPolicy):
+    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 300, grid: tuple[float, ...] = GRID,
+                 seed: int = 0) -> None:
+        super().__init__(env)
+        e = self.env
+        self.grid = np.asarray([g for g in grid if e.config.price_low - 1e-9 <= g <= e.config.price_high + 1e-9])
+        self.users, self.sets = e.visitor_sample(n_visitors, seed)
+        self.levels = np.asarray(getattr(e.config, "coupon_levels", (0.0,)))
+        self.n_segments = e.action_space.shape[0] - e.config.n_products
+        self.cost = e.market.catalog.unit_cost[e.products]
+        self.reset()
+
+    def reset(self) -> None:
+        n = self.env.config.n_products
+        self.plan = np.full(n, int(np.argmin(np.abs(self.grid - 1.0))))   # grid index per product
+        self.seg = np.zeros(self.n_segments, dtype=int)                    # level index per segment
+
+    def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def improve(self, rounds: int = 2) -> None:
+        """Coordinate ascent: move one coordinate by one grid step while the score improves."""
+        best = self.score(self.plan, self.seg)
+        for _ in range(rounds):
+            improved = False
+            for j in range(len(self.plan)):
+                for step in (-1, 1):
+                    k = self.plan[j] + step
+                    if 0 <= k < len(self.grid):
+                        cand = self.plan.copy()
+                        cand[j] = k
+                        s = self.score(cand, self.seg)
+                        if s > best + 1e-9:
+                            self.plan, best, improved = cand, s, True
+            for j in range(self.n_segments):
+                for k in range(len(self.levels)):
+                    if k != self.seg[j]:
+                        cand = self.seg.copy()
+                        cand[j] = k
+                        s = self.score(self.plan, cand)
+                        if s > best + 1e-9:
+                            self.seg, best, improved = cand, s, True
+            if not improved:
+                break
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        self.improve()
+        e = self.env
+        action = e.action_from_prices(e.list_price * self.grid[self.plan])
+        if self.n_segments:
+            # the middle of each level's bin of [-1, 1]
+            coupons = -1.0 + (2.0 * self.seg + 1.0) / len(self.levels)
+            action = np.concatenate([action, coupons.astype(np.float32)])
+        return action.astype(np.float32)
+
+    def _day_profit(self, backend: Any, state: Any, prices: np.ndarray, seg: np.ndarray, scale: float,
+                    stock: np.ndarray | None) -> tuple[float, np.ndarray, float]:
+        coupons = self.levels[seg] if self.n_segments else None
+        units, spend = self.env.expected_outcome(backend, state, self.users, self.sets, prices, coupons, scale)
+        if stock is not None:
+            capped = np.minimum(units, stock)
+            spend = spend * np.divide(capped, units, out=np.zeros_like(units), where=units > 0)
+            units = capped
+        return float((units * (prices - self.cost)).sum() - spend.sum()), units, float(spend.sum())
+
+
+class MyopicGreedy(_Planner):
+    """Maximises the training simulator's expected profit of the current day; blind to stock,
+    reference prices and fatigue."""
+
+    name = "myopic"
+
+    def __init__(self, env: gym.Env[Any, Any], **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        e = self.env
+        self.blind = e.market.initial_state()
+        self.blind.stock[:] = 1  # everything in stock
+        self.blind.fatigue[:] = 0.0
+
+    def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        e = self.env
+        self.blind.day = e.state.day
+        scale = e.config.daily_customers * e.season_factor(e.state.day) / len(self.users)
+        return self._day_profit(e.backend, self.blind, e.list_price * self.grid[plan], seg, scale, None)[0]
+
+
+class MPCOracle(_Planner):
+    """Model-predictive control on the true world: constant plans rolled over the rest of the season."""
+
+    name = "oracle"
+
+    def __init__(self, env: gym.Env[Any, Any], **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        self.world = WorldBackend(self.env.market)
+
+    def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        e = self.env
+        cfg = e.config
+        prices = e.list_price * self.grid[plan]
+        state = e.state.copy()
+        stock = state.stock[e.products].astype(float)
+        budget = float(getattr(e, "budget_left", 0.0))
+        rho = e.market.config.reference_adaptation
+        total = 0.0
+        for t in range(e.t, cfg.horizon):
+            scale = cfg.daily_customers * e.season_factor(state.day) / len(self.users)
+            use_seg = seg if budget > 0 else np.zeros_like(seg)
+            profit, units, spend = self._day_profit(self.world, state, prices, use_seg, scale, stock)
+            if spend > budget:  # the budget cannot pay this plan's coupons: no coupons from here on
+                profit, units, spend = self._day_profit(self.world, state, prices, np.zeros_like(seg), scale, stock)
+            total += profit
+            budget -= spend
+            stock -= units
+            state.stock[e.products] = np.where(stock > 1e-6, 1, 0)
+            shown = e.products
+            state.reference_price[shown] += rho * (prices - state.reference_price[shown])
+            state.day += 1
+            del t
+        return total
