@@ -32,7 +32,7 @@ GRID = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 
 
 class _Planner(EnvPolicy):
-    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 300, grid: tuple[float, ...] = GRID,
+    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 1000, grid: tuple[float, ...] = GRID,
                  seed: int = 0) -> None:
         super().__init__(env)
         e = self.env
@@ -52,10 +52,17 @@ class _Planner(EnvPolicy):
         raise NotImplementedError
 
     def improve(self, rounds: int = 2) -> None:
-        """Coordinate ascent: move one coordinate by one grid step while the score improves."""
+        """Coordinate ascent: move every price together, then one coordinate at a time, by one grid
+        step while the score improves (a common move first: products substitute for each other)."""
         best = self.score(self.plan, self.seg)
         for _ in range(rounds):
             improved = False
+            for step in (-1, 1):
+                cand = np.clip(self.plan + step, 0, len(self.grid) - 1)
+                if (cand != self.plan).any():
+                    s = self.score(cand, self.seg)
+                    if s > best + 1e-9:
+                        self.plan, best, improved = cand, s, True
             for j in range(len(self.plan)):
                 for step in (-1, 1):
                     k = self.plan[j] + step

@@ -10,10 +10,25 @@ from gymnasium import spaces
 
 from envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
 from envs.config import param
-from envs.market import sigmoid
+from envs.market import Market, sigmoid
 from envs.market.customers import QUALITY_TASTES
 
 N_FEATURES = 13  # per customer, see CouponAllocationEnv's docstring
+
+
+def marketer_features(market: Market, users: np.ndarray, items: np.ndarray, coupons_last_7d: np.ndarray
+                      ) -> np.ndarray:
+    """(rows, 13) what a marketer sees of a customer viewing a product (never the latent type): visit
+    frequency, quality taste and tier preference (one-hot), favourite-category match, coupons in the last
+    7 days (/7), centred log list price, and a constant."""
+    cus, cat = market.customers, market.catalog
+    u, i = np.asarray(users), np.asarray(items)
+    eye3 = np.eye(3, dtype=np.float32)
+    taste = np.searchsorted(np.asarray(QUALITY_TASTES), cus.quality_taste[u])
+    fav = (cus.favourites[u] == cat.category[i][:, None]).any(axis=1)
+    return np.column_stack([eye3[cus.visit_band[u]], eye3[taste], eye3[cus.tier_pref[u]], fav,
+                            np.asarray(coupons_last_7d, dtype=float) / 7.0, np.log(cat.list_price[i]) - 3.5,
+                            np.ones(len(u))]).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,14 +114,7 @@ class CouponAllocationEnv(MarketEnv):
 
     def customer_features(self) -> np.ndarray:
         """(cohort_size, 13) marketer-visible features of the current cohort."""
-        cus, cat = self.market.customers, self.market.catalog
-        u, i = self.users, self.items
-        eye3 = np.eye(3, dtype=np.float32)
-        taste = np.searchsorted(np.asarray(QUALITY_TASTES), cus.quality_taste[u])
-        fav = (cus.favourites[u] == cat.category[i][:, None]).any(axis=1)
-        return np.column_stack([eye3[cus.visit_band[u]], eye3[taste], eye3[cus.tier_pref[u]], fav,
-                                self.state.coupons_last_7d()[u] / 7.0, np.log(cat.list_price[i]) - 3.5,
-                                np.ones(len(u))]).astype(np.float32)
+        return marketer_features(self.market, self.users, self.items, self.state.coupons_last_7d()[self.users])
 
     def _obs(self) -> np.ndarray:
         cfg = self.config

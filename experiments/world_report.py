@@ -38,7 +38,7 @@ def plot_demand_curves(market: Market, path: Path) -> None:
     axes[1].set_yscale("log")
     axes[1].yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
     axes[1].yaxis.set_minor_formatter(ticker.NullFormatter())
-    axes[1].set_yticks([0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0])
+    axes[1].set_yticks([0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0])
     axes[1].set_title("Relative demand (kink: loss aversion at the reference)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -1,0 +1,90 @@
+"""Coupon baselines for CouponAllocation-v0: myopic greedy and two-model uplift targeting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from agents.base import EnvPolicy
+from envs.coupons import marketer_features
+from envs.market import sigmoid
+
+
+class MyopicCoupons(EnvPolicy):
+    """Gives each customer the level that maximises the training simulator's expected profit of this
+    step (purchase probability x margin after the coupon), blind to fatigue and to the budget."""
+
+    name = "myopic"
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        e = self.env
+        blind = e.state.copy()
+        blind.fatigue[:] = 0.0
+        price = e.market.catalog.list_price[e.items]
+        cost = e.market.catalog.unit_cost[e.items]
+        value = np.stack([sigmoid(e.backend.logits(e.users, e.items, price, np.full(len(price), lvl), blind))
+                          * (price * (1 - lvl) - cost) for lvl in e.levels], axis=1)
+        return value.argmax(axis=1).astype(np.int64)
+
+
+class UpliftTargeting(EnvPolicy):
+    """Two-model uplift targeting learned from logs: one purchase model without a coupon and one per
+    coupon level, on what a marketer sees. Each step it ranks customers by expected profit uplift per
+    expected coupon cost and hands out each customer's best level, best ratio first, while the expected
+    cost fits the step's share of the budget left (even pacing over the steps left)."""
+
+    name = "uplift"
+
+    def __init__(self, env: gym.Env[Any, Any], logs: pd.DataFrame, seed: int = 0) -> None:
+        super().__init__(env)
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        e = self.env
+        x = marketer_features(e.market, logs["user_id"].to_numpy(), logs["item_id"].to_numpy(),
+                              logs["coupons_last_7d"].to_numpy())
+        y = logs["purchased"].to_numpy()
+        # price effects are the env's to set (list price); learn at list-price-like rows: all rows,
+        # with the price relative to list as a feature held at 1 when predicting
+        rel = (logs["price"] / logs["list_price"]).to_numpy()[:, None]
+        coupon = logs["coupon"].to_numpy()
+        self.models = {}
+        for lvl in e.levels:
+            rows = np.isclose(coupon, lvl)
+            if rows.sum() < 100:
+                raise ValueError(f"the logs have only {int(rows.sum())} rows with coupon level {lvl}")
+            m = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
+            m.fit(np.hstack([x[rows], rel[rows]]), y[rows])
+            self.models[float(lvl)] = m
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        e = self.env
+        x = np.hstack([e.customer_features(), np.ones((len(e.users), 1), np.float32)])
+        price = e.market.catalog.list_price[e.items]
+        cost = e.market.catalog.unit_cost[e.items]
+        p = {lvl: m.predict_proba(x)[:, 1] for lvl, m in self.models.items()}
+        base = p[0.0] * (price - cost)
+        best_lvl = np.zeros(len(price), dtype=np.int64)
+        best_ratio = np.zeros(len(price))
+        best_cost = np.zeros(len(price))
+        for k, lvl in enumerate(e.levels[1:], start=1):
+            exp_cost = p[float(lvl)] * price * lvl
+            uplift = p[float(lvl)] * (price * (1 - lvl) - cost) - base + exp_cost  # sales uplift before coupon cost
+            net = uplift - exp_cost
+            ratio = np.where(exp_cost > 0, net / exp_cost, 0.0)
+            better = (net > 0) & (ratio > best_ratio)
+            best_lvl = np.where(better, k, best_lvl)
+            best_ratio = np.where(better, ratio, best_ratio)
+            best_cost = np.where(better, exp_cost, best_cost)
+        steps_left = max(1, e.config.horizon - e.t)
+        allowance = e.budget_left / steps_left
+        action = np.zeros(len(price), dtype=np.int64)
+        spent = 0.0
+        for i in np.argsort(-best_ratio):
+            if best_lvl[i] == 0 or spent + best_cost[i] > allowance:
+                continue
+            action[i] = best_lvl[i]
+            spent += best_cost[i]
+        return action

@@ -1,0 +1,47 @@
+"""Aggregate statistics over training seeds (rliable's recipe, in numpy): mean, interquartile mean,
+stratified bootstrap confidence intervals, normalized scores and paired differences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def iqm(x: np.ndarray) -> float:
+    """Mean of the middle 50% of the values (interquartile mean)."""
+    x = np.sort(np.asarray(x, dtype=float).ravel())
+    n = len(x)
+    if n < 4:
+        return float(x.mean())
+    lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
+    return float(x[lo:hi].mean())
+
+
+def bootstrap_ci(x: np.ndarray, stat: Any = np.mean, reps: int = 2000, level: float = 0.95, seed: int = 0
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``stat`` over the first axis (seeds); with a 2-D
+    array (seeds x episodes), each resample draws seeds and, within each, episodes (stratified)."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, dtype=float)
+    vals = np.empty(reps)
+    for r in range(reps):
+        s = x[rng.integers(0, len(x), len(x))]
+        if s.ndim == 2:
+            s = np.take_along_axis(s, rng.integers(0, s.shape[1], s.shape), axis=1).mean(axis=1)
+        vals[r] = stat(s)
+    a = (1 - level) / 2
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def summarize(per_seed: np.ndarray, reps: int = 2000) -> dict[str, Any]:
+    """Mean, IQM and 95% bootstrap CIs of per-seed scores (seeds x episodes, or seeds)."""
+    x = np.asarray(per_seed, dtype=float)
+    means = x.mean(axis=1) if x.ndim == 2 else x
+    return {"mean": float(means.mean()), "iqm": iqm(means), "ci95": bootstrap_ci(x, np.mean, reps),
+            "iqm_ci95": bootstrap_ci(x, iqm, reps), "per_seed": means.tolist(), "seeds": len(means)}
+
+
+def normalized(score: float, best_static: float, oracle: float) -> float:
+    """(R - R_best_static) / (R_oracle - R_best_static)."""
+    return float((score - best_static) / (oracle - best_static)) if oracle != best_static else float("nan")

@@ -1,0 +1,64 @@
+"""Statistics over seeds, coupon baselines, and the agents report on a small setting."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from agents.base import run_episode
+from agents.baselines import UniformCoupon
+from agents.coupons import MyopicCoupons, UpliftTargeting
+from envs.market import Market
+from envs.market.logs import generate_logs
+from experiments.stats import bootstrap_ci, iqm, normalized, summarize
+
+COUPONS = {"market": {"n_customers": 800, "n_products": 100}, "cohort_size": 32, "horizon": 12, "budget": 60.0}
+
+
+def test_iqm_bootstrap_and_normalized_score():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 100.0, 5.0, 6.0, 7.0])
+    assert iqm(x) == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0]))
+    rng = np.random.default_rng(0)
+    data = rng.normal(10.0, 1.0, size=(5, 200))
+    lo, hi = bootstrap_ci(data)
+    assert lo < data.mean() < hi and hi - lo < 1.0
+    s = summarize(data)
+    assert s["seeds"] == 5 and s["ci95"][0] < s["mean"] < s["ci95"][1]
+    assert normalized(15.0, 10.0, 20.0) == 0.5
+
+
+@pytest.fixture(scope="module")
+def coupon_logs():
+    return generate_logs(Market(COUPONS["market"]), 40_000, seed=2)
+
+
+def test_myopic_coupons_act_on_expected_profit():
+    env = gym.make("promogym/CouponAllocation-v0", config={**COUPONS, "budget": 1e9})
+    obs, _ = env.reset(seed=0)
+    action = MyopicCoupons(env).predict(obs)[0]
+    assert env.action_space.contains(action)
+    types = env.unwrapped.market.customers.ctype[env.unwrapped.users]
+    # promotion-averse customers never get a coupon from a profit-maximiser that knows the truth
+    assert (action[types == 3] == 0).all()
+
+
+def test_uplift_targeting_paces_the_budget(coupon_logs):
+    env = gym.make("promogym/CouponAllocation-v0", config=COUPONS)
+    policy = UpliftTargeting(env, coupon_logs)
+    row = run_episode(env, policy, seed=0)
+    assert 0 < row["coupon_spend"] <= 60.0
+    none = run_episode(env, UniformCoupon(env, 0), seed=0)
+    assert row["units"] >= none["units"] - 3
+
+
+def test_agents_report_on_coupons(tmp_path, capsys, coupon_logs):
+    from experiments.cli import main
+
+    logs = tmp_path / "logs.parquet"
+    coupon_logs.to_parquet(logs)
+    code = main(["agents-report", "--env", "promogym/CouponAllocation-v0", "--seeds", "1", "--timesteps", "256",
+                 "--episodes", "2", "--jobs", "1", "--logs", str(logs), "--out", str(tmp_path / "rep"),
+                 "--runs", str(tmp_path / "runs")])
+    assert code == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "maskable_ppo (learned)" in text and "reference: uplift" in text

@@ -1,0 +1,59 @@
+"""Agents learn (slow: `make test-slow`)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from agents.base import episode_table, run_episode
+from agents.baselines import StaticPrice
+from agents.train import LearnedPolicy, TrainSpec, train
+from envs.market import mnl_from_utility
+
+ONE_PRODUCT = {"market": {"n_customers": 2000, "n_products": 100, "reference_adaptation": 0.0},
+               "n_products": 1, "categories": [0], "horizon": 14, "daily_customers": 200,
+               "initial_stock": 100_000, "price_low": 0.6, "price_high": 1.6}
+
+
+def optimal_multiplier(env) -> float:
+    """The profit-maximising price of the single product, from the true utilities of a large sample of
+    visitors (no stock limit, fixed reference price: the optimum is one static price)."""
+    e = env.unwrapped
+    users, _ = e.visitor_sample(20_000, seed=1)
+    state = e.market.initial_state()
+    grid = np.arange(0.6, 1.6001, 0.01)
+    item, cost, lp = e.products[0], e.market.catalog.unit_cost[e.products[0]], e.list_price[0]
+    profit = []
+    for m in grid:
+        u = e.market.utility(users, np.full(len(users), item), np.full(len(users), lp * m), np.zeros(len(users)),
+                             state)
+        p = mnl_from_utility(u[:, None])[:, 0]
+        profit.append(p.mean() * (lp * m - cost))
+    return float(grid[int(np.argmax(profit))])
+
+
+@pytest.mark.slow
+def test_ppo_gets_within_5_percent_of_the_known_optimum(tmp_path):
+    env = gym.make("promogym/DynamicPricing-v0", config=ONE_PRODUCT)
+    m_star = optimal_multiplier(env)
+    assert 0.6 < m_star < 1.6  # an interior optimum
+    spec = TrainSpec("promogym/DynamicPricing-v0", "ppo", seed=0, timesteps=30_000, env_config=ONE_PRODUCT,
+                     eval_freq=5000, hyperparams={"n_steps": 512, "batch_size": 128})
+    train(spec, tmp_path / "ppo")
+    seeds = range(500, 540)
+    learned = episode_table(env, LearnedPolicy(tmp_path / "ppo", env), seeds)["return"].mean()
+    optimum = episode_table(env, StaticPrice(env, m_star), seeds)["return"].mean()
+    assert learned >= 0.95 * optimum, (learned, optimum, m_star)
+
+
+@pytest.mark.slow
+def test_maskable_ppo_never_overspends(tmp_path):
+    cfg = {"market": {"n_customers": 2000, "n_products": 100}, "cohort_size": 16, "horizon": 30, "budget": 40.0}
+    spec = TrainSpec("promogym/CouponAllocation-v0", "maskable_ppo", seed=0, timesteps=8_000, env_config=cfg,
+                     eval_freq=4000, hyperparams={"n_steps": 256, "batch_size": 64})
+    train(spec, tmp_path / "mppo")
+    env = gym.make("promogym/CouponAllocation-v0", config=cfg)
+    policy = LearnedPolicy(tmp_path / "mppo", env)
+    for seed in range(20):
+        row = run_episode(env, policy, seed)
+        assert row["coupon_spend"] <= 40.0 + 1e-9
