@@ -85,3 +85,27 @@ def test_resuming_a_run_of_another_env_is_refused(tmp_path, capsys):
     code = main(["train", "--env", "promogym/PricePromo-v0", "--algo", "ppo", "--timesteps", "64", "--out", str(out),
                  "--resume", "--no-progress", *FAST_ENV])
     assert code == 2 and "holds a ppo run on promogym/DynamicPricing-v0" in capsys.readouterr().err
+
+
+SMALL_MARKET = ["--env-set", "market={n_customers: 800, n_products: 100}"]
+COUPON_ENV = [*SMALL_MARKET, "--env-set", "cohort_size=8", "--env-set", "horizon=10", "--env-set", "budget=20"]
+FITS = [
+    ("promogym/DynamicPricing-v0", "a2c", FAST_ENV, []),
+    ("promogym/DynamicPricing-v0", "td3", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
+    ("promogym/DynamicPricing-v0", "recurrent_ppo", FAST_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+    ("promogym/PricePromo-v0", "ppo", FAST_ENV, PPO_SMALL),
+    ("promogym/PricePromo-v0", "sac", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
+    ("promogym/CouponAllocation-v0", "ppo", COUPON_ENV, PPO_SMALL),
+    ("promogym/CouponAllocation-v0", "a2c", COUPON_ENV, []),
+    ("promogym/CouponAllocation-v0", "recurrent_ppo", COUPON_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+]
+
+
+@pytest.mark.parametrize(("env_id", "algo", "env_set", "hp"), FITS)
+def test_every_algorithm_trains_on_every_env_it_fits(tmp_path, env_id, algo, env_set, hp):
+    code, out = _train(tmp_path, algo, env_id, [*env_set, *hp], steps=96)
+    assert code == 0
+    cfg = yaml.safe_load((out / "config.yml").read_text())
+    env = gym.make(env_id, config=cfg["env_config"])
+    row = run_episode(env, LearnedPolicy(out, env), seed=0)
+    assert np.isfinite(row["return"])
