@@ -88,3 +88,45 @@ class UpliftTargeting(EnvPolicy):
             action[i] = best_lvl[i]
             spent += best_cost[i]
         return action
+
+
+class CouponOracle(EnvPolicy):
+    """The true world's best coupon allocation for the current cohort under an evenly paced budget:
+    each customer gets the level maximising true expected profit minus ``lam`` x expected coupon cost,
+    with the shadow price ``lam`` >= 0 found by bisection so that the cohort's expected coupon cost fits
+    the budget left divided by the steps left. It knows every customer's true type, taste and fatigue;
+    it does not plan for the fatigue its coupons cause, so it is a strong reference, not an upper bound."""
+
+    name = "oracle"
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        from envs.backends import WorldBackend
+
+        e = self.env
+        world = WorldBackend(e.market)
+        price = e.market.catalog.list_price[e.items]
+        cost = e.market.catalog.unit_cost[e.items]
+        p = np.stack([sigmoid(world.logits(e.users, e.items, price, np.full(len(price), lvl), e.state))
+                      for lvl in e.levels], axis=1)
+        profit = p * (price[:, None] * (1 - e.levels[None, :]) - cost[:, None])
+        spend = p * price[:, None] * e.levels[None, :]
+        allowance = e.budget_left / max(1, e.config.horizon - e.t)
+
+        def choose(lam: float) -> np.ndarray:
+            return (profit - lam * spend).argmax(axis=1)
+
+        def cost_of(choice: np.ndarray) -> float:
+            return float(spend[np.arange(len(choice)), choice].sum())
+
+        lo, hi = 0.0, 1.0
+        if cost_of(choose(0.0)) <= allowance:
+            return choose(0.0).astype(np.int64)
+        while cost_of(choose(hi)) > allowance and hi < 1e6:
+            hi *= 2.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if cost_of(choose(mid)) > allowance:
+                lo = mid
+            else:
+                hi = mid
+        return choose(hi).astype(np.int64)

@@ -45,11 +45,11 @@ def baselines_for(env_id: str, env: gym.Env[Any, Any], logs: pd.DataFrame | None
     from agents.oracle import MPCOracle, MyopicGreedy
 
     if env_id.endswith("CouponAllocation-v0"):
-        from agents.coupons import MyopicCoupons, UpliftTargeting
+        from agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
 
         out: dict[str, Any] = {"no_coupon": b.UniformCoupon(env, 0), "all_5pct": b.UniformCoupon(env, 1),
                                "all_10pct": b.UniformCoupon(env, 2), "random": b.RandomPolicy(env),
-                               "myopic": MyopicCoupons(env)}
+                               "myopic": MyopicCoupons(env), "oracle": CouponOracle(env)}
         if logs is not None:
             out["uplift"] = UpliftTargeting(env, logs)
         return out
@@ -161,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
         from envs.market.logs import generate_logs
 
         logs = pd.read_parquet(args.logs) if args.logs else generate_logs(Market(), 100_000, seed=11)
-    report = []
     for env_id in env_ids:
         runs = {a: [Path(j[4]) for j in jobs if j[0] == env_id and j[1] == a] for a in DEFAULT_ALGOS[env_id]}
         res = evaluate_env(env_id, runs, args.episodes, logs)
@@ -169,9 +168,10 @@ def run(args: argparse.Namespace) -> int:
         res["timesteps"] = args.timesteps
         name = env_id.split("/")[1]
         write_json(out / f"{name}.json", res)
-        md = markdown(res)
-        report.append(md)
-        print(md + "\n")
-    (out / "report.md").write_text("\n\n".join(report) + "\n")
+        print(markdown(res) + "\n")
+    # the report gathers every env evaluated into this folder, in the order of DEFAULT_ALGOS
+    parts = [markdown(json.loads((out / f"{e.split('/')[1]}.json").read_text()))
+             for e in DEFAULT_ALGOS if (out / f"{e.split('/')[1]}.json").is_file()]
+    (out / "report.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote {out}/report.md and JSON per env ({json.dumps({'train_seconds': round(train_s)})})")
     return 0

@@ -7,7 +7,7 @@ import pytest
 import envs  # noqa: F401
 from agents.base import run_episode
 from agents.baselines import UniformCoupon
-from agents.coupons import MyopicCoupons, UpliftTargeting
+from agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
 from envs.market import Market
 from envs.market.logs import generate_logs
 from experiments.stats import bootstrap_ci, iqm, normalized, summarize
@@ -40,6 +40,14 @@ def test_myopic_coupons_act_on_expected_profit():
     types = env.unwrapped.market.customers.ctype[env.unwrapped.users]
     # promotion-averse customers never get a coupon from a profit-maximiser that knows the truth
     assert (action[types == 3] == 0).all()
+
+
+def test_coupon_oracle_paces_the_budget_and_beats_no_coupons():
+    env = gym.make("promogym/CouponAllocation-v0", config=COUPONS)
+    oracle = [run_episode(env, CouponOracle(env), seed=s) for s in range(4)]
+    none = [run_episode(env, UniformCoupon(env, 0), seed=s) for s in range(4)]
+    assert all(r["coupon_spend"] <= 60.0 + 1e-9 for r in oracle)
+    assert np.mean([r["return"] for r in oracle]) > np.mean([r["return"] for r in none])
 
 
 def test_uplift_targeting_paces_the_budget(coupon_logs):
