@@ -142,7 +142,7 @@ class MPCOracle(_Planner):
         budget = float(getattr(e, "budget_left", 0.0))
         rho = e.market.config.reference_adaptation
         total = 0.0
-        for t in range(e.t, cfg.horizon):
+        for _ in range(e.t, cfg.horizon):
             scale = cfg.daily_customers * e.season_factor(state.day) / len(self.users)
             use_seg = seg if budget > 0 else np.zeros_like(seg)
             profit, units, spend = self._day_profit(self.world, state, prices, use_seg, scale, stock)
@@ -155,5 +155,4 @@ class MPCOracle(_Planner):
             shown = e.products
             state.reference_price[shown] += rho * (prices - state.reference_price[shown])
             state.day += 1
-            del t
         return total

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import time
 from pathlib import Path
@@ -213,9 +212,4 @@ class LearnedPolicy:
         return action[0], state
 
 
-def summarize_run(run: Path) -> dict[str, Any]:
-    ev = np.load(run / "evaluations.npz")
-    return {"timesteps": ev["timesteps"].tolist(), "mean_return": ev["results"].mean(axis=1).tolist()}
-
-
-__all__ = ["ALGOS", "LearnedPolicy", "TrainSpec", "check_compatible", "json", "train"]
+__all__ = ["ALGOS", "LearnedPolicy", "TrainSpec", "check_compatible", "train"]
