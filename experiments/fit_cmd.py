@@ -75,7 +75,8 @@ def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out exists and is not a folder: {out}")
-    output_file(out, "--out") if not out.exists() else None
+    if not out.exists():
+        output_file(out, "--out")  # its folder must exist and be writable
     try:
         cfg = FitConfig.from_dict({"encoder": args.encoder, "mode": args.mode, "seed": args.seed,
                                    **parse_overrides(args.set)})
