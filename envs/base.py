@@ -11,7 +11,7 @@ import numpy as np
 
 from envs.backends import ResponseBackend, WorldBackend, make_backend
 from envs.config import ConfigBase, param
-from envs.market import WEEKDAYS, Market, MarketState, mnl_from_utility
+from envs.market import WEEKDAYS, Market, MarketState
 
 OBS_BOUND = 10.0
 
@@ -121,47 +121,6 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
     def _reserve(self, worst_cost: np.ndarray, budget_left: float) -> np.ndarray:
         """Which coupons (in arrival order) fit the budget if every one of them were redeemed."""
         return np.cumsum(worst_cost) <= budget_left + 1e-9
-
-    def _serve(self, users: np.ndarray, sets: np.ndarray, prices: np.ndarray, coupon: np.ndarray,
-               env_index: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
-        """Sample each visitor's choice among ``sets`` (product ids, -1 padding) with an outside option,
-        serve in arrival order while stock lasts. Returns chosen env-product index per visitor (-1: none
-        or sold out), expected profit under the backend and the world, and a stock-out flag per visitor."""
-        rng = self.np_random
-        cat = self.market.catalog
-        available = (sets >= 0) & (self.state.stock[np.maximum(sets, 0)] > 0)
-        items = np.maximum(sets, 0)
-        users2 = np.broadcast_to(users[:, None], sets.shape)
-        price2 = prices[items]
-        coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
-        margin = price2 * (1 - coupon2) - cat.unit_cost[items] if self.config.reward == "profit" \
-            else price2 * (1 - coupon2)
-        exp_world = float("nan")
-        if len(users) == 0:
-            return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
-        p = mnl_from_utility(self.backend.logits(users2, items, price2, coupon2, self.state), available)
-        expected = float((p * margin).sum())
-        if self.backend is self.world:
-            exp_world = expected
-        else:
-            pw = mnl_from_utility(self.world.logits(users2, items, price2, coupon2, self.state), available)
-            exp_world = float((pw * margin).sum())
-        cum = np.cumsum(p, axis=1)
-        pos = (rng.random(len(users))[:, None] > cum).sum(axis=1)  # == n_options: nothing bought
-        bought = pos < sets.shape[1]
-        chosen_item = np.where(bought, sets[np.arange(len(users)), np.minimum(pos, sets.shape[1] - 1)], -1)
-        chosen = np.where(bought, env_index[np.maximum(chosen_item, 0)], -1)
-        stockout = np.zeros(len(users), bool)
-        for j in np.unique(chosen[chosen >= 0]):
-            buyers = np.flatnonzero(chosen == j)
-            stock = self.state.stock[self.products[j]]
-            if len(buyers) > stock:
-                stockout[buyers[stock:]] = True
-                chosen[buyers[stock:]] = -1
-            self.state.stock[self.products[j]] -= min(len(buyers), stock)
-        return chosen, expected, exp_world, stockout
-
-    products: np.ndarray  # env product ids (subclasses set it)
 
     def _weekday_onehot(self) -> np.ndarray:
         return np.eye(7, dtype=np.float32)[self.state.day % 7]

@@ -94,7 +94,6 @@ class CouponAllocationEnv(MarketEnv):
         self.action_space = spaces.MultiDiscrete([len(self.levels)] * cfg.cohort_size)
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(N_FEATURES * cfg.cohort_size + 2,),
                                             dtype=np.float32)
-        self.products = np.arange(self.market.n_products)
         self._new_cohort_placeholders()
 
     def _new_cohort_placeholders(self) -> None:

@@ -108,11 +108,36 @@ class _SeasonEnv(MarketEnv):
         idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
         return levels[idx]
 
+    def _sets_for(self, cats: np.ndarray) -> np.ndarray:
+        """The product set (env product ids, -1 padding) a visitor browsing each category chooses from."""
+        if len(cats) == 0:
+            return np.zeros((0, self.choice_sets.shape[1]), int)
+        return self.choice_sets[[self.cat_pos[int(c)] for c in cats]]
+
+    def _price_by_item(self, prices: np.ndarray) -> np.ndarray:
+        """Env prices (per env product) spread over the catalog's product ids."""
+        out = np.zeros(self.market.n_products)
+        out[self.products] = prices
+        return out
+
+    def _choice_proba(self, backend: Any, state: Any, users: np.ndarray, sets: np.ndarray,
+                      price_by_item: np.ndarray, coupon: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """MNL purchase probabilities of each visitor for each product of their set (sold-out and padding
+        excluded), with the offer arrays: (p, items, price, coupon, available), all shaped like ``sets``."""
+        items = np.maximum(sets, 0)
+        price2 = price_by_item[items]
+        coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
+        available = (sets >= 0) & (state.stock[items] > 0)
+        users2 = np.broadcast_to(users[:, None], sets.shape)
+        p = mnl_from_utility(backend.logits(users2, items, price2, coupon2, state), available)
+        return p, items, price2, coupon2, available
+
     def visitor_sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A fixed sample of ``n`` visitors drawn as daily visitors are (own RNG), with the product set
         (env product ids, -1 padding) each one chooses from: for planners and myopic baselines."""
         users, cats = self._visitors(0.0, self.categories, rng=np.random.default_rng(seed), n=n)
-        return users, self.choice_sets[[self.cat_pos[int(c)] for c in cats]]
+        return users, self._sets_for(cats)
 
     def expected_outcome(self, backend: Any, state: Any, users: np.ndarray, sets: np.ndarray, prices: np.ndarray,
                          segment_coupons: np.ndarray | None = None, scale: float = 1.0
@@ -120,16 +145,10 @@ class _SeasonEnv(MarketEnv):
         """Expected units and coupon spend per env product for visitors ``users`` choosing among ``sets``
         at ``prices`` (per env product) under ``backend`` and ``state`` (stock decides availability),
         multiplied by ``scale``. Nothing in the env changes."""
-        items = np.maximum(sets, 0)
-        price_by_item = np.zeros(self.market.n_products)
-        price_by_item[self.products] = prices
         coupon = np.zeros(len(users)) if segment_coupons is None else \
             np.asarray(segment_coupons)[self.market.customers.visit_band[users]]
-        price2 = price_by_item[items]
-        coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
-        available = (sets >= 0) & (state.stock[items] > 0)
-        users2 = np.broadcast_to(users[:, None], sets.shape)
-        p = mnl_from_utility(backend.logits(users2, items, price2, coupon2, state), available)
+        p, items, price2, coupon2, available = self._choice_proba(backend, state, users, sets,
+                                                                  self._price_by_item(prices), coupon)
         idx = self.env_index[items]
         units = np.bincount(idx[available], weights=p[available], minlength=self.config.n_products) * scale
         spend = np.bincount(idx[available], weights=(p * price2 * coupon2)[available],
@@ -197,10 +216,8 @@ class _SeasonEnv(MarketEnv):
         cfg = self.config
         cat = self.market.catalog
         users, cats = self._visitors(cfg.daily_customers, self.categories)
-        sets = self.choice_sets[[self.cat_pos[int(c)] for c in cats]] if len(users) else \
-            np.zeros((0, self.choice_sets.shape[1]), int)
-        price_by_item = np.zeros(self.market.n_products)
-        price_by_item[self.products] = prices
+        sets = self._sets_for(cats)
+        price_by_item = self._price_by_item(prices)
         coupon = np.zeros(len(users))
         clipped = 0
         if segment_coupons is not None and len(users):
@@ -209,7 +226,7 @@ class _SeasonEnv(MarketEnv):
             ok = self._reserve(np.where(wanted > 0, worst, 0.0), self.budget_left)
             coupon = np.where(ok, wanted, 0.0)
             clipped = int(((wanted > 0) & ~ok).sum())
-        chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon, self.env_index)
+        chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon)
         bought = chosen >= 0
         units = np.bincount(chosen[bought], minlength=cfg.n_products)
         paid_price = prices[chosen[bought]]
@@ -222,6 +239,38 @@ class _SeasonEnv(MarketEnv):
         return DayOutcome(visitors=len(users), units=units, revenue=revenue, cost=cost, coupon_spend=spend,
                           stockouts=int(stockout.sum()), coupons_given=int((coupon > 0).sum()),
                           coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world)
+
+    def _serve(self, users: np.ndarray, sets: np.ndarray, price_by_item: np.ndarray, coupon: np.ndarray
+               ) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """Sample each visitor's choice among ``sets`` with an outside option and serve in arrival order
+        while stock lasts. Returns the chosen env-product index per visitor (-1: none or sold out), the
+        expected profit under the backend and under the world, and a stock-out flag per visitor."""
+        if len(users) == 0:
+            return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
+        p, items, price2, coupon2, _ = self._choice_proba(self.backend, self.state, users, sets,
+                                                          price_by_item, coupon)
+        margin = price2 * (1 - coupon2) - (self.market.catalog.unit_cost[items]
+                                           if self.config.reward == "profit" else 0.0)
+        expected = float((p * margin).sum())
+        if self.backend is self.world:
+            expected_world = expected
+        else:
+            pw = self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
+            expected_world = float((pw * margin).sum())
+        cum = np.cumsum(p, axis=1)
+        pos = (self.np_random.random(len(users))[:, None] > cum).sum(axis=1)  # == n_options: nothing bought
+        bought = pos < sets.shape[1]
+        chosen_item = np.where(bought, sets[np.arange(len(users)), np.minimum(pos, sets.shape[1] - 1)], -1)
+        chosen = np.where(bought, self.env_index[np.maximum(chosen_item, 0)], -1)
+        stockout = np.zeros(len(users), bool)
+        for j in np.unique(chosen[chosen >= 0]):
+            buyers = np.flatnonzero(chosen == j)
+            stock = self.state.stock[self.products[j]]
+            if len(buyers) > stock:
+                stockout[buyers[stock:]] = True
+                chosen[buyers[stock:]] = -1
+            self.state.stock[self.products[j]] -= min(len(buyers), stock)
+        return chosen, expected, expected_world, stockout
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:
