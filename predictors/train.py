@@ -256,14 +256,15 @@ class Fitter:
         steps_per_epoch = int(np.ceil(len(self.train_idx) / cfg.batch_size))
         opt, sched = self._optimizer("A", steps_per_epoch * cfg.head_epochs)
 
+        cache = {"user": (uh, um), "item": (ih, im)}
+
+        def cached_states(which: str, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            hidden, mask = cache[which]
+            t = torch.as_tensor(codes)
+            return hidden[t].to(self.device), mask[t].to(self.device)
+
         def logits(idx: np.ndarray) -> torch.Tensor:
-            u_codes, u_inv = np.unique(self.user_code[idx], return_inverse=True)
-            i_codes, i_inv = np.unique(self.item_code[idx], return_inverse=True)
-            ut, it = torch.as_tensor(u_codes), torch.as_tensor(i_codes)
-            u = net.tower("user", uh[ut].to(self.device), um[ut].to(self.device))
-            i = net.tower("item", ih[it].to(self.device), im[it].to(self.device))
-            num, wd, _ = self._rows(idx)
-            return net.head(u[torch.as_tensor(u_inv)], i[torch.as_tensor(i_inv)], num, wd)
+            return self._hybrid_logits(idx, cached_states)
 
         def val_loss() -> float:
             net.eval()
@@ -293,15 +294,10 @@ class Fitter:
         rows_by_user = pd.Series(self.train_idx).groupby(self.user_code[self.train_idx]).apply(np.asarray)
         opt, sched = self._optimizer("B", cfg.finetune_steps * cfg.finetune_epochs)
 
-        def logits(idx: np.ndarray, grad: bool) -> torch.Tensor:
-            u_codes, u_inv = np.unique(self.user_code[idx], return_inverse=True)
-            i_codes, i_inv = np.unique(self.item_code[idx], return_inverse=True)
-            with torch.set_grad_enabled(grad):
-                uh, um = self.model.hidden_states([self.user_texts[c] for c in u_codes])
-                ih, im = self.model.hidden_states([self.item_texts[c] for c in i_codes])
-                u, i = net.tower("user", uh, um), net.tower("item", ih, im)
-                num, wd, _ = self._rows(idx)
-                return net.head(u[torch.as_tensor(u_inv)], i[torch.as_tensor(i_inv)], num, wd)
+        texts = {"user": self.user_texts, "item": self.item_texts}
+
+        def encoded_states(which: str, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.model.hidden_states([texts[which][c] for c in codes])
 
         def val_loss() -> float:
             z = self._hybrid_val_logits()
@@ -316,12 +312,26 @@ class Fitter:
                 idx = np.sort(np.concatenate([
                     rng.choice(rows_by_user[u], size=min(cfg.rows_per_user, len(rows_by_user[u])), replace=False)
                     for u in users]))
-                loss = F.binary_cross_entropy_with_logits(logits(idx, True), self._rows(idx)[2])
+                loss = F.binary_cross_entropy_with_logits(self._hybrid_logits(idx, encoded_states),
+                                                          self._rows(idx)[2])
                 self._step(opt, sched, loss)
                 total += float(loss.detach())
                 if self.progress:
                     self.progress("B", k + 1, cfg.finetune_steps)
             self._end_epoch(val_loss(), total / cfg.finetune_steps, opt, sched, cfg.finetune_epochs)
+
+    def _hybrid_logits(self, idx: np.ndarray,
+                       token_states: Callable[[str, np.ndarray], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Logits of rows ``idx``: each distinct user and product text of the batch goes through its tower
+        once, from the token states ``token_states(tower, text codes)`` returns (cached or encoded)."""
+        net = self.model.net
+        assert isinstance(net, HybridNet)
+        u_codes, u_inv = np.unique(self.user_code[idx], return_inverse=True)
+        i_codes, i_inv = np.unique(self.item_code[idx], return_inverse=True)
+        u = net.tower("user", *token_states("user", u_codes))
+        i = net.tower("item", *token_states("item", i_codes))
+        num, wd, _ = self._rows(idx)
+        return net.head(u[torch.as_tensor(u_inv)], i[torch.as_tensor(i_inv)], num, wd)
 
     @torch.no_grad()
     def _hybrid_val_logits(self) -> np.ndarray:
