@@ -13,6 +13,16 @@ from envs.coupons import marketer_features
 from envs.market import sigmoid
 
 
+def level_outcomes(env: Any, backend: Any, state: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(cohort, levels) expected profit after the coupon and expected coupon cost of giving each level to
+    each customer of the current cohort, under ``backend`` and ``state``."""
+    price = env.market.catalog.list_price[env.items]
+    cost = env.market.catalog.unit_cost[env.items]
+    p = np.stack([sigmoid(backend.logits(env.users, env.items, price, np.full(len(price), lvl), state))
+                  for lvl in env.levels], axis=1)
+    return p * (price[:, None] * (1 - env.levels[None, :]) - cost[:, None]), p * price[:, None] * env.levels[None, :]
+
+
 class MyopicCoupons(EnvPolicy):
     """Gives each customer the level that maximises the training simulator's expected profit of this
     step (purchase probability x margin after the coupon), blind to fatigue and to the budget."""
@@ -23,11 +33,7 @@ class MyopicCoupons(EnvPolicy):
         e = self.env
         blind = e.state.copy()
         blind.fatigue[:] = 0.0
-        price = e.market.catalog.list_price[e.items]
-        cost = e.market.catalog.unit_cost[e.items]
-        value = np.stack([sigmoid(e.backend.logits(e.users, e.items, price, np.full(len(price), lvl), blind))
-                          * (price * (1 - lvl) - cost) for lvl in e.levels], axis=1)
-        return value.argmax(axis=1).astype(np.int64)
+        return level_outcomes(e, e.backend, blind)[0].argmax(axis=1).astype(np.int64)
 
 
 class UpliftTargeting(EnvPolicy):
@@ -103,13 +109,7 @@ class CouponOracle(EnvPolicy):
         from envs.backends import WorldBackend
 
         e = self.env
-        world = WorldBackend(e.market)
-        price = e.market.catalog.list_price[e.items]
-        cost = e.market.catalog.unit_cost[e.items]
-        p = np.stack([sigmoid(world.logits(e.users, e.items, price, np.full(len(price), lvl), e.state))
-                      for lvl in e.levels], axis=1)
-        profit = p * (price[:, None] * (1 - e.levels[None, :]) - cost[:, None])
-        spend = p * price[:, None] * e.levels[None, :]
+        profit, spend = level_outcomes(e, WorldBackend(e.market), e.state)
         allowance = e.budget_left / max(1, e.config.horizon - e.t)
 
         def choose(lam: float) -> np.ndarray:
