@@ -27,6 +27,7 @@ import numpy as np
 
 from agents.base import EnvPolicy
 from envs.backends import WorldBackend
+from envs.market import mnl_from_utility
 
 GRID = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 
@@ -156,3 +157,76 @@ class MPCOracle(_Planner):
             state.reference_price[shown] += rho * (prices - state.reference_price[shown])
             state.day += 1
         return total
+
+
+class StockDPOracle(EnvPolicy):
+    """The optimal policy of a one-product DynamicPricing env whose only dynamic state is stock.
+
+    With one product, no reference-price adaptation (``reference_adaptation`` = 0) and no coupons,
+    the day's buyers are Poisson(arrivals(day) x q(day, price)), where q is the average true purchase
+    probability of a visitor (estimated on a fixed sample of ``n_visitors``), and units sold are
+    capped by stock. Backward induction over (day, units left) on a fine price grid then gives the
+    optimal expected profit and policy exactly (up to the visitor sample and the grid): an upper
+    bound, unlike ``MPCOracle``. ``value`` is the optimum from the start of the season.
+    """
+
+    name = "dp_oracle"
+
+    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 20_000, n_prices: int = 101, seed: int = 1) -> None:
+        super().__init__(env)
+        e = self.env
+        cfg = e.config
+        if cfg.n_products != 1 or getattr(e, "with_coupons", False) or e.market.config.reference_adaptation != 0:
+            raise ValueError("StockDPOracle needs a one-product DynamicPricing env with reference_adaptation=0")
+        mult = np.linspace(cfg.price_low, cfg.price_high, n_prices)
+        self.prices = np.round(e.list_price[0] * mult, 2)
+        users, _ = e.visitor_sample(n_visitors, seed)
+        item = np.full(len(users), e.products[0])
+        margin = self.prices - e.market.catalog.unit_cost[e.products[0]]
+        start = e.market.initial_state()
+        stock0 = int(cfg.initial_stock)
+        # q[w, j]: mean purchase probability on weekday w at price j (utility depends on the weekday)
+        q = np.empty((7, len(self.prices)))
+        for w in range(7):
+            state = start.copy()
+            state.day = w
+            for j, p in enumerate(self.prices):
+                u = e.market.utility(users, item, np.full(len(users), p), np.zeros(len(users)), state)
+                q[w, j] = mnl_from_utility(u[:, None])[:, 0].mean()
+        self._mu = np.stack([cfg.daily_customers * e.season_factor(t) * q[t % 7] for t in range(cfg.horizon)])
+        self._margin = margin
+        values, self.policy = self._backward(np.arange(len(self.prices)))
+        self.value = float(values[stock0])
+
+    def _backward(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward induction choosing, each (day, stock), the best of the ``allowed`` price indices:
+        (value per starting stock, policy (horizon, stock+1) of price indices)."""
+        from scipy.stats import poisson
+
+        horizon, stock0 = self._mu.shape[0], int(self.env.config.initial_stock)
+        units = np.arange(stock0 + 1)
+        value = np.zeros(stock0 + 1)
+        policy = np.zeros((horizon, stock0 + 1), dtype=int)
+        for t in reversed(range(horizon)):
+            pk = poisson.pmf(units[None, :], self._mu[t, allowed][:, None])      # (prices, k)
+            margin = self._margin[allowed]
+            new = np.zeros(stock0 + 1)
+            for s in range(1, stock0 + 1):
+                probs = np.append(pk[:, :s], 1.0 - pk[:, :s].sum(axis=1, keepdims=True), axis=1)  # sold 0..s
+                sold = units[: s + 1]
+                q_val = (probs * (sold[None, :] * margin[:, None] + value[s - sold][None, :])).sum(axis=1)
+                best = int(np.argmax(q_val))
+                policy[t, s], new[s] = allowed[best], q_val[best]
+            value = new
+        return value, policy
+
+    def static_values(self) -> np.ndarray:
+        """Expected season profit of each constant price of the grid (``self.prices``)."""
+        stock0 = int(self.env.config.initial_stock)
+        return np.array([self._backward(np.array([j]))[0][stock0] for j in range(len(self.prices))])
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        e = self.env
+        s = int(e.state.stock[e.products[0]])
+        t = min(e.t, e.config.horizon - 1)
+        return e.action_from_prices(np.array([self.prices[self.policy[t, s]]]))

@@ -69,12 +69,23 @@ def policy_name(algo: str) -> str:
     return "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
 
 
+def probe_config(env_id: str, env_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The env config with its cheapest response: the world for the market envs, the env's default otherwise
+    (for reading spaces, never for scoring)."""
+    cfg = dict(env_config or {})
+    if env_id in envs.MARKET_ENV_IDS:
+        cfg["response"] = "world"
+    else:
+        cfg.pop("response", None)
+    return cfg
+
+
 def check_compatible(env_id: str, algo: str, env_config: dict[str, Any] | None = None) -> None:
     """Raise ValueError before any training when the env id, algorithm or action space do not fit."""
     if env_id not in envs.ENV_IDS:
         raise ValueError(f"unknown env id {env_id!r}; choose one of {', '.join(envs.ENV_IDS)}")
     algo_class(algo)
-    space = gym.make(env_id, config={**(env_config or {}), "response": "world"}).action_space
+    space = gym.make(env_id, config=probe_config(env_id, env_config)).action_space
     if not isinstance(space, SUPPORTED[algo]):
         raise ValueError(f"{algo} cannot act in {env_id}'s action space {space}; it needs "
                          f"{' or '.join(s.__name__ for s in SUPPORTED[algo])}")
@@ -195,7 +206,8 @@ class LearnedPolicy:
         self.name = f"{self.algo}"
         file = run / ("best_model.zip" if best and (run / "best_model.zip").is_file() else "model.zip")
         self.model = algo_class(self.algo).load(str(file), device="cpu")
-        dummy = DummyVecEnv([lambda: gym.make(self.env_id, config={**cfg["env_config"], "response": "world"})])
+        dummy = DummyVecEnv([lambda: env if env is not None else gym.make(
+            self.env_id, config=probe_config(self.env_id, cfg["env_config"]))])
         self.norm = VecNormalize.load(str(run / "vecnormalize.pkl"), dummy)
         self.norm.training = False
         self.env: Any = env.unwrapped if env is not None else None

@@ -1,7 +1,8 @@
 """promogym environments and the ground-truth market they simulate.
 
 Importing ``envs`` registers the Gymnasium ids (idempotently):
-``promogym/DynamicPricing-v0``, ``promogym/CouponAllocation-v0``, ``promogym/PricePromo-v0``.
+``promogym/DynamicPricing-v0``, ``promogym/CouponAllocation-v0``, ``promogym/PricePromo-v0`` (the synthetic
+market) and ``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ ENV_IDS: dict[str, str] = {
     "promogym/DynamicPricing-v0": "envs.pricing:DynamicPricingEnv",
     "promogym/CouponAllocation-v0": "envs.coupons:CouponAllocationEnv",
     "promogym/PricePromo-v0": "envs.pricing:PricePromoEnv",
+    "promogym/HillstromTargeting-v0": "envs.hillstrom:HillstromTargetingEnv",
 }
+
+# the envs simulating the synthetic market (world or learned backends)
+MARKET_ENV_IDS = ("promogym/DynamicPricing-v0", "promogym/CouponAllocation-v0", "promogym/PricePromo-v0")
 
 
 def register_envs() -> None:

@@ -205,7 +205,7 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
     Market(market_cfg)  # warm the import path
     steps = 20 if quick else 200
     results: dict[str, Any] = {}
-    for env_id in envs.ENV_IDS:
+    for env_id in envs.MARKET_ENV_IDS:
         for bname, response in backends.items():
             start = time.perf_counter()
             env = gym.make(env_id, config={"response": response, "market": market_cfg})
@@ -223,16 +223,16 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
             results[f"{env_id}|{bname}"] = {"steps_per_s": steps / seconds, "decisions_per_s": decisions / seconds,
                                            "setup_s": setup}
     figures: dict[str, Any] = {"per_env_backend": results}
-    for env_id in envs.ENV_IDS:
+    for env_id in envs.MARKET_ENV_IDS:
         world = results[f"{env_id}|world"]["decisions_per_s"]
         short = env_id.split("/")[1]
         figures[f"{short}_world_decisions_per_s"] = world
         for bname in backends:
             if bname != "world":
                 figures[f"{short}_ratio_{bname}_over_world"] = results[f"{env_id}|{bname}"]["decisions_per_s"] / world
-    figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in envs.ENV_IDS}
+    figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in envs.MARKET_ENV_IDS}
     if not quick:
-        figures["targets"].update({f"{e.split('/')[1]}_ratio_bert_minilm_over_world": 0.3 for e in envs.ENV_IDS})
+        figures["targets"].update({f"{e.split('/')[1]}_ratio_bert_minilm_over_world": 0.3 for e in envs.MARKET_ENV_IDS})
     return figures
 
 

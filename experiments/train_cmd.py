@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "evaluations, checkpoints and metadata.")
     p.add_argument("--env", required=True, help="env id, e.g. promogym/DynamicPricing-v0")
     p.add_argument("--algo", required=True, help="ppo | a2c | sac | td3 | dqn | maskable_ppo | recurrent_ppo")
-    p.add_argument("--response", default="world", help="world (default) or bert:<checkpoint dir> | gbdt:<file>")
+    p.add_argument("--response", default=None,
+                   help="market envs: world (default), bert:<checkpoint dir>, gbdt:<file>; HillstromTargeting-v0: "
+                        "cells (default), bert:<dir>, gbdt:<file>, logistic:<file>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timesteps", type=int, default=100_000)
     p.add_argument("--out", default=None, help="run folder (default runs/train/<env>/<algo>_s<seed>)")
@@ -41,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     out = Path(args.out) if args.out else Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{args.seed}"
+    import envs
+
+    response = args.response or ("world" if args.env in envs.MARKET_ENV_IDS else "cells")
     spec = TrainSpec(env_id=args.env, algo=args.algo, seed=args.seed, timesteps=args.timesteps,
-                     response=args.response, env_config=env_config, eval_freq=args.eval_freq,
+                     response=response, env_config=env_config, eval_freq=args.eval_freq,
                      checkpoint_freq=args.checkpoint_freq, hyperparams=parse_overrides(args.set))
     try:
         meta = train(spec, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())

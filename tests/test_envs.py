@@ -14,7 +14,7 @@ import envs
 from envs.coupons import CouponAllocationEnv
 from envs.pricing import DynamicPricingEnv, PricePromoEnv
 
-IDS = list(envs.ENV_IDS)
+IDS = list(envs.MARKET_ENV_IDS)
 SMALL = {"market": {"n_customers": 800, "n_products": 100}}
 FAST = {
     "promogym/DynamicPricing-v0": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15},

@@ -2,12 +2,16 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import envs  # noqa: F401
 from agents.base import episode_table, run_episode
 from agents.baselines import ListPrice, StaticPrice
-from agents.oracle import MPCOracle, MyopicGreedy
+from agents.oracle import MPCOracle, MyopicGreedy, StockDPOracle
 
+ONE = {"market": {"n_customers": 800, "n_products": 100, "reference_adaptation": 0.0}, "n_products": 1,
+       "categories": [0], "horizon": 10, "daily_customers": 200, "initial_stock": 6, "price_low": 0.6,
+       "price_high": 1.6}
 SMALL = {"market": {"n_customers": 800, "n_products": 100}, "n_products": 4, "horizon": 10,
          "daily_customers": 150, "initial_stock": 30}
 
@@ -37,3 +41,20 @@ def test_oracle_on_price_promo_stays_within_budget():
     env = gym.make("promogym/PricePromo-v0", config={**SMALL, "budget": 40.0})
     row = run_episode(env, MPCOracle(env, n_visitors=150), seed=0)
     assert row["coupon_spend"] <= 40.0 + 1e-9 and np.isfinite(row["return"])
+
+
+def test_stock_dp_oracle_is_an_upper_bound_it_attains():
+    env = gym.make("promogym/DynamicPricing-v0", config=ONE)
+    dp = StockDPOracle(env, n_visitors=4000, n_prices=41)
+    statics = dp.static_values()
+    assert dp.value >= statics.max() - 1e-9          # the optimum over policies includes every constant price
+    # more stock left -> never a higher price (the value of a unit falls as units pile up)
+    assert (np.diff(dp.policy[: ONE["horizon"] - 1, 1:], axis=1) <= 0).all()
+    simulated = episode_table(env, dp, range(300))["return"]
+    assert abs(simulated.mean() - dp.value) < 3 * simulated.std() / np.sqrt(len(simulated)) + 0.02 * dp.value
+
+
+def test_stock_dp_oracle_refuses_envs_it_cannot_solve():
+    env = gym.make("promogym/DynamicPricing-v0", config=SMALL)
+    with pytest.raises(ValueError, match="one-product"):
+        StockDPOracle(env)

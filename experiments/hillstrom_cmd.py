@@ -1,0 +1,309 @@
+"""`promogym hillstrom`: the real-data track, from response models to unbiased policy values.
+
+Stages (each skipped when its output exists with the same settings):
+
+1. **fit**: the BERT response model (MiniLM-L6 on plain-language profiles + the e-mail sent), and the
+   two-model gradient-boosting and logistic baselines, on the train split; every choice on validation.
+2. **train**: MaskablePPO on ``promogym/HillstromTargeting-v0`` whose response is the BERT model.
+3. **evaluate** on the held-out test split (used for nothing else): Qini coefficient, AUUC and
+   uplift@30% per model and e-mail; IPS, SNIPS and DR values with bootstrap CIs for the learned policy,
+   uplift targeting by each model, e-mail everyone (men's), random and no e-mail, beside the value
+   the BERT simulator predicts for each (the sim-to-real gap on real data); a Qini curve plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.io import atomic_dir, machine_info, write_json
+from experiments.errors import CLIError
+from experiments.paths import output_dir
+
+ENV_ID = "promogym/HillstromTargeting-v0"
+MODEL_KINDS = ("bert", "gbdt", "logistic", "cells")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hillstrom", help="real-data track: uplift models, RL targeting and OPE on the Hillstrom trial",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=("all", "fit", "train", "evaluate"), default="all")
+    p.add_argument("--encoder", default="minilm", help="minilm (default), tiny (tests) or a local BERT folder")
+    p.add_argument("--outcome", choices=("visit", "conversion", "spend"), default="visit")
+    p.add_argument("--email-cost", type=float, default=0.01, help="cost of an e-mail in units of the outcome")
+    p.add_argument("--budget-share", type=float, default=0.3, help="share of customers that may get an e-mail")
+    p.add_argument("--seeds", type=int, default=3, help="RL training seeds")
+    p.add_argument("--timesteps", type=int, default=30_000, help="RL training steps per seed")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="BERT stage-B epochs (0: frozen encoder)")
+    p.add_argument("--train-rows", type=int, default=None,
+                   help="fit the response models on a random sample of this many train rows (default: all)")
+    p.add_argument("--runs", default="runs/hillstrom", help="models and RL runs (reused when complete)")
+    p.add_argument("--out", default="results/hillstrom", help="report folder")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------- stage 1: fit
+def fit_models(runs: Path, encoder: str, finetune_epochs: int, train_rows: int | None = None,
+               say: Any = print) -> dict[str, str]:
+    """Fit (or reuse, when fitted with the same settings) every response model; returns kind -> spec."""
+    from predictors.hillstrom import load_hillstrom
+    from predictors.uplift import BertUplift, TwoModelUplift
+
+    df = load_hillstrom()
+    train, valid = df[df["split"] == "train"], df[df["split"] == "valid"]
+    if train_rows is not None and train_rows < len(train):
+        train = train.sample(n=train_rows, random_state=0)
+    models = runs / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    request = {"encoder": encoder, "finetune_epochs": finetune_epochs, "train_rows": len(train)}
+    request_file = models / "request.json"
+    same = request_file.is_file() and json.loads(request_file.read_text()) == request
+    specs = {"cells": "cells"}
+    for kind in ("gbdt", "logistic"):
+        f = models / f"{kind}.pkl"
+        if not (same and f.is_file()):
+            t0 = time.perf_counter()
+            model = TwoModelUplift(kind).fit(train, valid)
+            tmp = f.with_suffix(".tmp")
+            model.save(tmp)
+            tmp.replace(f)
+            say(f"fitted {kind} two-model uplift in {time.perf_counter() - t0:.0f} s")
+        specs[kind] = f"{kind}:{f}"
+    folder = models / "bert"
+    if not (same and (folder / "promogym.json").is_file()):
+        t0 = time.perf_counter()
+        bert = BertUplift(encoder, finetune_epochs=finetune_epochs).fit(train, valid, progress=say)
+        with atomic_dir(folder) as tmp:
+            bert.save(tmp)
+            meta = json.loads((tmp / "promogym.json").read_text())
+            meta["fit_seconds"] = time.perf_counter() - t0
+            (tmp / "promogym.json").write_text(json.dumps(meta, indent=1))
+        say(f"fitted the BERT uplift model in {time.perf_counter() - t0:.0f} s")
+    write_json(request_file, request)
+    specs["bert"] = f"bert:{folder}"
+    return specs
+
+
+# ---------------------------------------------------------------------------------------- stage 2: train
+def env_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {"outcome": args.outcome, "email_cost": args.email_cost, "budget_share": args.budget_share}
+
+
+def _train_one(job: tuple[int, int, str, str, dict[str, Any]]) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    from agents.train import TrainSpec, train
+
+    seed, steps, response, out, cfg = job
+    spec = TrainSpec(ENV_ID, "maskable_ppo", seed, steps, response=response, env_config=cfg,
+                     eval_freq=max(1000, steps // 10), eval_episodes=5, checkpoint_freq=max(2000, steps // 5))
+    train(spec, Path(out))
+    return out
+
+
+def train_agents(runs: Path, specs: dict[str, str], args: argparse.Namespace, say: Any = print) -> list[Path]:
+    dirs = [runs / "rl" / f"maskable_ppo_s{s}" for s in range(args.seeds)]
+    todo = [(s, args.timesteps, specs["bert"], str(d), env_config(args))
+            for s, d in enumerate(dirs) if not (d / "metadata.json").is_file()]
+    with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for done in pool.map(_train_one, todo):
+            say(f"trained {done}")
+    return dirs
+
+
+# ---------------------------------------------------------------------------------------- stage 3: evaluate
+def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
+    """The arm a learned policy gives each test row, walking the test split in file order in episodes of
+    the env's horizon (its budget renewed each episode, as in training)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from agents.train import LearnedPolicy
+
+    env = gym.make(ENV_ID, config={**cfg, "split": "test", "sequential": True})
+    walk: Any = env.unwrapped
+    policy = LearnedPolicy(run, env)
+    arms = np.full(rows, -1)
+    obs, _ = env.reset(seed=0)
+    while True:
+        action, _ = policy.predict(obs)
+        obs, _, _, truncated, info = env.step(action)
+        fresh = arms[info["rows"]] < 0
+        arms[info["rows"][fresh]] = info["arms"][fresh]
+        if walk.exhausted:
+            break
+        if truncated:
+            obs, _ = env.reset()
+    return arms
+
+
+def evaluate(specs: dict[str, str], rl_runs: list[Path], args: argparse.Namespace, out: Path,
+             say: Any = print) -> dict[str, Any]:
+    from envs.hillstrom import HillstromTargetingEnv
+    from experiments.uplift_eval import budgeted_best_arm, ope, qini_curve, uplift_scores
+    from predictors.hillstrom import ARM_NAMES, PROPENSITY, arm_summary, load_hillstrom
+
+    df = load_hillstrom()
+    train, test = df[df["split"] == "train"], df[df["split"] == "test"].reset_index(drop=True)
+    models = {k: HillstromTargetingEnv._response(specs[k], df) for k in MODEL_KINDS}
+    cost = args.email_cost
+    email_cost = np.array([0.0, cost, cost])
+    key = args.outcome
+    y = test[key].to_numpy(float)
+    a = test["arm"].to_numpy()
+    reward = y - email_cost[a]
+    values = {k: m.predict(test)[key] - email_cost for k, m in models.items()}       # (rows, 3) per model
+    train_values = {k: m.predict(train)[key] - email_cost for k, m in models.items()}
+
+    # uplift metrics per model, e-mail and binary outcome
+    uplift: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for kind, model in models.items():
+        pred = model.predict(test)
+        for outcome in ("visit", "conversion"):
+            for arm in (1, 2):
+                rows = (a == arm) | (a == 0)
+                score = pred[outcome][rows, arm] - pred[outcome][rows, 0]
+                yy, tt = test[outcome].to_numpy(float)[rows], a[rows] == arm
+                uplift[f"{kind}|{outcome}|{ARM_NAMES[arm]}"] = uplift_scores(yy, score, tt)
+                if outcome == "visit":
+                    x, q = qini_curve(yy, score, tt)
+                    curves[f"{kind}|{ARM_NAMES[arm]}"] = (x / x[-1], q / rows.sum())
+
+    # policies on the test rows
+    rng = np.random.default_rng(0)
+    n = len(test)
+    policies: dict[str, np.ndarray] = {
+        "no_email": np.zeros(n, int), "email_all_mens": np.ones(n, int),
+        "random": rng.integers(0, 3, n),  # the trial's own assignment rule
+        # the targeting budget spent at random: the fair reference for the budgeted policies
+        "random_at_budget": np.where(rng.random(n) < args.budget_share, rng.integers(1, 3, n), 0)}
+    for kind in MODEL_KINDS:
+        gains = train_values[kind][:, 1:].max(axis=1) - train_values[kind][:, 0]
+        threshold = float(np.quantile(gains, 1 - args.budget_share))
+        policies[f"uplift_{kind}"] = budgeted_best_arm(values[kind], args.budget_share, threshold)
+    for run in rl_runs:
+        if (run / "metadata.json").is_file():
+            policies[f"rl_{run.name}"] = replay(run, env_config(args), len(test))
+    q_dr = values["gbdt"]
+    rows_idx = np.arange(len(test))
+    table: dict[str, Any] = {}
+    for name, pi in policies.items():
+        est = ope(pi, a, reward, PROPENSITY, q_dr, reps=args.bootstrap)
+        est["bert_simulator"] = float(values["bert"][rows_idx, pi].mean())
+        est["sim_to_real_gap"] = est["bert_simulator"] - est["dr"]
+        table[name] = est
+        say(f"{name:>24}: IPS {est['ips'] * 1000:7.1f}  DR {est['dr'] * 1000:7.1f}  BERT sim "
+            f"{est['bert_simulator'] * 1000:7.1f} per 1,000 customers")
+    rl = [k for k in table if k.startswith("rl_")]
+    if rl:
+        per_seed = np.array([table[k]["ips"] for k in rl])
+        table["rl_mean_over_seeds"] = {"ips": float(per_seed.mean()), "seeds": len(rl),
+                                       "ips_per_seed": per_seed.tolist()}
+    result = {"outcome": key, "email_cost": cost, "budget_share": args.budget_share, "test_rows": len(test),
+              "train_arms": arm_summary(train).to_dict(orient="index"),
+              "test_arms": arm_summary(test).to_dict(orient="index"), "uplift": uplift, "ope": table,
+              "dr_outcome_model": "gbdt", "machine": machine_info()}
+    plot_qini(curves, out / "qini.png")
+    return result
+
+
+def plot_qini(curves: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
+    for ax, arm in zip(axes, ("mens", "womens"), strict=True):
+        for key, (x, q) in curves.items():
+            kind, which = key.split("|")
+            if which == arm:
+                ax.plot(x, q, label=kind, lw=1.4)
+        _x_all, q_all = next(v for k, v in curves.items() if k.endswith(arm))
+        ax.plot([0, 1], [0, q_all[-1]], "k--", lw=1, label="random")
+        ax.set_title(f"{arm}' e-mail vs none: Qini curve (visits, test split)", fontsize=9)
+        ax.set_xlabel("share of customers targeted (by predicted uplift)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("incremental visits per customer in the split")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _ci(e: dict[str, Any], key: str) -> str:
+    lo, hi = e[f"{key}_ci95"]
+    return f"{e[key] * 1000:.1f} [{lo * 1000:.1f}, {hi * 1000:.1f}]"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    k = result["outcome"]
+    lines = [f"Test split: {result['test_rows']:,} customers never used for fitting or choosing. Outcome: {k}; "
+             f"e-mail cost {result['email_cost']} per e-mail; targeting budget {result['budget_share']:.0%} of "
+             "customers.", "",
+             "**Uplift on held-out customers** (visit outcome; each e-mail against no e-mail; 0 = random ordering, "
+             "1 = perfect)", "",
+             "| model | e-mail | Qini coefficient | AUUC | uplift@30% (visit) | Qini (conversion) |",
+             "|---|---|---|---|---|---|"]
+    for key, s in result["uplift"].items():
+        kind, outcome, arm = key.split("|")
+        if outcome != "visit":
+            continue
+        conv = result["uplift"][f"{kind}|conversion|{arm}"]
+        lines.append(f"| {kind} | {arm} | {s['qini']:.3f} | {s['auuc']:.3f} | {s['uplift_at_30']:+.4f} | "
+                     f"{conv['qini']:.3f} |")
+    lines += ["", f"**Policy values on the test split** ({k} minus e-mail cost, per 1,000 customers; 95% bootstrap "
+              "CIs; propensity 1/3; DR with the two-model GBDT as outcome model)", "",
+              "| policy | e-mailed | IPS | SNIPS | DR | BERT simulator | sim − DR |", "|---|---|---|---|---|---|---|"]
+    for name, e in sorted(((n, e) for n, e in result["ope"].items() if "dr" in e), key=lambda kv: -kv[1]["dr"]):
+        lines.append(f"| {name} | {e['emails_share']:.0%} | {_ci(e, 'ips')} | {_ci(e, 'snips')} | {_ci(e, 'dr')} | "
+                     f"{e['bert_simulator'] * 1000:.1f} | {e['sim_to_real_gap'] * 1000:+.1f} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from predictors.hillstrom import DataError
+
+    if not 0 <= args.budget_share <= 1:
+        raise CLIError(f"--budget-share must be in [0, 1], got {args.budget_share}")
+    if args.seeds < 0 or args.timesteps < 1 or args.bootstrap < 10:
+        raise CLIError("--seeds must be >= 0, --timesteps >= 1 and --bootstrap >= 10")
+    if args.train_rows is not None and args.train_rows < 500:
+        raise CLIError(f"--train-rows must be at least 500, got {args.train_rows}")
+    runs = output_dir(args.runs, "--runs")
+    out = output_dir(args.out)
+    start = time.perf_counter()
+    try:
+        specs = fit_models(runs, args.encoder, args.finetune_epochs, args.train_rows)
+        if args.stage == "fit":
+            return 0
+        rl_runs = train_agents(runs, specs, args) if args.stage in ("all", "train") else \
+            [runs / "rl" / f"maskable_ppo_s{s}" for s in range(args.seeds)]
+        if args.stage == "train":
+            return 0
+        result = evaluate(specs, rl_runs, args, out)
+    except DataError as exc:
+        raise CLIError(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    result["seconds"] = time.perf_counter() - start
+    write_json(out / "metrics.json", result)
+    text = markdown(result)
+    (out / "report.md").write_text("## Hillstrom e-mail trial\n\n" + text + "\n\n![Qini curves](qini.png)\n")
+    print(text)
+    print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}, {out / 'qini.png'}")
+    return 0
+
+
+__all__ = ["evaluate", "fit_models", "markdown", "replay", "train_agents"]
