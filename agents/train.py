@@ -1,8 +1,9 @@
 """Training Stable-Baselines3 agents on the promogym environments.
 
 One run folder per run: ``config.yml`` (the resolved settings), ``model.zip`` (final),
-``best_model.zip`` (best periodic evaluation), ``vecnormalize.pkl`` (observation-normalization
-statistics, applied identically at evaluation), ``evaluations.npz`` (the periodic evaluations),
+``best_model.zip`` (best periodic evaluation) with ``best_vecnormalize.pkl`` (the normalization
+statistics it was evaluated with), ``vecnormalize.pkl`` (the final observation-normalization
+statistics; each model is always applied with its own), ``evaluations.npz`` (the periodic evaluations),
 ``checkpoints/`` (every ``checkpoint_freq`` steps, for ``resume``) and ``metadata.json`` (git commit,
 package versions, seed, the response model's hash, wall time).
 """
@@ -140,6 +141,21 @@ def _latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
     return f, run / "checkpoints" / f"model_vecnormalize_{steps}_steps.pkl", steps
 
 
+def _normalization_saver(path: Path) -> Any:
+    """A callback for EvalCallback's new best models: saves the normalization statistics the model was
+    evaluated with (they keep moving during training; the final ones would misread its observations)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SaveNormalization(BaseCallback):
+        def _on_step(self) -> bool:
+            vec = self.model.get_vec_normalize_env()
+            if vec is not None:
+                vec.save(str(path))
+            return True
+
+    return SaveNormalization()
+
+
 def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train one agent; returns the metadata written to ``run/metadata.json``."""
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
@@ -177,7 +193,8 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
         eval_cls = MaskableEvalCallback
     callbacks = CallbackList([
         eval_cls(eval_env, n_eval_episodes=spec.eval_episodes, eval_freq=max(1, spec.eval_freq // spec.n_envs),
-                 log_path=str(run), best_model_save_path=str(run), deterministic=True, verbose=0),
+                 log_path=str(run), best_model_save_path=str(run), deterministic=True, verbose=0,
+                 callback_on_new_best=_normalization_saver(run / "best_vecnormalize.pkl")),
         CheckpointCallback(save_freq=max(1, spec.checkpoint_freq // spec.n_envs), save_path=str(run / "checkpoints"),
                            name_prefix="model", save_vecnormalize=True),
     ])
@@ -204,11 +221,14 @@ class LearnedPolicy:
         cfg = yaml.safe_load((run / "config.yml").read_text())
         self.env_id, self.algo = cfg["env_id"], cfg["algo"]
         self.name = f"{self.algo}"
-        file = run / ("best_model.zip" if best and (run / "best_model.zip").is_file() else "model.zip")
+        use_best = best and (run / "best_model.zip").is_file()
+        file = run / ("best_model.zip" if use_best else "model.zip")
+        stats = run / "best_vecnormalize.pkl" if use_best and (run / "best_vecnormalize.pkl").is_file() \
+            else run / "vecnormalize.pkl"
         self.model = algo_class(self.algo).load(str(file), device="cpu")
         dummy = DummyVecEnv([lambda: env if env is not None else gym.make(
             self.env_id, config=probe_config(self.env_id, cfg["env_config"]))])
-        self.norm = VecNormalize.load(str(run / "vecnormalize.pkl"), dummy)
+        self.norm = VecNormalize.load(str(stats), dummy)
         self.norm.training = False
         self.env: Any = env.unwrapped if env is not None else None
 
