@@ -75,7 +75,8 @@ class CouponAllocationEnv(MarketEnv):
     Day 0, the whole budget, no fatigue.
 
     ## Episode End
-    Terminated when less than ``min_budget`` is left; truncated after ``horizon`` steps.
+    Terminated when less than ``min_budget`` is left or after ``horizon`` steps (the campaign ends: a
+    terminal state, not a time limit; the observation holds the steps left).
 
     ## Arguments
     ``config`` with the keys of :class:`CouponAllocationConfig`.
@@ -178,8 +179,8 @@ class CouponAllocationEnv(MarketEnv):
                 "expected_profit_world": expected_world}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),
                              "budget_left": self.budget_left, "units": int(bought.sum())})
-        terminated = self.budget_left < cfg.min_budget
-        truncated = self.t >= cfg.horizon and not terminated
+        terminated = self.budget_left < cfg.min_budget or self.t >= cfg.horizon  # the campaign's end is terminal
+        truncated = False
         self._draw_cohort()
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
 

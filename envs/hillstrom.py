@@ -69,7 +69,8 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     The whole budget.
 
     ## Episode End
-    Truncated after ``horizon`` steps (or when a ``sequential`` walk runs out of customers).
+    Terminated after ``horizon`` steps (the campaign ends; the observation holds the steps left);
+    truncated when a ``sequential`` walk runs out of customers.
 
     ## Arguments
     ``config`` with the keys of :class:`HillstromConfig`.
@@ -184,11 +185,12 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
                 "rows": self.idx.copy(), "arms": arm, "emails_sent": sent, "emails_clipped": clipped,
                 "expected_profit": float(self.expected[self.idx, arm].sum() - spend)}
         self._walked = cfg.sequential and self._cursor >= len(self.rows)
-        truncated = self.t >= cfg.horizon or self._walked
+        terminated = self.t >= cfg.horizon  # the campaign's end (steps left are in the observation)
+        truncated = self._walked and not terminated  # a replay ran out of customers
         self._last = (sent, gained, reward)
-        if not truncated:
+        if not (terminated or truncated):
             self._draw()
-        return self._obs(), float(reward), False, bool(truncated), info
+        return self._obs(), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

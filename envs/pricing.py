@@ -198,8 +198,10 @@ class _SeasonEnv(MarketEnv):
         reward = out.revenue - out.cost - out.coupon_spend if cfg.reward == "profit" else out.revenue
         self.last_units = out.units.astype(float)
         self.t += 1
-        terminated = bool(self.state.stock[self.products].sum() == 0)
-        truncated = self.t >= cfg.horizon and not terminated
+        # the season's end is a terminal state of the MDP (days left are in the observation; nothing is
+        # worth anything afterwards), not a time limit: value-based learners must not bootstrap past it
+        terminated = bool(self.state.stock[self.products].sum() == 0) or self.t >= cfg.horizon
+        truncated = False
         info = {"components": {"revenue": out.revenue, "cost": out.cost, "coupon_spend": out.coupon_spend,
                                "units": int(out.units.sum()), "stockouts": out.stockouts,
                                "budget_left": self.budget_left},
@@ -334,7 +336,8 @@ class DynamicPricingEnv(_SeasonEnv):
     list price, no fatigue.
 
     ## Episode End
-    Terminated when every product is sold out; truncated after ``horizon`` days.
+    Terminated when every product is sold out or after ``horizon`` days (the season ends: a terminal state,
+    not a time limit; the observation holds the days left).
 
     ## Arguments
     ``gymnasium.make("promogym/DynamicPricing-v0", config={...}, render_mode="ansi" | "rgb_array")``
@@ -371,7 +374,8 @@ class PricePromoEnv(_SeasonEnv):
     As DynamicPricing-v0, with the whole ``budget`` left.
 
     ## Episode End
-    Terminated when every product is sold out; truncated after ``horizon`` days.
+    Terminated when every product is sold out or after ``horizon`` days (the season ends: a terminal state,
+    not a time limit; the observation holds the days left).
 
     ## Arguments
     ``config`` with the keys of :class:`PricePromoConfig`.

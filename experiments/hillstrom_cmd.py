@@ -137,12 +137,12 @@ def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
     obs, _ = env.reset(seed=0)
     while True:
         action, _ = policy.predict(obs)
-        obs, _, _, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action)
         fresh = arms[info["rows"]] < 0
         arms[info["rows"][fresh]] = info["arms"][fresh]
         if walk.exhausted:
             break
-        if truncated:
+        if terminated or truncated:
             obs, _ = env.reset()
     return arms
 
