@@ -97,6 +97,7 @@ def test_resuming_a_run_of_another_env_is_refused(tmp_path, capsys):
 
 SMALL_MARKET = ["--env-set", "market={n_customers: 800, n_products: 100}"]
 COUPON_ENV = [*SMALL_MARKET, "--env-set", "cohort_size=8", "--env-set", "horizon=10", "--env-set", "budget=20"]
+HILLSTROM_ENV = ["--env-set", "batch_size=4", "--env-set", "horizon=8"]
 FITS = [
     ("promogym/DynamicPricing-v0", "a2c", FAST_ENV, []),
     ("promogym/DynamicPricing-v0", "td3", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
@@ -106,6 +107,10 @@ FITS = [
     ("promogym/CouponAllocation-v0", "ppo", COUPON_ENV, PPO_SMALL),
     ("promogym/CouponAllocation-v0", "a2c", COUPON_ENV, []),
     ("promogym/CouponAllocation-v0", "recurrent_ppo", COUPON_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+    ("promogym/HillstromTargeting-v0", "maskable_ppo", HILLSTROM_ENV, PPO_SMALL),
+    ("promogym/HillstromTargeting-v0", "ppo", HILLSTROM_ENV, PPO_SMALL),
+    ("promogym/HillstromTargeting-v0", "a2c", HILLSTROM_ENV, []),
+    ("promogym/HillstromTargeting-v0", "recurrent_ppo", HILLSTROM_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
 ]
 
 
