@@ -232,7 +232,8 @@ def plot_qini(curves: dict[str, Any], path: Path) -> None:
                 ax.plot(x, q, label=kind, lw=1.4)
         _x_all, q_all = next(v for k, v in curves.items() if k.endswith(arm))
         ax.plot([0, 1], [0, q_all[-1]], "k--", lw=1, label="random")
-        ax.set_title(f"{arm}' e-mail vs none: Qini curve (visits, test split)", fontsize=9)
+        label = {"mens": "men's", "womens": "women's"}[arm]
+        ax.set_title(f"{label} e-mail vs none: Qini curve (visits, test split)", fontsize=9)
         ax.set_xlabel("share of customers targeted (by predicted uplift)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("incremental visits per customer in the split")
