@@ -111,6 +111,10 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.idx = np.zeros(cfg.batch_size, dtype=np.int64)
         self.budget_left, self.t = self.budget, 0
 
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return HillstromConfig().to_dict()
+
     @staticmethod
     def _response(spec: Any, data: Any) -> Any:
         if not isinstance(spec, str):

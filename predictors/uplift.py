@@ -199,10 +199,10 @@ class BertUplift(UpliftModel):
                  finetune_lr: float = 3e-5, batch_size: int = 512, patience: int = 4) -> None:
         from predictors.encoder import load_encoder, pick_device
 
-        self.settings: dict[str, Any] = {"encoder": encoder, "seed": seed, "max_length": max_length, "head_epochs": head_epochs,
-                         "finetune_epochs": finetune_epochs, "finetune_layers": finetune_layers,
-                         "head_lr": head_lr, "finetune_lr": finetune_lr, "batch_size": batch_size,
-                         "patience": patience}
+        self.settings: dict[str, Any] = {
+            "encoder": encoder, "seed": seed, "max_length": max_length, "head_epochs": head_epochs,
+            "finetune_epochs": finetune_epochs, "finetune_layers": finetune_layers, "head_lr": head_lr,
+            "finetune_lr": finetune_lr, "batch_size": batch_size, "patience": patience}
         torch.manual_seed(seed)
         enc, self.tokenizer = load_encoder(encoder, seed)
         self.device = pick_device(device)

@@ -188,6 +188,7 @@ def test_env_same_seed_same_trajectory_and_sequential_walk():
 def test_env_bad_config_names_the_key(bad, needle):
     with pytest.raises(ValueError, match=needle):
         gym.make(ENV, config=bad)
+    assert gym.make(ENV).unwrapped.default_config()["budget_share"] == 0.3
 
 
 def test_hillstrom_command_end_to_end(tmp_path, capsys):

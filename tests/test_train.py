@@ -110,7 +110,8 @@ FITS = [
     ("promogym/HillstromTargeting-v0", "maskable_ppo", HILLSTROM_ENV, PPO_SMALL),
     ("promogym/HillstromTargeting-v0", "ppo", HILLSTROM_ENV, PPO_SMALL),
     ("promogym/HillstromTargeting-v0", "a2c", HILLSTROM_ENV, []),
-    ("promogym/HillstromTargeting-v0", "recurrent_ppo", HILLSTROM_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+    ("promogym/HillstromTargeting-v0", "recurrent_ppo", HILLSTROM_ENV,
+     ["--set", "n_steps=64", "--set", "batch_size=32"]),
 ]
 
 
