@@ -8,7 +8,7 @@ of an e-mail is its difference to "none". Three kinds:
   the arm sentence; the whole data set has a few thousand distinct sentences), mean-pooled, projected
   and concatenated in a fixed order; a small MLP gives the visit and conversion logits. Stage A trains
   the head on frozen, cached sentence embeddings; stage B fine-tunes the encoder's top layers with
-  the head (lower learning rate). Early stopping and temperature calibration on the validation split.
+  the head (lower learning rate). Early stopping and Platt scaling (temperature and bias) on the validation split.
 * ``TwoModelUplift("gbdt")``: one gradient-boosting classifier per arm and outcome (a T-learner) on
   tabular features, its size chosen on validation log-loss.
 * ``TwoModelUplift("logistic")``: the same with logistic regressions.
