@@ -29,11 +29,17 @@ class MyopicCoupons(EnvPolicy):
 
     name = "myopic"
 
+    def __init__(self, env: gym.Env[Any, Any], simulator: Any = None) -> None:
+        super().__init__(env)
+        # the response model it plans with: the env's own backend unless another is given (a policy planned
+        # on a learned simulator and played in the world)
+        self.simulator = simulator if simulator is not None else self.env.backend
+
     def act(self, observation: np.ndarray) -> np.ndarray:
         e = self.env
         blind = e.state.copy()
         blind.fatigue[:] = 0.0
-        return level_outcomes(e, e.backend, blind)[0].argmax(axis=1).astype(np.int64)
+        return level_outcomes(e, self.simulator, blind)[0].argmax(axis=1).astype(np.int64)
 
 
 class UpliftTargeting(EnvPolicy):

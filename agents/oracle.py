@@ -4,7 +4,8 @@ Both choose a plan — a price multiplier per product and, on PricePromo-v0, a c
 segment — by coordinate ascent over a grid, scoring plans with expected outcomes of a fixed sample of
 visitors (scaled to the expected number of visitors). They differ in what they know:
 
-* ``MyopicGreedy`` uses the *training simulator* (the env's response backend) and maximises the
+* ``MyopicGreedy`` uses the *training simulator* (the env's response backend, or the ``simulator`` it is
+  given when it plays in another env, e.g. planned on a BERT simulator and scored in the world) and maximises the
   expected profit of the current day only, blind to stock, reference prices and fatigue (it scores
   every day as if reference prices were list prices and every product in stock).
 * ``MPCOracle`` uses the *true world* and the true current state, and maximises the expected profit of
@@ -111,9 +112,11 @@ class MyopicGreedy(_Planner):
 
     name = "myopic"
 
-    def __init__(self, env: gym.Env[Any, Any], **kwargs: Any) -> None:
+    def __init__(self, env: gym.Env[Any, Any], simulator: Any = None, **kwargs: Any) -> None:
         super().__init__(env, **kwargs)
         e = self.env
+        # the env's own backend unless another is given (planned on a learned simulator, played in the world)
+        self.simulator = simulator if simulator is not None else e.backend
         self.blind = e.market.initial_state()
         self.blind.stock[:] = 1  # everything in stock
         self.blind.fatigue[:] = 0.0
@@ -122,7 +125,7 @@ class MyopicGreedy(_Planner):
         e = self.env
         self.blind.day = e.state.day
         scale = e.config.daily_customers * e.season_factor(e.state.day) / len(self.users)
-        return self._day_profit(e.backend, self.blind, e.list_price * self.grid[plan], seg, scale, None)[0]
+        return self._day_profit(self.simulator, self.blind, e.list_price * self.grid[plan], seg, scale, None)[0]
 
 
 class MPCOracle(_Planner):

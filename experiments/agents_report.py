@@ -42,30 +42,20 @@ def _train_one(args: tuple[str, str, int, int, str]) -> str:
 
 
 def baselines_for(env_id: str, env: gym.Env[Any, Any], logs: pd.DataFrame | None) -> dict[str, Any]:
-    from agents import baselines as b
-    from agents.oracle import MPCOracle, MyopicGreedy
+    """Every baseline of the env (the best static price searched on ``env``), planning in ``env``."""
+    from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES, PolicyFactory
 
+    factory = PolicyFactory(env_id, env, logs)
     if env_id.endswith("CouponAllocation-v0"):
-        from agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
-
-        out: dict[str, Any] = {"no_coupon": b.UniformCoupon(env, 0), "all_5pct": b.UniformCoupon(env, 1),
-                               "all_10pct": b.UniformCoupon(env, 2), "random": b.RandomPolicy(env),
-                               "myopic": MyopicCoupons(env), "oracle": CouponOracle(env)}
-        if logs is not None:
-            out["uplift"] = UpliftTargeting(env, logs)
-        return out
-    return {"list_price": b.ListPrice(env), "uniform_discount": b.UniformDiscount(env, 0.1),
-            "cost_plus": b.CostPlus(env, 1.0), "markdown": b.Markdown(env), "thompson": b.ThompsonPricing(env),
-            "random": b.RandomPolicy(env), "myopic": MyopicGreedy(env),
-            # PricePromo's oracle also plans a coupon level per segment: a smaller visitor sample keeps it
-            # at ~3.5 s an episode (1,000 visitors: ~10 s)
-            "oracle": MPCOracle(env, n_visitors=300 if env_id.endswith("PricePromo-v0") else 1000)}
+        names = [n for n in COUPON_BASELINES if n != "uplift" or logs is not None]
+    else:
+        names = list(PRICING_BASELINES)
+    return {n: factory.make(n, env) for n in names}
 
 
-def evaluate_env(env_id: str, runs: dict[str, list[Path]], episodes: int, logs: pd.DataFrame | None,
-                 search_seeds: int = 10) -> dict[str, Any]:
+def evaluate_env(env_id: str, runs: dict[str, list[Path]], episodes: int, logs: pd.DataFrame | None
+                 ) -> dict[str, Any]:
     from agents.base import episode_table
-    from agents.baselines import StaticPrice, search_static_prices
     from agents.train import LearnedPolicy
 
     env = gym.make(env_id)
@@ -73,9 +63,6 @@ def evaluate_env(env_id: str, runs: dict[str, list[Path]], episodes: int, logs: 
     tables: dict[str, np.ndarray] = {}
     timing: dict[str, float] = {}
     policies = baselines_for(env_id, env, logs)
-    if not env_id.endswith("CouponAllocation-v0"):
-        best, _ = search_static_prices(lambda: gym.make(env_id), seeds=range(search_seeds))
-        policies["best_static"] = StaticPrice(env, best)
     for name, policy in policies.items():
         t0 = time.perf_counter()
         tables[name] = episode_table(env, policy, seeds, name)["return"].to_numpy()[None, :]

@@ -7,10 +7,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from experiments import agents_report, bench, data, eval_cmd, fit_cmd, hillstrom_cmd, train_cmd, world_report
+from experiments import (
+    agents_report,
+    bench,
+    data,
+    eval_cmd,
+    evaluate_cmd,
+    fit_cmd,
+    hillstrom_cmd,
+    train_cmd,
+    world_report,
+)
 from experiments.errors import CLIError
 
-COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, agents_report, hillstrom_cmd, bench)
+COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report, hillstrom_cmd, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
