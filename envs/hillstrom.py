@@ -41,6 +41,20 @@ class HillstromConfig(ConfigBase):
             raise ValueError(f"{type(self).__name__}.response must be a string or an UpliftModel, got {r!r}")
 
 
+def load_response(spec: Any, data: Any) -> Any:
+    """The response model a config names: ``cells`` (fitted on ``data``'s train split), a saved model spec,
+    or an UpliftModel object as it is."""
+    if not isinstance(spec, str):
+        return spec
+    if spec == "cells":
+        from predictors.uplift import CellMeans
+
+        return CellMeans().fit(data[data["split"] == "train"])
+    from predictors.uplift import load_uplift_model
+
+    return load_uplift_model(spec)
+
+
 class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     """Choose which e-mail (none, men's, women's) each customer of a batch gets, within an e-mail budget.
 
@@ -94,7 +108,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         cfg = self.config
         data = load_hillstrom()
-        self.model = self._response(cfg.response, data)
+        self.model = load_response(cfg.response, data)
         self.rows = data[data["split"] == cfg.split].reset_index(drop=True)
         self.features = tabular_features(self.rows)
         outcomes = self.model.predict(self.rows)
@@ -114,18 +128,6 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         return HillstromConfig().to_dict()
-
-    @staticmethod
-    def _response(spec: Any, data: Any) -> Any:
-        if not isinstance(spec, str):
-            return spec
-        if spec == "cells":
-            from predictors.uplift import CellMeans
-
-            return CellMeans().fit(data[data["split"] == "train"])
-        from predictors.uplift import load_uplift_model
-
-        return load_uplift_model(spec)
 
     # ------------------------------------------------------------------ helpers
     def _draw(self) -> None:

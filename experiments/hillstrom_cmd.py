@@ -149,27 +149,27 @@ def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
 
 def evaluate(specs: dict[str, str], rl_runs: list[Path], args: argparse.Namespace, out: Path,
              say: Any = print) -> dict[str, Any]:
-    from envs.hillstrom import HillstromTargetingEnv
+    from envs.hillstrom import load_response
     from experiments.uplift_eval import budgeted_best_arm, ope, qini_curve, uplift_scores
     from predictors.hillstrom import ARM_NAMES, PROPENSITY, arm_summary, load_hillstrom
 
     df = load_hillstrom()
     train, test = df[df["split"] == "train"], df[df["split"] == "test"].reset_index(drop=True)
-    models = {k: HillstromTargetingEnv._response(specs[k], df) for k in MODEL_KINDS}
+    models = {k: load_response(specs[k], df) for k in MODEL_KINDS}
     cost = args.email_cost
     email_cost = np.array([0.0, cost, cost])
     key = args.outcome
     y = test[key].to_numpy(float)
     a = test["arm"].to_numpy()
     reward = y - email_cost[a]
-    values = {k: m.predict(test)[key] - email_cost for k, m in models.items()}       # (rows, 3) per model
+    preds = {k: m.predict(test) for k, m in models.items()}
+    values = {k: p[key] - email_cost for k, p in preds.items()}                      # (rows, 3) per model
     train_values = {k: m.predict(train)[key] - email_cost for k, m in models.items()}
 
     # uplift metrics per model, e-mail and binary outcome
     uplift: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    for kind, model in models.items():
-        pred = model.predict(test)
+    for kind, pred in preds.items():
         for outcome in ("visit", "conversion"):
             for arm in (1, 2):
                 rows = (a == arm) | (a == 0)
