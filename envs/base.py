@@ -39,6 +39,20 @@ class MarketEnvConfig(ConfigBase):
             raise ValueError(f"{type(self).__name__}.response must be a string or a ConversionModel, got {r!r}")
 
 
+def resolve_config(config_class: type[ConfigBase], config: ConfigBase | Mapping[str, Any] | None,
+                   overrides: Mapping[str, Any], render_mode: str | None, render_modes: list[str]) -> Any:
+    """An env's validated config from a config object or mapping plus keyword overrides (a response model
+    object survives the round trip through a dict); a render mode the env lacks raises ValueError."""
+    if overrides:
+        base = config.to_dict() if isinstance(config, ConfigBase) else dict(config or {})
+        if isinstance(config, ConfigBase):
+            base["response"] = getattr(config, "response", None)
+        config = {**base, **overrides}
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {render_modes}, got {render_mode!r}")
+    return config_class.coerce(config)
+
+
 def check_coupon_levels(cfg: Any) -> None:
     """Coupon levels start at 0 (no coupon) and increase: level indices are ordered by generosity."""
     levels = cfg.coupon_levels
@@ -81,14 +95,7 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(self, config: MarketEnvConfig | Mapping[str, Any] | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
-        if overrides:
-            base = config.to_dict() if isinstance(config, ConfigBase) else dict(config or {})
-            if isinstance(config, ConfigBase):
-                base["response"] = config.response
-            config = {**base, **overrides}
-        self.config = self.config_class.coerce(config)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.config = resolve_config(self.config_class, config, overrides, render_mode, self.metadata["render_modes"])
         self.render_mode = render_mode
         self.market = Market(self.config.market)
         self.backend: ResponseBackend = make_backend(self.config.response, self.market)

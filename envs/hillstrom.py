@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND
+from envs.base import OBS_BOUND, resolve_config
 from envs.config import ConfigBase, param
 
 N_CUSTOMER_FEATURES = 11
@@ -98,13 +98,8 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         from predictors.hillstrom import load_hillstrom, tabular_features
 
-        if overrides:
-            base = {**config.to_dict(), "response": getattr(config, "response", "cells")} \
-                if isinstance(config, ConfigBase) else dict(config or {})
-            config = {**base, **overrides}
-        self.config = HillstromConfig.coerce(config)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.config: HillstromConfig = resolve_config(HillstromConfig, config, overrides, render_mode,
+                                                      self.metadata["render_modes"])
         self.render_mode = render_mode
         cfg = self.config
         data = load_hillstrom()

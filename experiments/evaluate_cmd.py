@@ -124,17 +124,16 @@ class PolicyFactory:
 
 
 def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[str], episodes: int, seed: int,
-         logs: str | None = None, world_too: bool = True) -> pd.DataFrame:
+         logs: str | None = None) -> pd.DataFrame:
     """The tidy episode table: every policy on the same seeds, in the simulator and (if different) the world."""
     from agents.base import episode_table
 
     sim = gym.make(env_id, config={**env_config, "response": response})
     factory = PolicyFactory(env_id, sim, logs)
-    backends = [("simulator", sim)]
-    if response != "world" and world_too:
-        backends.append(("world", gym.make(env_id, config={**env_config, "response": "world"})))
-    elif response == "world":
+    if response == "world":
         backends = [("world", sim)]
+    else:
+        backends = [("simulator", sim), ("world", gym.make(env_id, config={**env_config, "response": "world"}))]
     seeds = range(seed, seed + episodes)
     frames = []
     for backend_name, env in backends:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.io import atomic_dir, machine_info, write_json
+from envs.io import atomic_dir, atomic_path, machine_info, write_json
 from experiments.errors import CLIError
 from experiments.paths import output_dir
 
@@ -73,9 +73,8 @@ def fit_models(runs: Path, encoder: str, finetune_epochs: int, train_rows: int |
         if not (same and f.is_file()):
             t0 = time.perf_counter()
             model = TwoModelUplift(kind).fit(train, valid)
-            tmp = f.with_suffix(".tmp")
-            model.save(tmp)
-            tmp.replace(f)
+            with atomic_path(f) as tmp:
+                model.save(tmp)
             say(f"fitted {kind} two-model uplift in {time.perf_counter() - t0:.0f} s")
         specs[kind] = f"{kind}:{f}"
     folder = models / "bert"

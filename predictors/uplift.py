@@ -23,7 +23,7 @@ import json
 import math
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,8 @@ class BertUplift(UpliftModel):
         self.net = SentenceNet(enc).to(self.device)
         self.calibrators = {o: Calibrator() for o in BINARY}
         self.history: list[dict[str, Any]] = []
-        self._vocab: dict[str, int] = {}
+        self._vocab: dict[str, int] = {}   # sentence -> id
+        self._texts: list[str] = []        # id -> sentence
         self._cache: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ sentences
@@ -218,16 +219,18 @@ class BertUplift(UpliftModel):
         rows = []
         for rec, arm in zip(df[["recency", "history", "mens", "womens", "zip_code", "channel", "newbie"]]
                             .to_dict("records"), arms, strict=True):
-            rows.append([self._vocab.setdefault(s, len(self._vocab))
-                         for s in (*profile_sentences(rec), ARM_SENTENCES[int(arm)])])
+            rows.append([self._id(s) for s in (*profile_sentences(rec), ARM_SENTENCES[int(arm)])])
         return np.asarray(rows, dtype=np.int64)
 
-    def _sentences(self, ids: Sequence[int] | np.ndarray) -> list[str]:
-        inverse = {v: k for k, v in self._vocab.items()}
-        return [inverse[int(i)] for i in ids]
+    def _id(self, sentence: str) -> int:
+        """The sentence's id, added to the vocabulary when new."""
+        if sentence not in self._vocab:
+            self._vocab[sentence] = len(self._texts)
+            self._texts.append(sentence)
+        return self._vocab[sentence]
 
     def _encode(self, ids: np.ndarray, grad: bool, batch: int = 512) -> torch.Tensor:
-        texts = self._sentences(ids)
+        texts = [self._texts[int(i)] for i in ids]
         out = []
         for k in range(0, len(texts), batch):
             tok = self.tokenizer(texts[k: k + batch], padding=True, truncation=True,
@@ -249,7 +252,7 @@ class BertUplift(UpliftModel):
         self.spend_per_conversion = _spend_per_conversion(train)
         ct, cv = self._codes(train, train["arm"].to_numpy()), self._codes(valid, valid["arm"].to_numpy())
         for arm in range(N_ARMS):  # every arm sentence is in the vocabulary
-            self._vocab.setdefault(ARM_SENTENCES[arm], len(self._vocab))
+            self._id(ARM_SENTENCES[arm])
         yt = torch.tensor(train[list(BINARY)].to_numpy(np.float32), device=self.device)
         yv = valid[list(BINARY)].to_numpy(np.float32)
         pos = yt.mean(0).clamp(min=1e-4)
