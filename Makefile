@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo experiment test test-slow bench lint clean
 
 install: $(STAMP)
 
@@ -18,19 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	mkdir -p $(DEMO)
-	$(BIN)/promogym data --rows 30000 --seed 0 --out $(DEMO)/logs.parquet --no-progress
-	$(BIN)/promogym world --out $(DEMO)/world
-	$(BIN)/promogym fit --data $(DEMO)/logs.parquet --out $(DEMO)/bert_hybrid --no-progress
-	$(BIN)/promogym fit --kind gbdt --data $(DEMO)/logs.parquet --out $(DEMO)/gbdt.pkl
-	$(BIN)/promogym eval-predictor --data $(DEMO)/logs.parquet --out $(DEMO)/predictor \
-		--model bert_hybrid=bert:$(DEMO)/bert_hybrid --model gbdt=gbdt:$(DEMO)/gbdt.pkl
-	@echo "demo outputs in $(DEMO)/"
+	$(BIN)/promogym experiment experiments/configs/smoke.yml --out $(DEMO) --report $(DEMO)/report --no-progress
+	@echo "demo report: $(DEMO)/report/report.md (run folder $(DEMO)/)"
+
+experiment: install
+	$(BIN)/promogym experiment experiments/configs/default.yml
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: install
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,ray]'
 	$(BIN)/python -m pytest -m slow -q
 
 bench: install

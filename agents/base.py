@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -40,8 +40,13 @@ class EnvPolicy:
         return self.act(observation), state
 
 
-def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int) -> dict[str, Any]:
-    """One episode from ``reset(seed=seed)``; the return and the summed reward components."""
+StepHook = Callable[[gym.Env[Any, Any], int, dict[str, Any]], None]
+
+
+def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int, on_step: StepHook | None = None
+                ) -> dict[str, Any]:
+    """One episode from ``reset(seed=seed)``; the return and the summed reward components.
+    ``on_step(env, t, info)`` is called after every step (to record trajectories)."""
     obs, _ = env.reset(seed=seed)
     if isinstance(policy, EnvPolicy):
         policy.reset()
@@ -59,16 +64,25 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int) -> dict[str, 
         for k in COMPONENTS:
             sums[k] += float(info["components"][k])
         world += float(info.get("expected_profit_world", np.nan))
+        if on_step is not None:
+            on_step(env, steps - 1, info)
         if terminated or truncated:
             break
     return {"seed": seed, "return": total, "steps": steps, **sums, "expected_profit_world": world,
             "terminated": bool(terminated)}
 
 
-def episode_table(env: gym.Env[Any, Any], policy: Policy, seeds: Sequence[int], name: str | None = None
+def episode_table(env: gym.Env[Any, Any], policy: Policy, seeds: Sequence[int], name: str | None = None,
+                  on_step: Callable[[int, gym.Env[Any, Any], int, dict[str, Any]], None] | None = None
                   ) -> pd.DataFrame:
-    """A tidy table, one row per episode (common random numbers: pass the same seeds to every policy)."""
-    rows = [run_episode(env, policy, int(s)) for s in seeds]
+    """A tidy table, one row per episode (common random numbers: pass the same seeds to every policy);
+    ``on_step(seed, env, t, info)`` sees every step."""
+    def hook(seed: int) -> StepHook | None:
+        if on_step is None:
+            return None
+        return lambda e, t, info: on_step(seed, e, t, info)
+
+    rows = [run_episode(env, policy, int(s), hook(int(s))) for s in seeds]
     df = pd.DataFrame(rows)
     df.insert(0, "policy", name or getattr(policy, "name", type(policy).__name__))
     return df

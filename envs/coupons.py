@@ -175,7 +175,7 @@ class CouponAllocationEnv(MarketEnv):
         info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": spend, "units": int(bought.sum()),
                                "stockouts": 0, "budget_left": self.budget_left},
                 "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped, "coupon": coupon,
-                "users": self.users.copy(), "bought": bought, "expected_profit": expected,
+                "users": self.users.copy(), "items": self.items.copy(), "bought": bought, "expected_profit": expected,
                 "expected_profit_world": expected_world}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),
                              "budget_left": self.budget_left, "units": int(bought.sum())})

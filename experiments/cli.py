@@ -13,14 +13,17 @@ from experiments import (
     data,
     eval_cmd,
     evaluate_cmd,
+    experiment,
     fit_cmd,
     hillstrom_cmd,
+    report,
     train_cmd,
     world_report,
 )
 from experiments.errors import CLIError
 
-COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report, hillstrom_cmd, bench)
+COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report, experiment, report,
+            hillstrom_cmd, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,9 @@ Two modes:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,17 +29,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from envs.io import atomic_dir
+from envs.io import atomic_dir, atomic_path
 from predictors.base import Batch, validate_batch
 from predictors.calibration import Calibrator
 from predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
 from predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
 from predictors.scrub import scrub
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 CHECKPOINT_KIND = "promogym-bert-conversion"
 META_FILE = "promogym.json"
 HEAD_FILE = "head.pt"
+TOWER_CACHE_FILE = "tower_cache.pt"  # optional: tower embeddings of known texts (see save_tower_cache)
 PAIR_TABLE_CELLS = 10_000_000
 _F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
 
@@ -393,8 +398,50 @@ class BertConversionModel:
         net.load_state_dict(torch.load(p / HEAD_FILE, map_location="cpu", weights_only=True), strict=False)
         dev = pick_device(device)
         bf16 = bool(meta.get("bf16", False)) and dev.type == "cuda"
-        return cls(net, tokenizer, meta["mode"], meta["max_length"], Calibrator.from_dict(meta["calibration"]),
-                   meta, dev, bf16, segment=bool(meta.get("segment", False)))
+        model = cls(net, tokenizer, meta["mode"], meta["max_length"], Calibrator.from_dict(meta["calibration"]),
+                    meta, dev, bf16, segment=bool(meta.get("segment", False)))
+        cache_file = p / TOWER_CACHE_FILE
+        if cache_file.is_file():
+            saved = torch.load(cache_file, map_location="cpu", weights_only=True)
+            if saved.get("fingerprint") == _weights_fingerprint(p) and not bf16:
+                for which in ("user", "item"):
+                    texts, mat = saved[which]
+                    model._cache[which] = {t: k for k, t in enumerate(texts)}
+                    on_device = mat.to(dev)
+                    model._cache_mat[which] = on_device
+                    model._cache_rows[which] = [on_device]
+            else:
+                log.warning("%s does not match the checkpoint's weights; ignored", cache_file)
+        return model
+
+    def save_tower_cache(self, path: str | Path, user_texts: Sequence[str], item_texts: Sequence[str]) -> Path:
+        """Store the tower embeddings of these texts beside the checkpoint at ``path`` (hybrid mode), so
+        that loading it and binding a market with these texts skips the encoder (~17 s for 5,000
+        profiles on one CPU thread). The file carries a fingerprint of the weights and is ignored if
+        they change."""
+        if self.mode != "hybrid":
+            raise ValueError("tower caches exist in hybrid mode only")
+        self.cached("user", [scrub(t) for t in user_texts])
+        self.cached("item", [scrub(t) for t in item_texts])
+        p = Path(path)
+        data: dict[str, Any] = {"fingerprint": _weights_fingerprint(p)}
+        for which in ("user", "item"):
+            mat = self._cache_mat[which]
+            assert mat is not None
+            data[which] = (list(self._cache[which]), mat.float().cpu())
+        with atomic_path(p / TOWER_CACHE_FILE) as tmp:
+            torch.save(data, tmp)
+        return p / TOWER_CACHE_FILE
+
+
+def _weights_fingerprint(path: Path) -> str:
+    """sha256 over the checkpoint's weight files: a cache of embeddings is valid for these weights only."""
+    h = hashlib.sha256()
+    for f in sorted([path / HEAD_FILE, *(path / "encoder").glob("*.safetensors"), *(path / "encoder").glob("*.bin")]):
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def build_net(encoder: Any, mode: str, net_cfg: dict[str, Any]) -> HybridNet | TextNet:

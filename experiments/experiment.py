@@ -1,0 +1,599 @@
+"""`promogym experiment <config.yml>`: from logs to a policy evaluation report, in one resumable command.
+
+Stages, each skipped when its output exists with the same key (a hash of its settings and of the
+stages it reads):
+
+1. ``logs``: interactions logged by the world's logging policy, with their propensities;
+2. ``predictor``: the conversion model fitted on those logs (BERT by default), scored against the
+   world's true probabilities (calibration included) — it is the simulator of the next stages;
+3. ``train``: every algorithm x seed x env, trained on the simulator (``sim``) and on the world
+   (``world``); one trial per run folder;
+4. ``evaluate``: every policy (baselines, oracle, each learned seed) on the same episode seeds in the
+   world and, except the oracle, in the simulator; step traces of the first episodes;
+5. ``report``: tables, statistics and plots (``promogym report``).
+
+A trial (one training run, one policy's evaluation) is written into a temporary folder and renamed
+when complete, so an interruption loses at most the trials in flight; rerunning the same command
+continues where it stopped. Trials run in a local process pool (``execution.jobs``) or on Ray
+(``execution.backend: ray``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from envs.config import ConfigBase, param
+from envs.io import atomic_dir, atomic_path, git_commit, machine_info, write_json
+from experiments.errors import CLIError
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+SIM, WORLD = "sim", "world"
+
+
+# ---------------------------------------------------------------------------------------- configuration
+@dataclasses.dataclass(frozen=True)
+class LogsSection(ConfigBase):
+    rows: int = param(30_000, "logged offers", lo=1_000, hi=50_000_000)
+    seed: int = param(0, "seed of the logging run", lo=0, hi=2**32 - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorSection(ConfigBase):
+    kind: str = param("bert", "the simulator's conversion model", choices=("bert", "gbdt", "logistic"))
+    encoder: str = param("minilm", "bert: 'minilm', 'tiny' or a local BERT folder")
+    mode: str = param("hybrid", "bert input mode", choices=("hybrid", "text"))
+    fit: Mapping[str, Any] = param(None, "overrides of the fit settings (see `promogym fit --set`)", factory=dict)
+    eval_rows: int = param(20_000, "rows per evaluation set when scoring the predictor", lo=100, hi=10_000_000)
+    seed: int = param(0, "seed of the split and the fit", lo=0, hi=2**32 - 1)
+
+    def validate(self) -> None:
+        if self.kind == "bert" and self.encoder not in ("minilm", "tiny") \
+                and not (Path(self.encoder) / "config.json").is_file():
+            raise ValueError(f"encoder checkpoint not found: {self.encoder} (a Hugging Face BERT folder with "
+                             f"config.json, or 'minilm' / 'tiny')")
+        if self.kind == "bert":
+            from predictors.train import FitConfig
+
+            FitConfig.from_dict({"encoder": self.encoder, "mode": self.mode, **self.fit})
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSection(ConfigBase):
+    algos: tuple[str, ...] = param(None, "algorithms trained on this env", factory=lambda: ("ppo",))
+    timesteps: int = param(50_000, "training steps per run", lo=1, hi=10**9)
+    config: Mapping[str, Any] = param(None, "env config overrides (its default_config keys)", factory=dict)
+    hyperparams: Mapping[str, Any] = param(None, "per-algorithm overrides of agents/hyperparams.yml", factory=dict)
+    baselines: tuple[str, ...] | None = param(None, "baselines scored (default: all the env has)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection(ConfigBase):
+    seeds: int = param(5, "training seeds per algorithm and simulator", lo=1, hi=1000)
+    simulators: tuple[str, ...] = param(None, "trained on: sim (the fitted predictor) and/or world",
+                                factory=lambda: (SIM, WORLD))
+    eval_freq: int = param(0, "steps between evaluations during training (0: timesteps / 20)", lo=0, hi=10**9)
+    eval_episodes: int = param(10, "episodes per evaluation during training", lo=1, hi=10_000)
+
+    def validate(self) -> None:
+        bad = [x for x in self.simulators if x not in (SIM, WORLD)]
+        if bad or not self.simulators or len(set(self.simulators)) != len(self.simulators):
+            raise ValueError("TrainSection.simulators must be distinct values among 'sim', 'world', "
+                             f"got {list(self.simulators)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSection(ConfigBase):
+    episodes: int = param(100, "evaluation episodes per policy (the same seeds for all)", lo=2, hi=1_000_000)
+    seed: int = param(1_000_000, "first evaluation episode seed (apart from training seeds)", lo=0, hi=2**31)
+    trace_episodes: int = param(3, "episodes whose steps are recorded for trajectory plots", lo=0, hi=1000)
+    sim_planners: bool = param(True, "also score myopic and best_static planned on the simulator",
+                               choices=(True, False))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionSection(ConfigBase):
+    backend: str = param("local", "where trials run", choices=("local", "ray"))
+    jobs: int = param(2, "trials in parallel (local processes or Ray CPUs)", lo=1, hi=4096)
+    address: str | None = param(None, "Ray cluster address ('auto', 'ray://host:10001'); none: a local Ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    description: str
+    logs: LogsSection
+    predictor: PredictorSection
+    envs: dict[str, EnvSection]
+    train: TrainSection
+    evaluate: EvaluateSection
+    execution: ExecutionSection
+
+    SECTIONS: ClassVar[dict[str, type[ConfigBase]]] = {
+        "logs": LogsSection, "predictor": PredictorSection, "train": TrainSection,
+        "evaluate": EvaluateSection, "execution": ExecutionSection}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
+        """Validate a parsed YAML config; every problem is a ValueError naming the key."""
+        import envs
+        from agents.train import ALGOS, check_compatible
+        from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
+
+        if not isinstance(raw, Mapping):
+            raise ValueError("an experiment config is a YAML mapping with keys name, envs, ...")
+        known = {"name", "description", "envs", *cls.SECTIONS}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"name must be a non-empty string of letters, digits, '-', '_', '.', got {name!r}")
+        sections: dict[str, Any] = {}
+        for key, section in cls.SECTIONS.items():
+            value = raw.get(key) or {}
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{key} must be a mapping, got {value!r}")
+            try:
+                sections[key] = section.from_dict(value)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{key}: {exc}") from exc
+        env_raw = raw.get("envs")
+        if not isinstance(env_raw, Mapping) or not env_raw:
+            raise ValueError(f"envs must map env ids ({', '.join(envs.MARKET_ENV_IDS)}) to settings")
+        env_sections: dict[str, EnvSection] = {}
+        for env_id, value in env_raw.items():
+            if env_id not in envs.MARKET_ENV_IDS:
+                raise ValueError(f"envs: unknown env id {env_id!r}; choose among {', '.join(envs.MARKET_ENV_IDS)}")
+            try:
+                sec = EnvSection.from_dict(value or {})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"envs.{env_id}: {exc}") from exc
+            for algo in sec.algos:
+                if algo not in ALGOS:
+                    raise ValueError(f"envs.{env_id}.algos: unknown algorithm {algo!r}; "
+                                     f"choose among {', '.join(ALGOS)}")
+                try:
+                    check_compatible(env_id, algo, dict(sec.config))
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"envs.{env_id}: {exc}") from exc
+            extra = sorted(set(sec.hyperparams) - set(sec.algos))
+            if extra:
+                raise ValueError(f"envs.{env_id}.hyperparams: {', '.join(extra)} not among its algos {list(sec.algos)}")
+            names = COUPON_BASELINES if env_id.endswith("CouponAllocation-v0") else PRICING_BASELINES
+            bad = [b for b in (sec.baselines or ()) if b not in names]
+            if bad:
+                raise ValueError(f"envs.{env_id}.baselines: unknown {', '.join(bad)}; choose among {', '.join(names)}")
+            env_sections[env_id] = sec
+        description = str(raw.get("description") or "")
+        return cls(name, description, envs=env_sections, **sections)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"experiment config not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p} is not valid YAML: {exc}") from exc
+        return cls.from_dict(raw or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        for key in self.SECTIONS:
+            out[key] = getattr(self, key).to_dict()
+        out["envs"] = {k: v.to_dict() for k, v in self.envs.items()}
+        return out
+
+
+def key_of(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings: a stage's identity."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def env_short(env_id: str) -> str:
+    return env_id.split("/")[-1]
+
+
+# ---------------------------------------------------------------------------------------- trial payloads
+def baselines_of(env_id: str, sec: EnvSection) -> list[str]:
+    from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
+
+    if sec.baselines is not None:
+        return list(sec.baselines)
+    return list(COUPON_BASELINES if env_id.endswith("CouponAllocation-v0") else PRICING_BASELINES)
+
+
+def _trace_rows(env_id: str, seed: int, env: Any, t: int, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Step records for the report's trajectory plots: per product (pricing) or per customer (coupons)."""
+    u = env.unwrapped
+    if env_id.endswith("CouponAllocation-v0"):
+        cust = u.market.customers
+        cuts = np.quantile(cust.price_dev, [1 / 3, 2 / 3])
+        users, items = np.asarray(info["users"]), np.asarray(info["items"])
+        coupon, bought = np.asarray(info["coupon"]), np.asarray(info["bought"])
+        price = u.market.catalog.list_price[items]
+        return [{"episode": seed, "t": t, "user": int(users[k]), "visit_band": int(cust.visit_band[users[k]]),
+                 "price_sensitivity": int(np.searchsorted(cuts, cust.price_dev[users[k]])),
+                 "coupon": float(coupon[k]), "bought": bool(bought[k]),
+                 "spend": float(coupon[k] * price[k] * bought[k]), "budget_left": float(u.budget_left)}
+                for k in range(len(users))]
+    prices = np.asarray(info["prices"]) / u.list_price
+    stock = u.state.stock[u.products]
+    return [{"episode": seed, "t": t, "day": int(info["day"]), "product": j, "price_ratio": float(prices[j]),
+             "stock": int(stock[j]), "units": int(info["units"][j])} for j in range(len(prices))]
+
+
+def train_trial(p: dict[str, Any]) -> dict[str, Any]:
+    """Train one (env, simulator, algorithm, seed) run into ``p['dir']`` (replaced only when complete)."""
+    from agents.train import TrainSpec, train
+
+    final = Path(p["dir"])
+    final.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with atomic_dir(final) as tmp:
+        spec = TrainSpec(p["env_id"], p["algo"], p["seed"], p["timesteps"], response=p["response"],
+                         env_config=p["env_config"], eval_freq=p["eval_freq"], eval_episodes=p["eval_episodes"],
+                         checkpoint_freq=max(p["timesteps"], 1), hyperparams=p["hyperparams"])
+        meta = train(spec, tmp)
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # complete runs do not need resume points
+        write_json(tmp / "trial.json", {"key": p["key"], "run_id": uuid.uuid4().hex,
+                                        "seconds": time.perf_counter() - start,
+                                        "wall_seconds": meta["wall_seconds"]})
+    return {"dir": str(final), "seconds": time.perf_counter() - start}
+
+
+def _run_id(run_dir: str) -> str | None:
+    """The identity of a finished training run (a retrained run is another policy, even with equal settings)."""
+    f = Path(run_dir) / "trial.json"
+    return str(json.loads(f.read_text()).get("run_id")) if f.is_file() else None
+
+
+def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
+    """Play one policy (every training seed of a learned one) on the evaluation seeds in one backend;
+    writes ``<stem>.parquet`` (one row per episode) and ``<stem>.trace.parquet`` (steps of the first ones)."""
+    import gymnasium as gym
+
+    from agents.base import episode_table
+    from experiments.evaluate_cmd import PolicyFactory
+
+    start = time.perf_counter()
+    env_id = p["env_id"]
+    env = gym.make(env_id, config={**p["env_config"], "response": p["response"]})
+    planner_env = env if p["planner_response"] == p["response"] else \
+        gym.make(env_id, config={**p["env_config"], "response": p["planner_response"]})
+    factory = PolicyFactory(env_id, planner_env, p.get("logs"))
+    seeds = list(range(p["first_seed"], p["first_seed"] + p["episodes"]))
+    frames, traces = [], []
+    for train_seed, spec in p["specs"]:
+        policy = factory.make(spec, env)
+        trace: list[dict[str, Any]] = []
+        traced = set(seeds[:p["trace_episodes"]]) if train_seed in (-1, 0) else set()
+
+        def hook(seed: int, e: Any, t: int, info: dict[str, Any], traced: set[int] = traced,
+                 trace: list[dict[str, Any]] = trace) -> None:
+            if seed in traced:
+                trace.extend(_trace_rows(env_id, seed, e, t, info))
+
+        df = episode_table(env, policy, seeds, p["label"], on_step=hook)
+        df.insert(1, "train_seed", train_seed)
+        frames.append(df)
+        if trace:
+            traces.append(pd.DataFrame(trace).assign(train_seed=train_seed))
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(1, "backend", p["backend"])
+    table.insert(2, "env_id", env_id)
+    table.insert(3, "trained_on", p["trained_on"])
+    table.insert(4, "algo", p["algo"])
+    stem = Path(p["stem"])
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if traces:
+        tr = pd.concat(traces, ignore_index=True).assign(policy=p["label"], backend=p["backend"], env_id=env_id)
+        with atomic_path(stem.with_suffix(".trace.parquet")) as tmp:
+            tr.to_parquet(tmp, index=False)
+    with atomic_path(stem.with_suffix(".parquet")) as tmp:
+        table.to_parquet(tmp, index=False)
+    write_json(stem.with_suffix(".json"), {"key": p["key"], "seconds": time.perf_counter() - start})
+    return {"stem": str(stem), "seconds": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------------------------------- the runner
+class Experiment:
+    """The stages of one experiment in one run folder."""
+
+    def __init__(self, config: ExperimentConfig, out: Path, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> None:
+        self.cfg, self.out, self.progress, self.echo = config, out, progress, echo
+        self.keys: dict[str, str] = {}  # a stage's inputs
+        self.ids: dict[str, str] = {}  # a stage's output: downstream keys name what was produced, not its recipe
+
+    # -- bookkeeping
+    @staticmethod
+    def _done(folder: Path, key: str) -> str | None:
+        """The output id of a stage finished with this key, else None."""
+        f = folder / "stage.json"
+        if not f.is_file():
+            return None
+        stage = json.loads(f.read_text())
+        return str(stage.get("id")) if stage.get("key") == key else None
+
+    def _stage_seconds(self) -> dict[str, float]:
+        out = {}
+        for name in ("logs", "predictor", "train", "evaluate"):
+            f = self.out / name / "stage.json"
+            if f.is_file():
+                out[name] = float(json.loads(f.read_text()).get("seconds", 0.0))
+        return out
+
+    @staticmethod
+    def _finish(folder: Path, key: str, seconds: float, **extra: Any) -> str:
+        out_id = uuid.uuid4().hex
+        write_json(folder / "stage.json", {"key": key, "id": out_id, "seconds": seconds, **extra})
+        return out_id
+
+    # -- stages
+    def logs(self) -> Path:
+        from experiments.data import make_logs
+
+        folder = self.out / "logs"
+        key = self.keys["logs"] = key_of("logs", self.cfg.logs.to_dict())
+        if done := self._done(folder, key):
+            self.ids["logs"] = done
+            self.echo(f"logs: done already ({folder})")
+            return folder / "logs.parquet"
+        start = time.perf_counter()
+        with atomic_dir(folder) as tmp:
+            make_logs(self.cfg.logs.rows, self.cfg.logs.seed, tmp / "logs.parquet", progress=self.progress)
+            self.ids["logs"] = self._finish(tmp, key, time.perf_counter() - start)
+        self.echo(f"logs: {self.cfg.logs.rows:,} rows in {time.perf_counter() - start:.0f} s")
+        return folder / "logs.parquet"
+
+    def predictor_response(self) -> str:
+        folder = self.out / "predictor"
+        kind = self.cfg.predictor.kind
+        if kind == "bert":
+            return f"bert:{(folder / 'model').resolve()}"
+        return f"{kind}:{(folder / 'model.pkl').resolve()}"
+
+    def predictor(self, logs: Path) -> str:
+        from predictors.data import load_logs
+        from predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
+        from predictors.registry import load_model, market_for_data
+
+        folder = self.out / "predictor"
+        pc = self.cfg.predictor
+        key = self.keys["predictor"] = key_of("predictor", pc.to_dict(), self.ids["logs"])
+        if done := self._done(folder, key):
+            self.ids["predictor"] = done
+            self.echo(f"predictor: done already ({folder})")
+            return self.predictor_response()
+        start = time.perf_counter()
+        with atomic_dir(folder) as tmp:
+            if pc.kind == "bert":
+                from predictors.train import FitConfig, fit
+
+                cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit})
+                fit(logs, cfg, tmp / "model")
+                spec = f"bert:{tmp / 'model'}"
+            else:
+                from predictors.baselines import GBDTConversionModel, LogisticConversionModel
+                from predictors.data import split_rows
+
+                df = load_logs(logs)
+                model = GBDTConversionModel(seed=pc.seed) if pc.kind == "gbdt" else LogisticConversionModel()
+                model.fit(df[split_rows(df, seed=pc.seed).train])
+                model.save(tmp / "model.pkl")
+                spec = f"{pc.kind}:{tmp / 'model.pkl'}"
+            fit_s = time.perf_counter() - start
+            market = market_for_data(logs)
+            if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
+                # the envs bind every customer and product of the market: encode them once, here
+                from predictors.bert import BertConversionModel
+
+                BertConversionModel.load(tmp / "model").save_tower_cache(
+                    tmp / "model", market.customers.text, market.catalog.text)
+            result = evaluate({pc.kind: load_model(spec, market)}, load_logs(logs), split_seed=pc.seed,
+                              max_rows=pc.eval_rows)
+            write_report(result, tmp)
+            plot_calibration(result, tmp / "calibration.png")
+            (tmp / "table.md").write_text(summary_table(result) + "\n")
+            self.ids["predictor"] = self._finish(tmp, key, time.perf_counter() - start, fit_seconds=fit_s)
+        self.echo(f"predictor: {pc.kind} fitted and scored in {time.perf_counter() - start:.0f} s")
+        return self.predictor_response()
+
+    def train_payloads(self, response: str) -> list[dict[str, Any]]:
+        tc = self.cfg.train
+        out = []
+        for env_id, sec in self.cfg.envs.items():
+            for on in tc.simulators:
+                for algo in sec.algos:
+                    for seed in range(tc.seeds):
+                        resp = response if on == SIM else WORLD
+                        eval_freq = tc.eval_freq or max(1, sec.timesteps // 20)
+                        settings = {"env_id": env_id, "algo": algo, "seed": seed, "timesteps": sec.timesteps,
+                                    "response": resp, "env_config": dict(sec.config), "eval_freq": eval_freq,
+                                    "eval_episodes": tc.eval_episodes,
+                                    "hyperparams": dict(sec.hyperparams.get(algo) or {})}
+                        key = key_of("train", settings if on == WORLD else {**settings, "response": SIM},
+                                     self.ids["predictor"] if on == SIM else None)
+                        run_dir = self.out / "train" / env_short(env_id) / on / f"{algo}_s{seed}"
+                        out.append({**settings, "key": key, "dir": str(run_dir), "on": on})
+        return out
+
+    def _run(self, what: str, fn: Callable[[dict[str, Any]], dict[str, Any]], todo: list[dict[str, Any]],
+             describe: Callable[[dict[str, Any]], str]) -> None:
+        from tqdm.auto import tqdm
+
+        from experiments.trials import run_trials
+
+        ex = self.cfg.execution
+        show = self.progress and sys.stderr.isatty()
+        with tqdm(total=len(todo), desc=what, unit="trial", disable=not show) as bar:
+            for payload, result in run_trials(fn, todo, ex.backend, ex.jobs, ex.address):
+                bar.update(1)
+                self.echo(f"{what}: {describe(payload)} ({result['seconds']:.0f} s)")
+
+    def train(self, response: str) -> list[dict[str, Any]]:
+        payloads = self.train_payloads(response)
+        folder = self.out / "train"
+        key = self.keys["train"] = key_of("train", [p["key"] for p in payloads])
+        if self._done(folder, key) and all(_run_id(p["dir"]) for p in payloads):
+            self.echo(f"train: done already ({len(payloads)} runs)")
+            return payloads
+        todo = []
+        for p in payloads:
+            f = Path(p["dir"]) / "trial.json"
+            if not (f.is_file() and json.loads(f.read_text()).get("key") == p["key"]):
+                todo.append(p)
+        self.echo(f"train: {len(todo)} of {len(payloads)} runs to do")
+        self._run("train", train_trial, todo,
+                  lambda p: f"{env_short(p['env_id'])} {p['algo']} seed {p['seed']} on {p['on']}")
+        # worker-seconds summed over the runs (wall time is about this / jobs)
+        seconds = sum(float(json.loads((Path(p["dir"]) / "trial.json").read_text())["seconds"]) for p in payloads)
+        self._finish(folder, key, seconds, runs=len(payloads))
+        return payloads
+
+    def eval_payloads(self, response: str, runs: list[dict[str, Any]], logs: Path) -> list[dict[str, Any]]:
+        ev = self.cfg.evaluate
+        out = []
+        base = {"episodes": ev.episodes, "first_seed": ev.seed, "trace_episodes": ev.trace_episodes,
+                "logs": str(logs.resolve())}
+        for env_id, sec in self.cfg.envs.items():
+            # (label, trained_on, algo, planner, [(train_seed, spec)], key parts)
+            policies: list[tuple[str, str, str, str, list[tuple[int, str]], Any]] = []
+            for b in baselines_of(env_id, sec):
+                policies.append((b, "-", "-", WORLD, [(-1, b)], None))
+            if ev.sim_planners:
+                for b in ("best_static", "myopic"):
+                    if b in baselines_of(env_id, sec):
+                        policies.append((f"{b}@sim", "-", "-", SIM, [(-1, b)], self.ids["predictor"]))
+            for on in self.cfg.train.simulators:
+                for algo in sec.algos:
+                    mine = [r for r in runs if r["env_id"] == env_id and r["on"] == on and r["algo"] == algo]
+                    policies.append((f"{algo}@{on}", on, algo, WORLD, [(r["seed"], r["dir"]) for r in mine],
+                                     [(r["key"], _run_id(r["dir"])) for r in mine]))
+            for label, trained_on, algo, planner, specs, dep in policies:
+                for backend in (WORLD, SIM):
+                    if backend == SIM and label == "oracle":
+                        continue  # the oracle is defined by the world; its simulated score means nothing
+                    resp = response if backend == SIM else WORLD
+                    plan = response if planner == SIM else WORLD
+                    settings = {"env_id": env_id, "env_config": dict(sec.config), "label": label, "backend": backend,
+                                "trained_on": trained_on, "algo": algo}
+                    key = key_of("evaluate", settings, base, dep,
+                                 self.ids["predictor"] if SIM in (backend, planner) else None)
+                    stem = self.out / "evaluate" / env_short(env_id) / backend / label.replace("@", "_at_")
+                    out.append({**base, **settings, "response": resp, "planner_response": plan, "specs": specs,
+                                "key": key, "stem": str(stem), "dir": str(stem.parent)})
+        return out
+
+    def evaluate(self, response: str, runs: list[dict[str, Any]], logs: Path) -> None:
+        payloads = self.eval_payloads(response, runs, logs)
+        folder = self.out / "evaluate"
+        key = self.keys["evaluate"] = key_of("evaluate", [p["key"] for p in payloads])
+        if self._done(folder, key):
+            self.echo(f"evaluate: done already ({len(payloads)} policy x backend tables)")
+            return
+        todo = []
+        for p in payloads:
+            f = Path(p["stem"]).with_suffix(".json")
+            if not (f.is_file() and json.loads(f.read_text()).get("key") == p["key"]):
+                todo.append(p)
+        # the slowest first, so the pool is not left waiting on one long trial at the end
+        todo.sort(key=lambda p: (p["label"] != "oracle", not p["label"].startswith("myopic"), p["backend"] != SIM))
+        self.echo(f"evaluate: {len(todo)} of {len(payloads)} policy x backend tables to do")
+        self._run("evaluate", eval_trial, todo,
+                  lambda p: f"{env_short(p['env_id'])} {p['label']} in the {p['backend']}")
+        # the manifest names this experiment's tables: a table left by an earlier configuration is ignored
+        stems = [p["stem"] for p in payloads]
+        total = sum(float(json.loads(Path(s).with_suffix(".json").read_text())["seconds"]) for s in stems)
+        self._finish(folder, key, total, tables=[str(Path(s).relative_to(self.out)) for s in stems])
+
+    def run(self, report_out: Path | None) -> Path | None:
+        start = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "experiment.yml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        logs = self.logs()
+        response = self.predictor(logs)
+        runs = self.train(response)
+        self.evaluate(response, runs, logs)
+        this = time.perf_counter() - start
+        before = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
+        # wall time summed over invocations, as long as each did work (a rerun that skips everything adds ~0)
+        total = float(before.get("wall_seconds_total", 0.0)) + this if before.get("keys") == self.keys or \
+            not before else this
+        write_json(self.out / "run.json", {"name": self.cfg.name, "wall_seconds_total": total,
+                                           "last_invocation_seconds": this, "stage_seconds": self._stage_seconds(),
+                                           "machine": machine_info(), "commit": git_commit(), "keys": self.keys})
+        if report_out is None:
+            return None
+        from experiments.report import write_report
+
+        return write_report(self.out, report_out)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="run an experiment config end to end: logs, predictor, agents, report",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("config", help=f"experiment YAML (see {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<name>); rerun to resume")
+    p.add_argument("--report", default=None, help="report folder (default results/<name>)")
+    p.add_argument("--no-report", action="store_true", help="stop after the evaluation stage")
+    p.add_argument("--backend", choices=("local", "ray"), default=None, help="override execution.backend")
+    p.add_argument("--jobs", type=int, default=None, help="override execution.jobs")
+    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
+    try:
+        cfg = ExperimentConfig.load(path)
+        overrides = {k: v for k, v in (("backend", args.backend), ("jobs", args.jobs), ("address", args.address))
+                     if v is not None}
+        if overrides:
+            cfg = dataclasses.replace(cfg, execution=cfg.execution.replace(**overrides))
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    if cfg.execution.backend == "ray":
+        from experiments.trials import ray_available
+
+        if not ray_available():
+            raise CLIError("execution backend 'ray' needs Ray: pip install 'promogym[ray]'")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments.paths import output_dir
+
+    cfg = resolve_config(args.config, args)
+    out = output_dir(args.out or Path("runs") / cfg.name, "--out")
+    report = None if args.no_report else Path(args.report or Path("results") / cfg.name)
+    if report is not None:
+        output_dir(report, "--report")
+    start = time.perf_counter()
+    try:
+        written = Experiment(cfg, out, progress=not args.no_progress).run(report)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"experiment {cfg.name}: finished in {time.perf_counter() - start:.0f} s; run folder {out}")
+    if written is not None:
+        print(f"report: {written}")
+    return 0

@@ -1,0 +1,445 @@
+"""`promogym report <run folder>`: the policy evaluation report of an experiment.
+
+Reads the run folder written by `promogym experiment` and writes, into ``results/<name>/`` by default:
+``report.md`` (tables and plots), ``summary.json`` (every figure in the tables), ``episodes.parquet``
+(the tidy episode table: one row per policy x backend x training seed x episode, with the reward
+components) and ``plots/``. Everything is scored in the world unless a column says otherwise.
+
+Statistics follow rliable's recipe: per-seed means, their mean, interquartile mean and stratified
+bootstrap 95% CIs (seeds, then episodes within each); the normalized score
+(R - R_best_static) / (R_oracle - R_best_static); the sim-to-real gap (each algorithm trained on the
+simulator vs on the world, both scored in the world); the simulator's bias (its return for a policy
+minus the world's, on the same episodes); paired A/B tests of each learned policy against the
+reference baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from envs.io import atomic_path, write_json
+from envs.market.customers import VISIT_BANDS as BAND_NAMES
+from experiments.analysis import SENSITIVITY
+from experiments.errors import CLIError
+from experiments.stats import bootstrap_ci, normalized, summarize
+
+STATIC_RULES = ("best_static", "list_price", "no_coupon", "all_5pct", "all_10pct", "uniform_discount", "cost_plus")
+
+
+# ---------------------------------------------------------------------------------------- loading
+def load_run(run: str | Path) -> dict[str, Any]:
+    """The pieces of a finished run folder: config, episode table, traces, training curves, predictor metrics."""
+    run = Path(run)
+    stage = run / "evaluate" / "stage.json"
+    if not (run / "experiment.yml").is_file() or not stage.is_file():
+        raise FileNotFoundError(f"{run} is not a finished experiment run folder (no experiment.yml or "
+                                f"evaluate/stage.json); run `promogym experiment` first")
+    cfg = yaml.safe_load((run / "experiment.yml").read_text())
+    tables = json.loads(stage.read_text())["tables"]
+    episodes = pd.concat([pd.read_parquet(run / f"{t}.parquet") for t in tables], ignore_index=True)
+    traces = [pd.read_parquet(run / f"{t}.trace.parquet") for t in tables if (run / f"{t}.trace.parquet").is_file()]
+    curves = []
+    for f in sorted((run / "train").glob("*/*/*/evaluations.npz")):
+        d = np.load(f)
+        on, name, env = f.parent.parent.name, f.parent.name, f.parent.parent.parent.name
+        algo, _, seed = name.rpartition("_s")
+        for steps, res in zip(d["timesteps"], d["results"], strict=True):
+            curves.append({"env": env, "trained_on": on, "algo": algo, "train_seed": int(seed),
+                           "timesteps": int(steps), "return": float(np.mean(res))})
+    pred = run / "predictor"
+    meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    return {"run": run, "config": cfg, "episodes": episodes,
+            "traces": pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(),
+            "curves": pd.DataFrame(curves),
+            "predictor_metrics": json.loads((pred / "metrics.json").read_text()) if (pred / "metrics.json").is_file()
+            else None, "predictor_table": (pred / "table.md").read_text() if (pred / "table.md").is_file() else "",
+            "meta": meta}
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def per_seed(df: pd.DataFrame, value: str = "return") -> np.ndarray:
+    """(training seeds x episodes) matrix of one policy in one backend (one row for a baseline)."""
+    wide = df.pivot_table(index="train_seed", columns="seed", values=value, aggfunc="mean")
+    return wide.to_numpy()
+
+
+def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap CI of mean(b) - mean(a) for two independent groups of (seeds x episodes)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(reps)
+    for r in range(reps):
+        means = []
+        for x in (a, b):
+            s = x[rng.integers(0, len(x), len(x))]
+            s = np.take_along_axis(s, rng.integers(0, s.shape[1], s.shape), axis=1)
+            means.append(s.mean())
+        out[r] = means[1] - means[0]
+    return float(np.quantile(out, 0.025)), float(np.quantile(out, 0.975))
+
+
+def reference_of(names: list[str], means: dict[str, float]) -> str:
+    """The static reference of the normalized score: the best constant price, else the best static rule."""
+    if "best_static" in names:
+        return "best_static"
+    rules = [n for n in names if n in STATIC_RULES]
+    pool = rules or [n for n in names if "@" not in n and n != "oracle"]
+    return max(pool, key=lambda n: means[n])
+
+
+def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
+    """Every figure of one env's tables."""
+    from experiments.evaluate_cmd import ab_test
+
+    world = episodes[episodes["backend"] == "world"]
+    policies: dict[str, Any] = {}
+    order = list(dict.fromkeys(world["policy"]))
+    mats = {name: per_seed(world[world["policy"] == name]) for name in order}
+    for name in order:
+        sub = world[world["policy"] == name].iloc[0]
+        policies[name] = {**summarize(mats[name]), "trained_on": sub["trained_on"], "algo": sub["algo"],
+                          "learned": sub["trained_on"] != "-"}
+    means = {n: p["mean"] for n, p in policies.items()}
+    ref = reference_of(order, means)
+    oracle = means.get("oracle")
+    for p in policies.values():
+        p["vs_reference"] = p["mean"] / means[ref] - 1.0 if means[ref] else float("nan")
+        if oracle is not None:
+            p["share_of_oracle"] = p["mean"] / oracle
+            p["normalized"] = normalized(p["mean"], means[ref], oracle)
+            ci = p["ci95"]
+            p["normalized_ci95"] = (normalized(ci[0], means[ref], oracle), normalized(ci[1], means[ref], oracle))
+    # sim-to-real gap: the same algorithm trained on the simulator vs on the world, both scored in the world
+    gaps = {}
+    for algo in sorted({p["algo"] for p in policies.values() if p["learned"]}):
+        w, s = f"{algo}@world", f"{algo}@sim"
+        if w in mats and s in mats:
+            diff = means[s] - means[w]
+            gaps[algo] = {"world_trained": means[w], "sim_trained": means[s], "gap": diff,
+                          "gap_ci95": _diff_ci(mats[w], mats[s]), "relative": diff / means[w] if means[w] else None}
+            if oracle is not None:
+                gaps[algo]["normalized_gap"] = (normalized(means[s], means[ref], oracle)
+                                                - normalized(means[w], means[ref], oracle))
+    # the simulator's bias: its return minus the world's, on the same (policy, training seed, episode)
+    bias = {}
+    sim = episodes[episodes["backend"] == "sim"]
+    for name in order:
+        a = world[world["policy"] == name].set_index(["train_seed", "seed"])["return"]
+        b = sim[sim["policy"] == name].set_index(["train_seed", "seed"])["return"]
+        both = a.index.intersection(b.index)
+        if len(both) < 2:
+            continue
+        d = (b.loc[both] - a.loc[both]).to_frame("d").reset_index()
+        mat = d.pivot_table(index="train_seed", columns="seed", values="d").to_numpy()
+        bias[name] = {"sim": float(b.loc[both].mean()), "world": float(a.loc[both].mean()),
+                      "bias": float(d["d"].mean()), "bias_ci95": bootstrap_ci(mat),
+                      "relative": float(d["d"].mean() / a.loc[both].mean()) if a.loc[both].mean() else None}
+    # A/B: each learned policy (averaged over its training seeds, per episode) against the reference
+    ab = {}
+    ref_ep = world[world["policy"] == ref].groupby("seed")["return"].mean()
+    for name, p in policies.items():
+        if not p["learned"]:
+            continue
+        ep = world[world["policy"] == name].groupby("seed")["return"].mean()
+        both = ref_ep.index.intersection(ep.index)
+        if len(both) >= 2:
+            ab[name] = ab_test(ref_ep.loc[both].to_numpy(), ep.loc[both].to_numpy())
+    return {"policies": policies, "reference": ref, "oracle": oracle, "episodes": int(world["seed"].nunique()),
+            "sim_to_real": gaps, "simulator_bias": bias, "ab_vs_reference": ab}
+
+
+# ---------------------------------------------------------------------------------------- plots
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    _plt().close(fig)
+
+
+def plot_learning_curves(curves: pd.DataFrame, env: str, path: Path) -> bool:
+    sub = curves[curves["env"] == env] if len(curves) else curves
+    if sub.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (algo, on), g in sub.groupby(["algo", "trained_on"]):
+        wide = g.pivot_table(index="train_seed", columns="timesteps", values="return").dropna(axis=1)
+        if wide.empty:
+            continue
+        x, m = wide.columns.to_numpy(), wide.to_numpy()
+        lo_hi = np.array([bootstrap_ci(m[:, j], reps=500) for j in range(m.shape[1])])
+        line = ax.plot(x, m.mean(axis=0), label=f"{algo} trained on {on} ({len(m)} seeds)")[0]
+        ax.fill_between(x, lo_hi[:, 0], lo_hi[:, 1], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("evaluation return (in the training simulator)")
+    ax.set_title(f"{env}: learning curves (mean, 95% bootstrap CI over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def plot_profit(stats: dict[str, Any], env: str, path: Path) -> None:
+    plt = _plt()
+    items = sorted(stats["policies"].items(), key=lambda kv: kv[1]["mean"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
+    for i, (name, p) in enumerate(items):
+        color = "tab:blue" if p["learned"] else ("tab:green" if name == "oracle" else "tab:grey")
+        ax.scatter(p["per_seed"], [i] * len(p["per_seed"]), s=14, color=color, alpha=0.6, zorder=3)
+        lo, hi = p["ci95"]
+        ax.errorbar(p["mean"], i, xerr=[[p["mean"] - lo], [hi - p["mean"]]], fmt="D", color="black", ms=4,
+                    capsize=3, zorder=4)
+    ax.set_yticks(range(len(items)), [n for n, _ in items], fontsize=8)
+    ax.axvline(stats["policies"][stats["reference"]]["mean"], color="grey", ls=":", lw=1)
+    ax.set_xlabel(f"profit per episode in the world (mean of {stats['episodes']} episodes)")
+    ax.set_title(f"{env}: profit per policy\n(dots: training seeds; diamond: mean with 95% CI)", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+
+
+def _world_traces(traces: pd.DataFrame, env: str, column: str) -> pd.DataFrame:
+    """The world's step records of one env that carry ``column`` (pricing and coupon traces differ)."""
+    if traces.empty or column not in traces:
+        return traces.iloc[:0]
+    return traces[(traces["env_id"].str.split("/").str[-1] == env) & (traces["backend"] == "world")
+                  & traces[column].notna()]
+
+
+def plot_pricing_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
+    sub = _world_traces(traces, env, "price_ratio")
+    if sub.empty:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, g in sub.groupby("policy", sort=False):
+        by_day = g.groupby("t").agg(price=("price_ratio", "mean"), stock=("stock", "sum"))
+        n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
+        width = 2.0 if "@" in str(name) else 1.2  # learned policies and planners on the simulator stand out
+        axes[0].plot(by_day.index, by_day["price"], label=name, lw=width)
+        axes[1].plot(by_day.index, by_day["stock"] / n_ep, label=name, lw=width)
+    axes[0].set_ylabel("price / list price (mean over products)")
+    axes[1].set_ylabel("units in stock (all products)")
+    for ax, title in zip(axes, ("price trajectory over the season", "stock over the season"), strict=True):
+        ax.set_xlabel("day")
+        ax.set_title(f"{env}: {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    _save(fig, path)
+    return True
+
+
+def plot_coupon_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
+    sub = _world_traces(traces, env, "visit_band")
+    if sub.empty:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = list(dict.fromkeys(sub["policy"]))
+    width = 0.8 / max(1, len(names))
+    for col, (ax, labels, title) in enumerate(zip(
+            axes, (BAND_NAMES, SENSITIVITY), ("visit frequency", "price sensitivity (hidden)"), strict=True)):
+        key = ("visit_band", "price_sensitivity")[col]
+        for i, name in enumerate(names):
+            g = sub[sub["policy"] == name]
+            n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
+            spend = g.groupby(key)["spend"].sum().reindex(range(len(labels)), fill_value=0) / n_ep
+            ax.bar(np.arange(len(labels)) + i * width, spend.to_numpy(), width, label=name)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(names) - 1) / 2, labels)
+        ax.set_ylabel("coupon spend per episode")
+        ax.set_title(f"{env}: coupon spend by {title}", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[1].legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def plot_bias(stats: dict[str, Any], env: str, path: Path) -> bool:
+    bias = stats["simulator_bias"]
+    if not bias:
+        return False
+    plt = _plt()
+    names = sorted(bias, key=lambda n: bias[n]["bias"])
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    for i, n in enumerate(names):
+        b = bias[n]
+        lo, hi = b["bias_ci95"]
+        ax.barh(i, b["bias"], color="tab:red" if b["bias"] > 0 else "tab:blue", alpha=0.7)
+        ax.errorbar(b["bias"], i, xerr=[[b["bias"] - lo], [hi - b["bias"]]], color="black", capsize=3)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("simulator return − world return, same episodes (95% CI)")
+    ax.set_title(f"{env}: the simulator's bias per policy", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+    return True
+
+
+# ---------------------------------------------------------------------------------------- markdown
+def _f(x: Any, spec: str = ",.0f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def _ci(ci: tuple[float, float], spec: str = ",.0f") -> str:
+    return f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
+def policy_table(stats: dict[str, Any]) -> str:
+    rows = [[f"**{name}**" if p["learned"] else name, p["trained_on"], str(p["seeds"]), f"{p['mean']:,.0f}",
+             _ci(p["ci95"]), f"{p['iqm']:,.0f}", f"{p['vs_reference']:+.1%}", _f(p.get("share_of_oracle"), ".1%"),
+             _f(p.get("normalized"), ".2f")]
+            for name, p in sorted(stats["policies"].items(), key=lambda kv: -kv[1]["mean"])]
+    return md_table(["policy", "trained on", "seeds", "mean profit", "95% CI", "IQM", "vs reference",
+                     "share of oracle", "normalized"], rows)
+
+
+def gap_table(stats: dict[str, Any]) -> str:
+    if not stats["sim_to_real"]:
+        return "_No algorithm was trained on both the simulator and the world._"
+    rows = [[algo, f"{g['world_trained']:,.0f}", f"{g['sim_trained']:,.0f}", f"{g['gap']:+,.0f}",
+             _ci(g["gap_ci95"], "+,.0f"), _f(g["relative"], "+.1%"), _f(g.get("normalized_gap"), "+.2f")]
+            for algo, g in stats["sim_to_real"].items()]
+    return md_table(["algorithm", "trained on world", "trained on simulator", "gap (sim − world)", "95% CI",
+                     "relative", "normalized gap"], rows)
+
+
+def bias_table(stats: dict[str, Any]) -> str:
+    if not stats["simulator_bias"]:
+        return "_No policy was scored in the simulator._"
+    rows = [[name, f"{b['sim']:,.0f}", f"{b['world']:,.0f}", f"{b['bias']:+,.0f}", _ci(b["bias_ci95"], "+,.0f"),
+             _f(b["relative"], "+.1%")]
+            for name, b in sorted(stats["simulator_bias"].items(), key=lambda kv: -abs(kv[1]["bias"]))]
+    return md_table(["policy", "simulator says", "world gives", "bias", "95% CI", "relative"], rows)
+
+
+def ab_table(stats: dict[str, Any]) -> str:
+    if not stats["ab_vs_reference"]:
+        return ""
+    rows = [[name, f"{r['lift']:+.2%}", _ci(r["lift_ci"], "+.2%"), f"{r['p_value']:.3g}", _f(r["episodes_needed"])]
+            for name, r in stats["ab_vs_reference"].items()]
+    return md_table([f"B (A = {stats['reference']})", "lift", "95% CI", "p-value", "episodes for 80% power"], rows)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def write_report(run: str | Path, out: str | Path) -> Path:
+    """Compute the statistics, draw the plots, write report.md, summary.json and episodes.parquet."""
+    data = load_run(run)
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for stale in plots.glob("*.png"):  # a plot the new report does not draw must not linger
+        stale.unlink()
+    cfg, meta = data["config"], data["meta"]
+    episodes = data["episodes"]
+    with atomic_path(out / "episodes.parquet") as tmp:
+        episodes.to_parquet(tmp, index=False)
+    summary: dict[str, Any] = {"name": cfg["name"], "envs": {}, "meta": meta}
+    lines = [f"# Experiment `{cfg['name']}`", ""]
+    if cfg.get("description"):
+        lines += [cfg["description"].strip(), ""]
+    stage_s = meta.get("stage_seconds", {})
+    took = meta.get("wall_seconds_total")
+    machine = meta.get("machine", {})
+    lines += [f"Run folder `{data['run']}`; {len(episodes):,} episodes in the tidy table (`episodes.parquet`). "
+              + (f"The run took **{_duration(took)}** of wall time on {machine.get('cpus')} CPUs "
+                 f"({machine.get('processor')}, {machine.get('platform')})" if took else "")
+              + ("; stages (worker-seconds): " + ", ".join(f"{k} {_duration(v)}" for k, v in stage_s.items())
+                 if stage_s else "") + ".", "",
+              "Every figure is scored **in the world** (the ground truth) unless a column says otherwise: "
+              "learned policies on the same evaluation episodes as the baselines (common random numbers), "
+              "per-seed points aggregated with mean, IQM and stratified bootstrap 95% CIs. `algo@sim` was trained on "
+              "the fitted predictor, `algo@world` on the world; `myopic@sim` and `best_static@sim` plan with the "
+              "predictor, the other baselines plan with the world where they plan at all; the oracle plans with "
+              "the world's truth. Normalized score: (R − R_ref) / (R_oracle − R_ref).", ""]
+    for env_id in cfg["envs"]:
+        env = env_id.split("/")[-1]
+        stats = env_statistics(episodes[episodes["env_id"] == env_id])
+        summary["envs"][env_id] = stats
+        lines += [f"## {env_id}", "",
+                  f"{stats['episodes']} evaluation episodes per policy and seed; reference `{stats['reference']}`; "
+                  f"{cfg['envs'][env_id]['timesteps']:,} training steps per run.", "", policy_table(stats), ""]
+        plot_profit(stats, env, plots / f"profit_{env}.png")
+        lines += [f"![profit per policy](plots/profit_{env}.png)", ""]
+        lines += ["### Sim-to-real gap", "", "The same algorithm trained on the simulator and on the world, both "
+                  "scored in the world: what trusting the simulator costs.", "", gap_table(stats), ""]
+        if plot_learning_curves(data["curves"], env, plots / f"learning_{env}.png"):
+            lines += [f"![learning curves](plots/learning_{env}.png)", ""]
+        lines += ["### The simulator's bias", "", "What the simulator says each policy earns against what it earns in "
+                  "the world, on the same episodes (positive: the simulator flatters the policy).", "",
+                  bias_table(stats), ""]
+        if plot_bias(stats, env, plots / f"bias_{env}.png"):
+            lines += [f"![simulator bias](plots/bias_{env}.png)", ""]
+        table = ab_table(stats)
+        if table:
+            lines += ["### A/B tests against the reference", "", "Paired by episode (learned policies averaged over "
+                      "their seeds per episode).", "", table, ""]
+        if plot_pricing_traces(data["traces"], env, plots / f"trajectories_{env}.png"):
+            lines += ["### What the policies do", "", f"![prices and stock](plots/trajectories_{env}.png)", ""]
+        if plot_coupon_traces(data["traces"], env, plots / f"coupons_{env}.png"):
+            lines += ["### Who gets coupons", "", f"![coupon spend by customer type](plots/coupons_{env}.png)", ""]
+    calib = Path(data["run"]) / "predictor" / "calibration.png"
+    if data["predictor_table"]:
+        lines += ["## The predictor (the simulator's response model)", "",
+                  f"`{cfg['predictor']['kind']}` fitted on {cfg['logs']['rows']:,} logged offers; scored on "
+                  "held-out users against outcomes and the world's true probabilities.", "", data["predictor_table"]]
+        if calib.is_file():
+            shutil.copyfile(calib, plots / "calibration.png")
+            lines += ["![predictor calibration](plots/calibration.png)", ""]
+    lines += ["## Reproduce", "", "```", f"promogym experiment experiments/configs/{cfg['name']}.yml", "```",
+              "Rerunning skips every stage whose inputs are unchanged; `promogym report <run folder>` redraws this "
+              "report.", ""]
+    write_json(out / "summary.json", summary)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    return out / "report.md"
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write the report of an experiment run folder",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("run", help="the run folder of `promogym experiment`")
+    p.add_argument("--out", default=None, help="report folder (default results/<experiment name>)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments.paths import output_dir
+
+    folder = Path(args.run)
+    if not (folder / "experiment.yml").is_file():
+        raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")
+    name = yaml.safe_load((folder / "experiment.yml").read_text())["name"]
+    out = output_dir(args.out or Path("results") / name, "--out")
+    try:
+        path = write_report(folder, out)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"report: {path}")
+    return 0

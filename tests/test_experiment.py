@@ -1,0 +1,261 @@
+"""`promogym experiment` and `promogym report`: the smoke experiment end to end, resumption, bad configs,
+the statistics of the report and the policy-analysis notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.cli import main
+from experiments.experiment import CONFIG_DIR, Experiment, ExperimentConfig
+from experiments.report import env_statistics
+from experiments.trials import run_trials
+
+SMOKE = CONFIG_DIR / "smoke.yml"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "experiments" / "notebooks" / "policy_analysis.ipynb"
+
+
+def smoke_dict() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke experiment as `make demo` runs it (its own config file), into a temporary folder."""
+    root = tmp_path_factory.mktemp("smoke")
+    out, report = root / "run", root / "report"
+    start = time.perf_counter()
+    code = main(["experiment", str(SMOKE), "--out", str(out), "--report", str(report), "--no-progress"])
+    assert code == 0
+    return out, report, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda d: d.update(learning_rate=1), "unknown config key(s): learning_rate"),
+    (lambda d: d["train"].update(seed=3), "train: unknown TrainSection key(s): seed"),
+    (lambda d: d["envs"].update({"promogym/Nope-v0": {}}), "unknown env id 'promogym/Nope-v0'"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(algos=["dqn"]), "dqn cannot act"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(algos=["ppo2"]), "unknown algorithm 'ppo2'"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(config={"horizn": 3}), "horizn"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(baselines=["uplift"]), "baselines: unknown uplift"),
+    (lambda d: d["predictor"].update(encoder="/no/such/bert"), "encoder checkpoint not found: /no/such/bert"),
+    (lambda d: d["predictor"].update(fit={"head_epoch": 2}), "head_epoch"),
+    (lambda d: d["train"].update(simulators=["bert"]), "TrainSection.simulators"),
+    (lambda d: d["execution"].update(backend="slurm"), "execution: ExecutionSection.backend"),
+])
+def test_a_bad_config_fails_before_any_work(tmp_path, capsys, change, needle):
+    raw = smoke_dict()
+    change(raw)
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["experiment", str(cfg), "--out", str(out), "--no-report"]) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["experiment", str(tmp_path / "none.yml"), "--out", str(tmp_path / "run")]) == 2
+    assert "experiment config not found" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not an experiment run folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- stage keys
+def test_stage_keys_follow_their_inputs_only(tmp_path):
+    """Evaluation settings do not touch training runs; a new predictor retrains only the simulator's runs."""
+    def keys(raw: dict, predictor_id: str) -> tuple[dict[str, str], list[str]]:
+        ex = Experiment(ExperimentConfig.from_dict(raw), tmp_path, progress=False, echo=lambda s: None)
+        ex.ids.update(logs="logs-1", predictor=predictor_id)
+        runs = ex.train_payloads("bert:/x")
+        evals = ex.eval_payloads("bert:/x", runs, tmp_path / "logs.parquet")
+        return {f"{r['on']}/{r['env_id']}/{r['seed']}": r["key"] for r in runs}, [e["key"] for e in evals]
+
+    train0, eval0 = keys(smoke_dict(), "fit-1")
+    more = smoke_dict()
+    more["evaluate"]["episodes"] = 50
+    train1, eval1 = keys(more, "fit-1")
+    assert train1 == train0 and not set(eval1) & set(eval0)
+    train2, _ = keys(smoke_dict(), "fit-2")
+    changed = {k for k in train0 if train2[k] != train0[k]}
+    assert changed == {k for k in train0 if k.startswith("sim/")} and changed
+    longer = smoke_dict()
+    longer["envs"]["promogym/DynamicPricing-v0"]["timesteps"] = 4096
+    train3, _ = keys(longer, "fit-1")
+    assert {k for k in train0 if train3[k] != train0[k]} == {k for k in train0 if "DynamicPricing" in k}
+
+
+# ---------------------------------------------------------------------------------------- trials
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on_three(x: int) -> int:
+    if x == 3:
+        raise RuntimeError("trial 3 failed")
+    return x
+
+
+def test_local_trials_return_every_result_and_raise_a_failure():
+    got = dict(run_trials(_square, list(range(6)), "local", jobs=2))
+    assert got == {x: x * x for x in range(6)}
+    with pytest.raises(RuntimeError, match="trial 3 failed"):
+        list(run_trials(_fail_on_three, list(range(5)), "local", jobs=2))
+    with pytest.raises(ValueError, match="unknown execution backend"):
+        list(run_trials(_square, [1], "slurm"))
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def _episodes(rows: list[tuple[str, str, str, int, np.ndarray]]) -> pd.DataFrame:
+    frames = []
+    for policy, backend, trained_on, train_seed, returns in rows:
+        frames.append(pd.DataFrame({"policy": policy, "backend": backend, "env_id": "promogym/X-v0",
+                                    "trained_on": trained_on, "algo": policy.split("@")[0] if "@" in policy else "-",
+                                    "train_seed": train_seed, "seed": np.arange(len(returns)), "return": returns}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_statistics_on_known_numbers():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, 200)
+    rows = [("best_static", "world", "-", -1, 100 + noise), ("oracle", "world", "-", -1, 120 + noise),
+            ("best_static", "sim", "-", -1, 110 + noise)]
+    for s in range(4):
+        rows += [("ppo@world", "world", "world", s, 115 + s + noise), ("ppo@sim", "world", "sim", s, 105 + s + noise),
+                 ("ppo@sim", "sim", "sim", s, 125 + s + noise)]
+    stats = env_statistics(_episodes(rows))
+    p = stats["policies"]
+    assert stats["reference"] == "best_static"
+    assert p["ppo@world"]["mean"] == pytest.approx(116.5 + noise.mean())
+    assert p["ppo@world"]["normalized"] == pytest.approx(16.5 / 20, abs=1e-9)
+    assert p["oracle"]["share_of_oracle"] == pytest.approx(1.0)
+    gap = stats["sim_to_real"]["ppo"]
+    assert gap["gap"] == pytest.approx(-10.0) and gap["gap_ci95"][1] < 0
+    assert gap["normalized_gap"] == pytest.approx(-0.5)
+    assert stats["simulator_bias"]["best_static"]["bias"] == pytest.approx(10.0)
+    assert stats["simulator_bias"]["ppo@sim"]["bias"] == pytest.approx(20.0)
+    assert "ppo@world" not in stats["simulator_bias"]  # never scored in the simulator
+    ab = stats["ab_vs_reference"]["ppo@world"]
+    assert ab["diff"] == pytest.approx(16.5) and ab["p_value"] < 1e-6
+
+
+# ---------------------------------------------------------------------------------------- end to end
+def test_smoke_experiment_writes_a_complete_report(smoke_run):
+    out, report, _ = smoke_run
+    text = (report / "report.md").read_text()
+    for heading in ("## promogym/DynamicPricing-v0", "## promogym/CouponAllocation-v0", "### Sim-to-real gap",
+                    "### The simulator's bias", "### A/B tests against the reference", "## The predictor"):
+        assert heading in text
+    for plot in ("profit_DynamicPricing-v0", "learning_DynamicPricing-v0", "trajectories_DynamicPricing-v0",
+                 "bias_DynamicPricing-v0", "profit_CouponAllocation-v0", "coupons_CouponAllocation-v0",
+                 "calibration"):
+        assert (report / "plots" / f"{plot}.png").stat().st_size > 1000
+        assert f"plots/{plot}.png" in text
+    assert not (report / "plots" / "coupons_DynamicPricing-v0.png").exists()
+    summary = json.loads((report / "summary.json").read_text())
+    pricing = summary["envs"]["promogym/DynamicPricing-v0"]
+    assert pricing["policies"]["ppo@world"]["seeds"] == 2 and pricing["policies"]["oracle"]["seeds"] == 1
+    assert set(pricing["sim_to_real"]) == {"ppo"}
+    assert "oracle" not in pricing["simulator_bias"]  # the oracle is never scored in the simulator
+    # the tidy table: one row per policy x backend x training seed x episode, with the reward components
+    episodes = pd.read_parquet(report / "episodes.parquet")
+    cfg = smoke_dict()
+    n_eps = cfg["evaluate"]["episodes"]
+    per_env = episodes.groupby(["env_id", "policy", "backend", "train_seed"]).size()
+    assert (per_env == n_eps).all()
+    assert {"revenue", "cost", "coupon_spend", "units", "stockouts", "return"} <= set(episodes.columns)
+    world = episodes[(episodes["backend"] == "world") & (episodes["env_id"] == "promogym/DynamicPricing-v0")]
+    # common random numbers: every policy plays the same episode seeds
+    assert world.groupby("policy")["seed"].apply(lambda s: tuple(sorted(set(s)))).nunique() == 1
+    assert len(set(world["policy"])) == len(cfg["envs"]["promogym/DynamicPricing-v0"]["baselines"]) + 2 + 2
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["wall_seconds_total"] > 0 and meta["machine"]["cpus"] >= 1
+
+
+def test_a_rerun_skips_finished_stages_and_redoes_only_what_was_lost(smoke_run, capsys):
+    out, report, _ = smoke_run
+    capsys.readouterr()
+    assert main(["experiment", str(SMOKE), "--out", str(out), "--report", str(report), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    for stage in ("logs: done already", "predictor: done already", "train: done already", "evaluate: done already"):
+        assert stage in said
+    # an interruption: one training run and one evaluation table lost
+    lost_run = out / "train" / "DynamicPricing-v0" / "world" / "ppo_s1"
+    shutil.rmtree(lost_run)
+    (out / "evaluate" / "CouponAllocation-v0" / "world" / "no_coupon.json").unlink()
+    (out / "train" / "stage.json").unlink()
+    (out / "evaluate" / "stage.json").unlink()
+    kept = (out / "train" / "DynamicPricing-v0" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns
+    assert main(["experiment", str(SMOKE), "--out", str(out), "--no-report", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "train: 1 of 8 runs to do" in said
+    assert (lost_run / "trial.json").is_file()
+    assert (out / "train" / "DynamicPricing-v0" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns == kept
+    # the retrained run changes the learned policy's tables; the lost baseline table is redone too
+    assert "CouponAllocation-v0 no_coupon in the world" in said
+    assert "DynamicPricing-v0 ppo@world in the world" in said
+    assert "DynamicPricing-v0 oracle in the world" not in said
+
+
+def test_report_command_redraws_the_report(smoke_run, tmp_path, capsys):
+    out, _, _ = smoke_run
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert (tmp_path / "again" / "report.md").is_file() and (tmp_path / "again" / "summary.json").is_file()
+
+
+def test_policy_analysis_notebook_runs_on_the_smoke_experiment(smoke_run):
+    import nbclient
+    import nbformat
+
+    out, _, _ = smoke_run
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    os.environ["PROMOGYM_RUN"], os.environ["PROMOGYM_EPISODES"] = str(out), "2"
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(NOTEBOOK.parent.parent.parent)}}).execute()
+    finally:
+        os.environ.pop("PROMOGYM_RUN")
+        os.environ.pop("PROMOGYM_EPISODES")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "decisions differ" in text and "reference: best_static" in text
+    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 2
+
+
+# ---------------------------------------------------------------------------------------- Ray
+@pytest.mark.slow
+def test_the_same_trials_run_on_a_local_ray_instance(tmp_path, capsys):
+    """`--backend ray` with no address starts a local Ray and runs every trial there (pricing only, on the
+    world, a GBDT predictor: the pipeline's path through Ray, at the smallest size)."""
+    pytest.importorskip("ray", reason="the ray backend is tested where `promogym[ray]` is installed")
+    raw = smoke_dict()
+    raw["predictor"] = {"kind": "gbdt", "eval_rows": 1000}
+    raw["envs"] = {"promogym/DynamicPricing-v0": {**raw["envs"]["promogym/DynamicPricing-v0"],
+                                                  "baselines": ["list_price", "best_static", "myopic"]}}
+    raw["train"]["simulators"] = ["world", "sim"]
+    cfg = tmp_path / "ray.yml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out, report = tmp_path / "run", tmp_path / "report"
+    assert main(["experiment", str(cfg), "--out", str(out), "--report", str(report), "--backend", "ray",
+                 "--jobs", "2", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "train: 4 of 4 runs to do" in said
+    summary = json.loads((report / "summary.json").read_text())
+    policies = summary["envs"]["promogym/DynamicPricing-v0"]["policies"]
+    assert policies["ppo@sim"]["seeds"] == 2 and "myopic@sim" in policies
+    assert all((out / "train" / "DynamicPricing-v0" / on / f"ppo_s{s}" / "trial.json").is_file()
+               for on in ("world", "sim") for s in (0, 1))
