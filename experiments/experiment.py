@@ -306,6 +306,8 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
         tr = pd.concat(traces, ignore_index=True).assign(policy=p["label"], backend=p["backend"], env_id=env_id)
         with atomic_path(stem.with_suffix(".trace.parquet")) as tmp:
             tr.to_parquet(tmp, index=False)
+    else:
+        stem.with_suffix(".trace.parquet").unlink(missing_ok=True)  # an earlier configuration's trace
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
         table.to_parquet(tmp, index=False)
     write_json(stem.with_suffix(".json"), {"key": p["key"], "seconds": time.perf_counter() - start})
@@ -495,7 +497,8 @@ class Experiment:
                     plan = response if planner == SIM else WORLD
                     settings = {"env_id": env_id, "env_config": dict(sec.config), "label": label, "backend": backend,
                                 "trained_on": trained_on, "algo": algo}
-                    key = key_of("evaluate", settings, base, dep,
+                    # where the logs file lies is not part of the key: a moved run folder stays valid
+                    key = key_of("evaluate", settings, {k: v for k, v in base.items() if k != "logs"}, dep,
                                  self.ids["predictor"] if SIM in (backend, planner) else None)
                     stem = self.out / "evaluate" / env_short(env_id) / backend / label.replace("@", "_at_")
                     out.append({**base, **settings, "response": resp, "planner_response": plan, "specs": specs,

@@ -259,3 +259,42 @@ def test_the_same_trials_run_on_a_local_ray_instance(tmp_path, capsys):
     assert policies["ppo@sim"]["seeds"] == 2 and "myopic@sim" in policies
     assert all((out / "train" / "DynamicPricing-v0" / on / f"ppo_s{s}" / "trial.json").is_file()
                for on in ("world", "sim") for s in (0, 1))
+
+
+def test_an_interrupted_experiment_keeps_finished_trials_and_resumes(tmp_path):
+    """Ctrl-C while the first training runs are in flight: nothing half-written remains, and the same
+    command finishes the experiment from there."""
+    import signal
+    import subprocess
+    import sys
+
+    raw = smoke_dict()
+    raw["logs"]["rows"] = 2000
+    raw["predictor"] = {"kind": "gbdt", "eval_rows": 500}
+    raw["envs"] = {"promogym/DynamicPricing-v0": {**raw["envs"]["promogym/DynamicPricing-v0"],
+                                                  "baselines": ["list_price"], "timesteps": 4096}}
+    raw["train"]["simulators"] = ["world"]
+    raw["train"]["seeds"] = 3
+    raw["execution"]["jobs"] = 1
+    cfg = tmp_path / "small.yml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.cli", "experiment", str(cfg), "--out", str(out), "--no-report",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = out / "train" / "DynamicPricing-v0" / "world"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (train / "ppo_s0" / "trial.json").is_file():
+        time.sleep(0.2)
+    assert (train / "ppo_s0" / "trial.json").is_file(), proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not list(train.glob(".*.tmp"))  # the run in flight left nothing behind
+    finished = {p.name for p in train.iterdir() if (p / "trial.json").is_file()}
+    assert "ppo_s0" in finished and {p.name for p in train.iterdir()} == finished
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "logs: done already" in done.stdout and "predictor: done already" in done.stdout
+    assert f"train: {3 - len(finished)} of 3 runs to do" in done.stdout
+    assert (out / "evaluate" / "stage.json").is_file()

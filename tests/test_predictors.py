@@ -212,3 +212,31 @@ def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkey
     calibrated = np.log(model.calibrator(full)) - np.log1p(-model.calibrator(full))
     for _ in range(2):  # cold, then memoised
         np.testing.assert_allclose(model.predict_logits_ids(users, items, cols), calibrated, rtol=1e-5, atol=1e-5)
+
+
+def test_stored_tower_embeddings_skip_the_encoder_and_change_nothing(tiny_model, tmp_path):
+    _, folder = tiny_model
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(folder, ckpt)
+    market = Market(SMALL_WORLD)
+    fresh = BertConversionModel.load(ckpt)
+    fresh.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
+    assert fresh.encoder_calls > 0
+    fresh.save_tower_cache(ckpt, market.customers.text, market.catalog.text)
+    cached = BertConversionModel.load(ckpt)
+    cached.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
+    assert cached.encoder_calls == 0
+    users = np.arange(50) % len(market.customers.text)
+    items = np.arange(50) % len(market.catalog.text)
+    offers = {"list_price": market.catalog.list_price[items], "price": market.catalog.list_price[items] * 0.9,
+              "coupon": np.zeros(50), "day": np.zeros(50), "coupons_last_7d": np.zeros(50)}
+    np.testing.assert_allclose(cached.predict_logits_ids(users, items, offers),
+                               fresh.predict_logits_ids(users, items, offers), atol=1e-6)
+    # other weights: the stored embeddings no longer describe the model and are ignored
+    head = torch.load(ckpt / "head.pt", weights_only=True)
+    key = next(k for k, v in head.items() if v.is_floating_point())
+    head[key] = head[key] + 0.01
+    torch.save(head, ckpt / "head.pt")
+    changed = BertConversionModel.load(ckpt)
+    changed.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
+    assert changed.encoder_calls > 0
