@@ -227,7 +227,9 @@ def plot_pricing_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
     if sub.empty:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
+    for ax in axes:  # up to 20 distinguishable colours: policies are many
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for name, g in sub.groupby("policy", sort=False):
         by_day = g.groupby("t").agg(price=("price_ratio", "mean"), stock=("stock", "sum"))
         n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
@@ -240,7 +242,7 @@ def plot_pricing_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
         ax.set_xlabel("day")
         ax.set_title(f"{env}: {title}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 
@@ -250,9 +252,11 @@ def plot_coupon_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
     if sub.empty:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
     names = list(dict.fromkeys(sub["policy"]))
     width = 0.8 / max(1, len(names))
+    for ax in axes:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for col, (ax, labels, title) in enumerate(zip(
             axes, (BAND_NAMES, SENSITIVITY), ("visit frequency", "price sensitivity (hidden)"), strict=True)):
         key = ("visit_band", "price_sensitivity")[col]
@@ -265,7 +269,7 @@ def plot_coupon_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
         ax.set_ylabel("coupon spend per episode")
         ax.set_title(f"{env}: coupon spend by {title}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 
