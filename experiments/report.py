@@ -222,14 +222,19 @@ def _world_traces(traces: pd.DataFrame, env: str, column: str) -> pd.DataFrame:
                   & traces[column].notna()]
 
 
+def _two_panels() -> tuple[Any, Any]:
+    """Two side-by-side axes with up to 20 distinguishable colours (policies are many)."""
+    fig, axes = _plt().subplots(1, 2, figsize=(12.5, 4.2))
+    for ax in axes:
+        ax.set_prop_cycle(color=_plt().cm.tab20.colors)
+    return fig, axes
+
+
 def plot_pricing_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
     sub = _world_traces(traces, env, "price_ratio")
     if sub.empty:
         return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
-    for ax in axes:  # up to 20 distinguishable colours: policies are many
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    fig, axes = _two_panels()
     for name, g in sub.groupby("policy", sort=False):
         by_day = g.groupby("t").agg(price=("price_ratio", "mean"), stock=("stock", "sum"))
         n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
@@ -251,12 +256,9 @@ def plot_coupon_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
     sub = _world_traces(traces, env, "visit_band")
     if sub.empty:
         return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
+    fig, axes = _two_panels()
     names = list(dict.fromkeys(sub["policy"]))
     width = 0.8 / max(1, len(names))
-    for ax in axes:
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for col, (ax, labels, title) in enumerate(zip(
             axes, (BAND_NAMES, SENSITIVITY), ("visit frequency", "price sensitivity (hidden)"), strict=True)):
         key = ("visit_band", "price_sensitivity")[col]
