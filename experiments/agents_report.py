@@ -9,7 +9,6 @@ markdown table and JSON go to the output folder.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import time
 from pathlib import Path
@@ -23,22 +22,20 @@ from envs.io import write_json
 from experiments.errors import CLIError
 from experiments.paths import output_dir
 from experiments.stats import normalized, summarize
+from experiments.trials import run_trials
 
 DEFAULT_ALGOS = {"promogym/DynamicPricing-v0": ("ppo",), "promogym/PricePromo-v0": ("ppo",),
                  "promogym/CouponAllocation-v0": ("maskable_ppo",)}
 
 
-def _train_one(args: tuple[str, str, int, int, str]) -> str:
-    import torch
-
-    torch.set_num_threads(1)
+def _train_one(args: tuple[str, str, int, int, str]) -> dict[str, str]:
     from agents.train import TrainSpec, train
 
     env_id, algo, seed, steps, out = args
     # 20 evaluation episodes per check: the best checkpoint is chosen on less noise (seeds apart from the report's)
     train(TrainSpec(env_id, algo, seed, steps, eval_freq=max(2000, steps // 20), eval_episodes=20,
                     checkpoint_freq=max(5000, steps // 5)), Path(out))
-    return out
+    return {"dir": out}
 
 
 def baselines_for(env_id: str, env: gym.Env[Any, Any], logs: pd.DataFrame | None) -> dict[str, Any]:
@@ -142,9 +139,8 @@ def run(args: argparse.Namespace) -> int:
             for e in env_ids for a in DEFAULT_ALGOS[e] for s in range(args.seeds)]
     todo = [j for j in jobs if not (Path(j[4]) / "metadata.json").is_file()]
     start = time.perf_counter()
-    with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for done in pool.map(_train_one, todo):
-            print(f"trained {done}")
+    for _, done in run_trials(_train_one, todo, "local", args.jobs):
+        print(f"trained {done['dir']}")
     train_s = time.perf_counter() - start
     logs = None
     if any(e.endswith("CouponAllocation-v0") for e in env_ids):

@@ -20,6 +20,12 @@ from envs.market.customers import VISIT_BANDS
 SENSITIVITY = ("low", "mid", "high")  # terciles of the customers' hidden price sensitivity
 
 
+def sensitivity_band(customers: Any, users: np.ndarray) -> np.ndarray:
+    """Index into SENSITIVITY of each user's hidden price sensitivity (terciles over all customers)."""
+    cuts = np.quantile(customers.price_dev, [1 / 3, 2 / 3])
+    return np.searchsorted(cuts, customers.price_dev[np.asarray(users)])
+
+
 def learned_runs(run: str | Path, env_id: str, trained_on: str = "world") -> list[Path]:
     """The training run folders of an experiment for one env and simulator, by seed."""
     folder = Path(run) / "train" / env_id.split("/")[-1] / trained_on
@@ -80,7 +86,6 @@ def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1
     agent, myopic = LearnedPolicy(run_dir, env), MyopicCoupons(env)
     u: Any = env.unwrapped
     cust = u.market.customers
-    cuts = np.quantile(cust.price_dev, [1 / 3, 2 / 3])
     rows = []
     for seed in range(first_seed, first_seed + episodes):
         obs, _ = env.reset(seed=seed)
@@ -95,10 +100,11 @@ def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1
             t, budget = u.t, u.budget_left
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
+            band = sensitivity_band(cust, users)
             for k in range(len(users)):
                 rows.append({"episode": seed, "t": t, "budget_left": budget, "user": int(users[k]),
                              "visit_band": VISIT_BANDS[cust.visit_band[users[k]]],
-                             "price_sensitivity": SENSITIVITY[int(np.searchsorted(cuts, cust.price_dev[users[k]]))],
+                             "price_sensitivity": SENSITIVITY[band[k]],
                              "p_buy_no_coupon": float(p0[k]), "uplift_top_level": float(top[k] - p0[k]),
                              "level_learned": float(u.levels[action[k]]), "level_myopic": float(u.levels[theirs[k]]),
                              "coupon_given": float(info["coupon"][k]), "bought": bool(info["bought"][k])})

@@ -223,13 +223,15 @@ def _trace_rows(env_id: str, seed: int, env: Any, t: int, info: dict[str, Any]) 
     """Step records for the report's trajectory plots: per product (pricing) or per customer (coupons)."""
     u = env.unwrapped
     if env_id.endswith("CouponAllocation-v0"):
+        from experiments.analysis import sensitivity_band
+
         cust = u.market.customers
-        cuts = np.quantile(cust.price_dev, [1 / 3, 2 / 3])
         users, items = np.asarray(info["users"]), np.asarray(info["items"])
         coupon, bought = np.asarray(info["coupon"]), np.asarray(info["bought"])
         price = u.market.catalog.list_price[items]
+        band = sensitivity_band(cust, users)
         return [{"episode": seed, "t": t, "user": int(users[k]), "visit_band": int(cust.visit_band[users[k]]),
-                 "price_sensitivity": int(np.searchsorted(cuts, cust.price_dev[users[k]])),
+                 "price_sensitivity": int(band[k]),
                  "coupon": float(coupon[k]), "bought": bool(bought[k]),
                  "spend": float(coupon[k] * price[k] * bought[k]), "budget_left": float(u.budget_left)}
                 for k in range(len(users))]
