@@ -260,10 +260,15 @@ def train_trial(p: dict[str, Any]) -> dict[str, Any]:
     return {"dir": str(final), "seconds": time.perf_counter() - start}
 
 
+def _stamp(f: Path) -> dict[str, Any]:
+    """The completion record of a stage or trial (its key, output id, seconds); empty if it never finished."""
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def _run_id(run_dir: str) -> str | None:
     """The identity of a finished training run (a retrained run is another policy, even with equal settings)."""
-    f = Path(run_dir) / "trial.json"
-    return str(json.loads(f.read_text()).get("run_id")) if f.is_file() else None
+    run_id = _stamp(Path(run_dir) / "trial.json").get("run_id")
+    return None if run_id is None else str(run_id)
 
 
 def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
@@ -330,19 +335,12 @@ class Experiment:
     @staticmethod
     def _done(folder: Path, key: str) -> str | None:
         """The output id of a stage finished with this key, else None."""
-        f = folder / "stage.json"
-        if not f.is_file():
-            return None
-        stage = json.loads(f.read_text())
-        return str(stage.get("id")) if stage.get("key") == key else None
+        stage = _stamp(folder / "stage.json")
+        return str(stage.get("id")) if stage and stage.get("key") == key else None
 
     def _stage_seconds(self) -> dict[str, float]:
-        out = {}
-        for name in ("logs", "predictor", "train", "evaluate"):
-            f = self.out / name / "stage.json"
-            if f.is_file():
-                out[name] = float(json.loads(f.read_text()).get("seconds", 0.0))
-        return out
+        stages = {name: _stamp(self.out / name / "stage.json") for name in ("logs", "predictor", "train", "evaluate")}
+        return {name: float(stage.get("seconds", 0.0)) for name, stage in stages.items() if stage}
 
     @staticmethod
     def _finish(folder: Path, key: str, seconds: float, **extra: Any) -> str:
@@ -459,16 +457,12 @@ class Experiment:
         if self._done(folder, key) and all(_run_id(p["dir"]) for p in payloads):
             self.echo(f"train: done already ({len(payloads)} runs)")
             return payloads
-        todo = []
-        for p in payloads:
-            f = Path(p["dir"]) / "trial.json"
-            if not (f.is_file() and json.loads(f.read_text()).get("key") == p["key"]):
-                todo.append(p)
+        todo = [p for p in payloads if _stamp(Path(p["dir"]) / "trial.json").get("key") != p["key"]]
         self.echo(f"train: {len(todo)} of {len(payloads)} runs to do")
         self._run("train", train_trial, todo,
                   lambda p: f"{env_short(p['env_id'])} {p['algo']} seed {p['seed']} on {p['on']}")
         # worker-seconds summed over the runs (wall time is about this / jobs)
-        seconds = sum(float(json.loads((Path(p["dir"]) / "trial.json").read_text())["seconds"]) for p in payloads)
+        seconds = sum(float(_stamp(Path(p["dir"]) / "trial.json")["seconds"]) for p in payloads)
         self._finish(folder, key, seconds, runs=len(payloads))
         return payloads
 
@@ -504,7 +498,7 @@ class Experiment:
                                  self.ids["predictor"] if SIM in (backend, planner) else None)
                     stem = self.out / "evaluate" / env_short(env_id) / backend / label.replace("@", "_at_")
                     out.append({**base, **settings, "response": resp, "planner_response": plan, "specs": specs,
-                                "key": key, "stem": str(stem), "dir": str(stem.parent)})
+                                "key": key, "stem": str(stem)})
         return out
 
     def evaluate(self, response: str, runs: list[dict[str, Any]], logs: Path) -> None:
@@ -514,11 +508,7 @@ class Experiment:
         if self._done(folder, key):
             self.echo(f"evaluate: done already ({len(payloads)} policy x backend tables)")
             return
-        todo = []
-        for p in payloads:
-            f = Path(p["stem"]).with_suffix(".json")
-            if not (f.is_file() and json.loads(f.read_text()).get("key") == p["key"]):
-                todo.append(p)
+        todo = [p for p in payloads if _stamp(Path(p["stem"]).with_suffix(".json")).get("key") != p["key"]]
         # the slowest first, so the pool is not left waiting on one long trial at the end
         todo.sort(key=lambda p: (p["label"] != "oracle", not p["label"].startswith("myopic"), p["backend"] != SIM))
         self.echo(f"evaluate: {len(todo)} of {len(payloads)} policy x backend tables to do")
@@ -526,7 +516,7 @@ class Experiment:
                   lambda p: f"{env_short(p['env_id'])} {p['label']} in the {p['backend']}")
         # the manifest names this experiment's tables: a table left by an earlier configuration is ignored
         stems = [p["stem"] for p in payloads]
-        total = sum(float(json.loads(Path(s).with_suffix(".json").read_text())["seconds"]) for s in stems)
+        total = sum(float(_stamp(Path(s).with_suffix(".json"))["seconds"]) for s in stems)
         self._finish(folder, key, total, tables=[str(Path(s).relative_to(self.out)) for s in stems])
 
     def run(self, report_out: Path | None) -> Path | None:
@@ -539,7 +529,7 @@ class Experiment:
         runs = self.train(response)
         self.evaluate(response, runs, logs)
         this = time.perf_counter() - start
-        before = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
+        before = _stamp(self.out / "run.json")
         # wall time summed over invocations, as long as each did work (a rerun that skips everything adds ~0)
         total = float(before.get("wall_seconds_total", 0.0)) + this if before.get("keys") == self.keys or \
             not before else this

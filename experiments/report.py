@@ -29,7 +29,7 @@ from envs.io import atomic_path, write_json
 from envs.market.customers import VISIT_BANDS as BAND_NAMES
 from experiments.analysis import SENSITIVITY
 from experiments.errors import CLIError
-from experiments.stats import bootstrap_ci, normalized, summarize
+from experiments.stats import bootstrap_ci, bootstrap_diff_ci, normalized, summarize
 
 STATIC_RULES = ("best_static", "list_price", "no_coupon", "all_5pct", "all_10pct", "uniform_discount", "cost_plus")
 
@@ -71,20 +71,6 @@ def per_seed(df: pd.DataFrame, value: str = "return") -> np.ndarray:
     return wide.to_numpy()
 
 
-def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap CI of mean(b) - mean(a) for two independent groups of (seeds x episodes)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty(reps)
-    for r in range(reps):
-        means = []
-        for x in (a, b):
-            s = x[rng.integers(0, len(x), len(x))]
-            s = np.take_along_axis(s, rng.integers(0, s.shape[1], s.shape), axis=1)
-            means.append(s.mean())
-        out[r] = means[1] - means[0]
-    return float(np.quantile(out, 0.025)), float(np.quantile(out, 0.975))
-
-
 def reference_of(names: list[str], means: dict[str, float]) -> str:
     """The static reference of the normalized score: the best constant price, else the best static rule."""
     if "best_static" in names:
@@ -123,7 +109,8 @@ def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
         if w in mats and s in mats:
             diff = means[s] - means[w]
             gaps[algo] = {"world_trained": means[w], "sim_trained": means[s], "gap": diff,
-                          "gap_ci95": _diff_ci(mats[w], mats[s]), "relative": diff / means[w] if means[w] else None}
+                          "gap_ci95": bootstrap_diff_ci(mats[w], mats[s]),
+                          "relative": diff / means[w] if means[w] else None}
             if oracle is not None:
                 gaps[algo]["normalized_gap"] = (normalized(means[s], means[ref], oracle)
                                                 - normalized(means[w], means[ref], oracle))

@@ -24,14 +24,31 @@ def bootstrap_ci(x: np.ndarray, stat: Any = np.mean, reps: int = 2000, level: fl
     array (seeds x episodes), each resample draws seeds and, within each, episodes (stratified)."""
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=float)
-    vals = np.empty(reps)
-    for r in range(reps):
-        s = x[rng.integers(0, len(x), len(x))]
-        if s.ndim == 2:
-            s = np.take_along_axis(s, rng.integers(0, s.shape[1], s.shape), axis=1).mean(axis=1)
-        vals[r] = stat(s)
+    vals = np.array([stat(resample(x, rng)) for _ in range(reps)])
     a = (1 - level) / 2
     return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def resample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One stratified bootstrap resample: seeds with replacement and, for (seeds x episodes), episodes within
+    each seed; returns the per-seed values (per-seed means for 2-D input)."""
+    s = x[rng.integers(0, len(x), len(x))]
+    if s.ndim == 2:
+        s = np.take_along_axis(s, rng.integers(0, s.shape[1], s.shape), axis=1).mean(axis=1)
+    return s
+
+
+def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, level: float = 0.95, seed: int = 0
+                      ) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(b) - mean(a) for two independent groups, each resampled as above."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    vals = np.empty(reps)
+    for r in range(reps):
+        mean_a = resample(a, rng).mean()  # a first, then b: one fixed order of draws
+        vals[r] = resample(b, rng).mean() - mean_a
+    q = (1 - level) / 2
+    return float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))
 
 
 def summarize(per_seed: np.ndarray, reps: int = 2000) -> dict[str, Any]:
