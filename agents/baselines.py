@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import EnvPolicy, episode_table
+from promogym.agents.base import EnvPolicy, episode_table
 
 
 class _PricingPolicy(EnvPolicy):

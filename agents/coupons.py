@@ -8,9 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from agents.base import EnvPolicy
-from envs.coupons import marketer_features
-from envs.market import sigmoid
+from promogym.agents.base import EnvPolicy
+from promogym.envs.coupons import marketer_features
+from promogym.envs.market import sigmoid
 
 
 def level_outcomes(env: Any, backend: Any, state: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ class CouponOracle(EnvPolicy):
     name = "oracle"
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        from envs.backends import WorldBackend
+        from promogym.envs.backends import WorldBackend
 
         e = self.env
         profit, spend = level_outcomes(e, WorldBackend(e.market), e.state)

@@ -26,9 +26,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import EnvPolicy
-from envs.backends import WorldBackend
-from envs.market import mnl_from_utility
+from promogym.agents.base import EnvPolicy
+from promogym.envs.backends import WorldBackend
+from promogym.envs.market import mnl_from_utility
 
 GRID = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 

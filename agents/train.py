@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 from gymnasium import spaces
 
-import envs
-from envs.io import atomic_path, git_commit, package_versions, write_json
+from promogym import envs
+from promogym.core.io import atomic_path, git_commit, package_versions, write_json
 
 HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
 ALGOS = ("ppo", "a2c", "sac", "td3", "dqn", "maskable_ppo", "recurrent_ppo")

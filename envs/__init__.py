@@ -1,6 +1,6 @@
 """promogym environments and the ground-truth market they simulate.
 
-Importing ``envs`` registers the Gymnasium ids (idempotently):
+Importing ``promogym.envs`` registers the Gymnasium ids (idempotently):
 ``promogym/DynamicPricing-v0``, ``promogym/CouponAllocation-v0``, ``promogym/PricePromo-v0`` (the synthetic
 market) and ``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import gymnasium as gym
 
 ENV_IDS: dict[str, str] = {
-    "promogym/DynamicPricing-v0": "envs.pricing:DynamicPricingEnv",
-    "promogym/CouponAllocation-v0": "envs.coupons:CouponAllocationEnv",
-    "promogym/PricePromo-v0": "envs.pricing:PricePromoEnv",
-    "promogym/HillstromTargeting-v0": "envs.hillstrom:HillstromTargetingEnv",
+    "promogym/DynamicPricing-v0": "promogym.envs.pricing:DynamicPricingEnv",
+    "promogym/CouponAllocation-v0": "promogym.envs.coupons:CouponAllocationEnv",
+    "promogym/PricePromo-v0": "promogym.envs.pricing:PricePromoEnv",
+    "promogym/HillstromTargeting-v0": "promogym.envs.hillstrom:HillstromTargetingEnv",
 }
 
 # the envs simulating the synthetic market (world or learned backends)

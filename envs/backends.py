@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from envs.market import Market, MarketState
+from promogym.envs.market import Market, MarketState
 
 _EPS = 1e-6
 
@@ -79,7 +79,7 @@ def make_backend(spec: Any, market: Market) -> ResponseBackend:
         return WorldBackend(market)
     if isinstance(spec, str) and spec in ("truth", "ceiling"):
         raise ValueError(f"response {spec!r} is not a backend; use 'world' for the ground truth")
-    from predictors.registry import load_model
+    from promogym.predictors.registry import load_model
 
     try:
         model = load_model(spec, market)

@@ -9,9 +9,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.backends import ResponseBackend, WorldBackend, make_backend
-from envs.config import ConfigBase, param
-from envs.market import WEEKDAYS, Market, MarketState
+from promogym.core.config import ConfigBase, param
+from promogym.envs.backends import ResponseBackend, WorldBackend, make_backend
+from promogym.envs.market import WEEKDAYS, Market, MarketState
 
 OBS_BOUND = 10.0
 

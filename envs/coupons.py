@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
-from envs.config import param
-from envs.market import Market, sigmoid
-from envs.market.customers import QUALITY_TASTES
+from promogym.core.config import param
+from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
+from promogym.envs.market import Market, sigmoid
+from promogym.envs.market.customers import QUALITY_TASTES
 
 N_FEATURES = 13  # per customer, see CouponAllocationEnv's docstring
 

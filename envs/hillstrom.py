@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND, resolve_config
-from envs.config import ConfigBase, param
+from promogym.core.config import ConfigBase, param
+from promogym.envs.base import OBS_BOUND, resolve_config
 
 N_CUSTOMER_FEATURES = 11
 
@@ -47,10 +47,10 @@ def load_response(spec: Any, data: Any) -> Any:
     if not isinstance(spec, str):
         return spec
     if spec == "cells":
-        from predictors.uplift import CellMeans
+        from promogym.predictors.uplift import CellMeans
 
         return CellMeans().fit(data[data["split"] == "train"])
-    from predictors.uplift import load_uplift_model
+    from promogym.predictors.uplift import load_uplift_model
 
     return load_uplift_model(spec)
 
@@ -96,7 +96,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
-        from predictors.hillstrom import load_hillstrom, tabular_features
+        from promogym.predictors.hillstrom import load_hillstrom, tabular_features
 
         self.config: HillstromConfig = resolve_config(HillstromConfig, config, overrides, render_mode,
                                                       self.metadata["render_modes"])

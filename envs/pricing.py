@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
-from envs.config import param
-from envs.market.customers import VISIT_BANDS
-from envs.market.world import WEEKDAYS, mnl_from_utility
+from promogym.core.config import param
+from promogym.envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
+from promogym.envs.market.customers import VISIT_BANDS
+from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,18 +18,18 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from envs.io import write_json
-from experiments.errors import CLIError
-from experiments.paths import output_dir
-from experiments.stats import normalized, summarize
-from experiments.trials import run_trials
+from promogym.core.io import write_json
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import output_dir
+from promogym.experiments.stats import normalized, summarize
+from promogym.experiments.trials import run_trials
 
 DEFAULT_ALGOS = {"promogym/DynamicPricing-v0": ("ppo",), "promogym/PricePromo-v0": ("ppo",),
                  "promogym/CouponAllocation-v0": ("maskable_ppo",)}
 
 
 def _train_one(args: tuple[str, str, int, int, str]) -> dict[str, str]:
-    from agents.train import TrainSpec, train
+    from promogym.agents.train import TrainSpec, train
 
     env_id, algo, seed, steps, out = args
     # 20 evaluation episodes per check: the best checkpoint is chosen on less noise (seeds apart from the report's)
@@ -40,7 +40,7 @@ def _train_one(args: tuple[str, str, int, int, str]) -> dict[str, str]:
 
 def baselines_for(env_id: str, env: gym.Env[Any, Any], logs: pd.DataFrame | None) -> dict[str, Any]:
     """Every baseline of the env (the best static price searched on ``env``), planning in ``env``."""
-    from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES, PolicyFactory
+    from promogym.experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES, PolicyFactory
 
     factory = PolicyFactory(env_id, env, logs)
     if env_id.endswith("CouponAllocation-v0"):
@@ -52,8 +52,8 @@ def baselines_for(env_id: str, env: gym.Env[Any, Any], logs: pd.DataFrame | None
 
 def evaluate_env(env_id: str, runs: dict[str, list[Path]], episodes: int, logs: pd.DataFrame | None
                  ) -> dict[str, Any]:
-    from agents.base import episode_table
-    from agents.train import LearnedPolicy
+    from promogym.agents.base import episode_table
+    from promogym.agents.train import LearnedPolicy
 
     env = gym.make(env_id)
     seeds = list(range(1_000_000, 1_000_000 + episodes))
@@ -122,7 +122,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.train import check_compatible
+    from promogym.agents.train import check_compatible
 
     env_ids = args.env or list(DEFAULT_ALGOS)
     for env_id in env_ids:
@@ -144,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     train_s = time.perf_counter() - start
     logs = None
     if any(e.endswith("CouponAllocation-v0") for e in env_ids):
-        from envs.market import Market
-        from envs.market.logs import generate_logs
+        from promogym.envs.market import Market
+        from promogym.envs.market.logs import generate_logs
 
         logs = pd.read_parquet(args.logs) if args.logs else generate_logs(Market(), 100_000, seed=11)
     for env_id in env_ids:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from envs.market.customers import VISIT_BANDS
+from promogym.envs.market.customers import VISIT_BANDS
 
 SENSITIVITY = ("low", "mid", "high")  # terciles of the customers' hidden price sensitivity
 
@@ -42,8 +42,8 @@ def _env_for(run_dir: Path) -> tuple[str, gym.Env[Any, Any]]:
 
 def pricing_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1_000_000) -> pd.DataFrame:
     """One row per (episode, day, product): stock, the learned price and the myopic price (x list price)."""
-    from agents.oracle import MyopicGreedy
-    from agents.train import LearnedPolicy
+    from promogym.agents.oracle import MyopicGreedy
+    from promogym.agents.train import LearnedPolicy
 
     run_dir = Path(run_dir)
     env_id, env = _env_for(run_dir)
@@ -75,9 +75,9 @@ def pricing_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 
 def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1_000_000) -> pd.DataFrame:
     """One row per customer offered: what a marketer sees (visit band), what only the world knows (price
     sensitivity tercile, the true purchase uplift of each level), and the learned and myopic levels."""
-    from agents.coupons import MyopicCoupons
-    from agents.train import LearnedPolicy
-    from envs.market.world import sigmoid
+    from promogym.agents.coupons import MyopicCoupons
+    from promogym.agents.train import LearnedPolicy
+    from promogym.envs.market.world import sigmoid
 
     run_dir = Path(run_dir)
     env_id, env = _env_for(run_dir)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.io import git_commit, machine_info, package_versions, write_json
-from experiments.paths import output_dir
+from promogym.core.io import git_commit, machine_info, package_versions, write_json
+from promogym.experiments.paths import output_dir
 
 
 def pin_one_core() -> int | None:
@@ -44,8 +44,8 @@ def best_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.2)
 
 
 def bench_world(quick: bool = False) -> dict[str, Any]:
-    from envs.market import Market
-    from envs.market.logs import generate_logs
+    from promogym.envs.market import Market
+    from promogym.envs.market.logs import generate_logs
 
     market = Market()
     rng = np.random.default_rng(0)
@@ -103,11 +103,11 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
     import torch
     from torch.nn import functional as F
 
-    from envs.market import Market
-    from envs.market.logs import generate_logs
-    from predictors.bert import BertConversionModel, HybridNet
-    from predictors.encoder import autocast, load_encoder
-    from predictors.features import numeric_features, weekday_index
+    from promogym.envs.market import Market
+    from promogym.envs.market.logs import generate_logs
+    from promogym.predictors.bert import BertConversionModel, HybridNet
+    from promogym.predictors.encoder import autocast, load_encoder
+    from promogym.predictors.features import numeric_features, weekday_index
 
     encoder_name = "tiny" if quick else "minilm"
     market = Market()
@@ -190,10 +190,10 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
     import gymnasium as gym
     import torch
 
-    import envs
-    from envs.market import Market
-    from predictors.bert import BertConversionModel, HybridNet
-    from predictors.encoder import load_encoder
+    from promogym import envs
+    from promogym.envs.market import Market
+    from promogym.predictors.bert import BertConversionModel, HybridNet
+    from promogym.predictors.encoder import load_encoder
 
     torch.set_num_threads(1)
     market_cfg: dict[str, Any] = {}

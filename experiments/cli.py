@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from experiments import (
+from promogym.experiments import (
     agents_report,
     bench,
     data,
@@ -20,7 +20,7 @@ from experiments import (
     train_cmd,
     world_report,
 )
-from experiments.errors import CLIError
+from promogym.experiments.errors import CLIError
 
 COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report, experiment, report,
             hillstrom_cmd, bench)

@@ -11,11 +11,11 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from envs.io import atomic_path, file_sha256, package_versions, write_json
-from envs.market import Market, MarketConfig
-from envs.market.logs import LoggingPolicy, generate_logs
-from experiments.errors import CLIError
-from experiments.paths import input_file, output_file
+from promogym.core.io import atomic_path, file_sha256, package_versions, write_json
+from promogym.envs.market import Market, MarketConfig
+from promogym.envs.market.logs import LoggingPolicy, generate_logs
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import input_file, output_file
 
 WORLD_FILE_KEYS = ("market", "logging_policy")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.errors import CLIError
-from experiments.paths import input_file, output_dir
-from predictors.data import load_logs
-from predictors.registry import SPEC_HELP, load_model, market_for_data
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import input_file, output_dir
+from promogym.predictors.data import load_logs
+from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from predictors.evaluate import evaluate, plot_calibration, plot_price_response, summary_table, write_report
+    from promogym.predictors.evaluate import (
+        evaluate,
+        plot_calibration,
+        plot_price_response,
+        summary_table,
+        write_report,
+    )
 
     data = input_file(args.data, "--data")
     market = market_for_data(data)

@@ -23,10 +23,10 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from envs.io import atomic_path, write_json
-from experiments.errors import CLIError
-from experiments.fit_cmd import parse_overrides
-from experiments.paths import output_file
+from promogym.core.io import atomic_path, write_json
+from promogym.experiments.errors import CLIError
+from promogym.experiments.fit_cmd import parse_overrides
+from promogym.experiments.paths import output_file
 
 PRICING_BASELINES = ("list_price", "best_static", "uniform_discount", "cost_plus", "markdown", "thompson", "random",
                      "myopic", "oracle")
@@ -34,7 +34,7 @@ COUPON_BASELINES = ("no_coupon", "all_5pct", "all_10pct", "uplift", "random", "m
 
 
 def _check_env(env_id: str) -> None:
-    import envs
+    from promogym import envs
 
     if env_id not in envs.MARKET_ENV_IDS:
         raise CLIError(f"unknown or unsupported env id {env_id!r}; choose one of {', '.join(envs.MARKET_ENV_IDS)} "
@@ -75,7 +75,7 @@ class PolicyFactory:
 
     def _best_static(self) -> np.ndarray:
         if self._best is None:
-            from agents.baselines import search_static_prices
+            from promogym.agents.baselines import search_static_prices
 
             sim_cfg = self.sim.unwrapped.config  # type: ignore[attr-defined]
             self._best, _ = search_static_prices(lambda: gym.make(self.env_id, config=sim_cfg),
@@ -87,16 +87,16 @@ class PolicyFactory:
             if self.logs_path:
                 self._logs = pd.read_parquet(self.logs_path)
             else:
-                from envs.market.logs import generate_logs
+                from promogym.envs.market.logs import generate_logs
 
                 self._logs = generate_logs(self.sim.unwrapped.market, 100_000, seed=11)  # type: ignore[attr-defined]
         return self._logs
 
     def make(self, spec: str, env: gym.Env[Any, Any]) -> Any:
-        from agents import baselines as b
-        from agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
-        from agents.oracle import MPCOracle, MyopicGreedy
-        from agents.train import LearnedPolicy
+        from promogym.agents import baselines as b
+        from promogym.agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
+        from promogym.agents.oracle import MPCOracle, MyopicGreedy
+        from promogym.agents.train import LearnedPolicy
 
         if (Path(spec) / "config.yml").is_file():
             policy: Any = LearnedPolicy(spec, env)
@@ -126,7 +126,7 @@ class PolicyFactory:
 def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[str], episodes: int, seed: int,
          logs: str | None = None) -> pd.DataFrame:
     """The tidy episode table: every policy on the same seeds, in the simulator and (if different) the world."""
-    from agents.base import episode_table
+    from promogym.agents.base import episode_table
 
     sim = gym.make(env_id, config={**env_config, "response": response})
     factory = PolicyFactory(env_id, sim, logs)

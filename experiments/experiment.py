@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from envs.config import ConfigBase, param
-from envs.io import atomic_dir, atomic_path, git_commit, machine_info, write_json
-from experiments.errors import CLIError
+from promogym.core.config import ConfigBase, param
+from promogym.core.io import atomic_dir, atomic_path, git_commit, machine_info, write_json
+from promogym.experiments.errors import CLIError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SIM, WORLD = "sim", "world"
@@ -66,7 +66,7 @@ class PredictorSection(ConfigBase):
             raise ValueError(f"encoder checkpoint not found: {self.encoder} (a Hugging Face BERT folder with "
                              f"config.json, or 'minilm' / 'tiny')")
         if self.kind == "bert":
-            from predictors.train import FitConfig
+            from promogym.predictors.train import FitConfig
 
             FitConfig.from_dict({"encoder": self.encoder, "mode": self.mode, **self.fit})
 
@@ -129,9 +129,9 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
         """Validate a parsed YAML config; every problem is a ValueError naming the key."""
-        import envs
-        from agents.train import ALGOS, check_compatible
-        from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
+        from promogym import envs
+        from promogym.agents.train import ALGOS, check_compatible
+        from promogym.experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
 
         if not isinstance(raw, Mapping):
             raise ValueError("an experiment config is a YAML mapping with keys name, envs, ...")
@@ -212,7 +212,7 @@ def env_short(env_id: str) -> str:
 
 # ---------------------------------------------------------------------------------------- trial payloads
 def baselines_of(env_id: str, sec: EnvSection) -> list[str]:
-    from experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
+    from promogym.experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
 
     if sec.baselines is not None:
         return list(sec.baselines)
@@ -223,7 +223,7 @@ def _trace_rows(env_id: str, seed: int, env: Any, t: int, info: dict[str, Any]) 
     """Step records for the report's trajectory plots: per product (pricing) or per customer (coupons)."""
     u = env.unwrapped
     if env_id.endswith("CouponAllocation-v0"):
-        from experiments.analysis import sensitivity_band
+        from promogym.experiments.analysis import sensitivity_band
 
         cust = u.market.customers
         users, items = np.asarray(info["users"]), np.asarray(info["items"])
@@ -243,7 +243,7 @@ def _trace_rows(env_id: str, seed: int, env: Any, t: int, info: dict[str, Any]) 
 
 def train_trial(p: dict[str, Any]) -> dict[str, Any]:
     """Train one (env, simulator, algorithm, seed) run into ``p['dir']`` (replaced only when complete)."""
-    from agents.train import TrainSpec, train
+    from promogym.agents.train import TrainSpec, train
 
     final = Path(p["dir"])
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -276,8 +276,8 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
     writes ``<stem>.parquet`` (one row per episode) and ``<stem>.trace.parquet`` (steps of the first ones)."""
     import gymnasium as gym
 
-    from agents.base import episode_table
-    from experiments.evaluate_cmd import PolicyFactory
+    from promogym.agents.base import episode_table
+    from promogym.experiments.evaluate_cmd import PolicyFactory
 
     start = time.perf_counter()
     env_id = p["env_id"]
@@ -350,7 +350,7 @@ class Experiment:
 
     # -- stages
     def logs(self) -> Path:
-        from experiments.data import make_logs
+        from promogym.experiments.data import make_logs
 
         folder = self.out / "logs"
         key = self.keys["logs"] = key_of("logs", self.cfg.logs.to_dict())
@@ -373,9 +373,9 @@ class Experiment:
         return f"{kind}:{(folder / 'model.pkl').resolve()}"
 
     def predictor(self, logs: Path) -> str:
-        from predictors.data import load_logs
-        from predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
-        from predictors.registry import load_model, market_for_data
+        from promogym.predictors.data import load_logs
+        from promogym.predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
+        from promogym.predictors.registry import load_model, market_for_data
 
         folder = self.out / "predictor"
         pc = self.cfg.predictor
@@ -387,14 +387,14 @@ class Experiment:
         start = time.perf_counter()
         with atomic_dir(folder) as tmp:
             if pc.kind == "bert":
-                from predictors.train import FitConfig, fit
+                from promogym.predictors.train import FitConfig, fit
 
                 cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit})
                 fit(logs, cfg, tmp / "model")
                 spec = f"bert:{tmp / 'model'}"
             else:
-                from predictors.baselines import GBDTConversionModel, LogisticConversionModel
-                from predictors.data import split_rows
+                from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel
+                from promogym.predictors.data import split_rows
 
                 df = load_logs(logs)
                 model = GBDTConversionModel(seed=pc.seed) if pc.kind == "gbdt" else LogisticConversionModel()
@@ -405,7 +405,7 @@ class Experiment:
             market = market_for_data(logs)
             if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
                 # the envs bind every customer and product of the market: encode them once, here
-                from predictors.bert import BertConversionModel
+                from promogym.predictors.bert import BertConversionModel
 
                 BertConversionModel.load(tmp / "model").save_tower_cache(
                     tmp / "model", market.customers.text, market.catalog.text)
@@ -441,7 +441,7 @@ class Experiment:
              describe: Callable[[dict[str, Any]], str]) -> None:
         from tqdm.auto import tqdm
 
-        from experiments.trials import run_trials
+        from promogym.experiments.trials import run_trials
 
         ex = self.cfg.execution
         show = self.progress and sys.stderr.isatty()
@@ -538,7 +538,7 @@ class Experiment:
                                            "machine": machine_info(), "commit": git_commit(), "keys": self.keys})
         if report_out is None:
             return None
-        from experiments.report import write_report
+        from promogym.experiments.report import write_report
 
         return write_report(self.out, report_out)
 
@@ -568,7 +568,7 @@ def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     if cfg.execution.backend == "ray":
-        from experiments.trials import ray_available
+        from promogym.experiments.trials import ray_available
 
         if not ray_available():
             raise CLIError("execution backend 'ray' needs Ray: pip install 'promogym[ray]'")
@@ -576,7 +576,7 @@ def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.paths import output_dir
+    from promogym.experiments.paths import output_dir
 
     cfg = resolve_config(args.config, args)
     out = output_dir(args.out or Path("runs") / cfg.name, "--out")

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envs.io import file_sha256
-from experiments.errors import CLIError
-from experiments.paths import input_file, output_file
-from predictors.data import load_logs, split_rows
+from promogym.core.io import file_sha256
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import input_file, output_file
+from promogym.predictors.data import load_logs, split_rows
 
 KINDS = ("bert", "gbdt", "logistic")
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "bert":
         return _fit_bert(args, data, start)
     out = output_file(args.out, "--out")
-    from predictors.baselines import GBDTConversionModel, LogisticConversionModel
+    from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel
 
     try:
         df = load_logs(data)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
     from tqdm.auto import tqdm
 
-    from predictors.train import FitConfig, fit
+    from promogym.predictors.train import FitConfig, fit
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

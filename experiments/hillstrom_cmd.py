@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.io import atomic_dir, atomic_path, machine_info, write_json
-from experiments.errors import CLIError
-from experiments.paths import output_dir
+from promogym.core.io import atomic_dir, atomic_path, machine_info, write_json
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import output_dir
 
 ENV_ID = "promogym/HillstromTargeting-v0"
 MODEL_KINDS = ("bert", "gbdt", "logistic", "cells")
@@ -55,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def fit_models(runs: Path, encoder: str, finetune_epochs: int, train_rows: int | None = None,
                say: Any = print) -> dict[str, str]:
     """Fit (or reuse, when fitted with the same settings) every response model; returns kind -> spec."""
-    from predictors.hillstrom import load_hillstrom
-    from predictors.uplift import BertUplift, TwoModelUplift
+    from promogym.predictors.hillstrom import load_hillstrom
+    from promogym.predictors.uplift import BertUplift, TwoModelUplift
 
     df = load_hillstrom()
     train, valid = df[df["split"] == "train"], df[df["split"] == "valid"]
@@ -101,7 +101,7 @@ def _train_one(job: tuple[int, int, str, str, dict[str, Any]]) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from agents.train import TrainSpec, train
+    from promogym.agents.train import TrainSpec, train
 
     seed, steps, response, out, cfg = job
     spec = TrainSpec(ENV_ID, "maskable_ppo", seed, steps, response=response, env_config=cfg,
@@ -126,8 +126,8 @@ def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
     the env's horizon (its budget renewed each episode, as in training)."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
-    from agents.train import LearnedPolicy
+    from promogym import envs  # noqa: F401
+    from promogym.agents.train import LearnedPolicy
 
     env = gym.make(ENV_ID, config={**cfg, "split": "test", "sequential": True})
     walk: Any = env.unwrapped
@@ -148,9 +148,9 @@ def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
 
 def evaluate(specs: dict[str, str], rl_runs: list[Path], args: argparse.Namespace, out: Path,
              say: Any = print) -> dict[str, Any]:
-    from envs.hillstrom import load_response
-    from experiments.uplift_eval import budgeted_best_arm, ope, qini_curve, uplift_scores
-    from predictors.hillstrom import ARM_NAMES, PROPENSITY, arm_summary, load_hillstrom
+    from promogym.envs.hillstrom import load_response
+    from promogym.experiments.uplift_eval import budgeted_best_arm, ope, qini_curve, uplift_scores
+    from promogym.predictors.hillstrom import ARM_NAMES, PROPENSITY, arm_summary, load_hillstrom
 
     df = load_hillstrom()
     train, test = df[df["split"] == "train"], df[df["split"] == "test"].reset_index(drop=True)
@@ -273,7 +273,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from predictors.hillstrom import DataError
+    from promogym.predictors.hillstrom import DataError
 
     if not 0 <= args.budget_share <= 1:
         raise CLIError(f"--budget-share must be in [0, 1], got {args.budget_share}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from experiments.errors import CLIError
+from promogym.experiments.errors import CLIError
 
 
 def output_file(path: str | os.PathLike[str], what: str = "output") -> Path:

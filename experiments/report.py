@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from envs.io import atomic_path, write_json
-from envs.market.customers import VISIT_BANDS as BAND_NAMES
-from experiments.analysis import SENSITIVITY
-from experiments.errors import CLIError
-from experiments.stats import bootstrap_ci, bootstrap_diff_ci, normalized, summarize
+from promogym.core.io import atomic_path, write_json
+from promogym.envs.market.customers import VISIT_BANDS as BAND_NAMES
+from promogym.experiments.analysis import SENSITIVITY
+from promogym.experiments.errors import CLIError
+from promogym.experiments.stats import bootstrap_ci, bootstrap_diff_ci, normalized, summarize
 
 STATIC_RULES = ("best_static", "list_price", "no_coupon", "all_5pct", "all_10pct", "uniform_discount", "cost_plus")
 
@@ -82,7 +82,7 @@ def reference_of(names: list[str], means: dict[str, float]) -> str:
 
 def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
     """Every figure of one env's tables."""
-    from experiments.evaluate_cmd import ab_test
+    from promogym.experiments.evaluate_cmd import ab_test
 
     world = episodes[episodes["backend"] == "world"]
     policies: dict[str, Any] = {}
@@ -423,7 +423,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.paths import output_dir
+    from promogym.experiments.paths import output_dir
 
     folder = Path(args.run)
     if not (folder / "experiment.yml").is_file():

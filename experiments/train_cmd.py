@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.errors import CLIError
-from experiments.fit_cmd import parse_overrides
+from promogym.experiments.errors import CLIError
+from promogym.experiments.fit_cmd import parse_overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.train import TrainSpec, check_compatible, train
+    from promogym.agents.train import TrainSpec, check_compatible, train
 
     if args.timesteps < 1:
         raise CLIError(f"--timesteps must be >= 1, got {args.timesteps}")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     out = Path(args.out) if args.out else Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{args.seed}"
-    import envs
+    from promogym import envs
 
     response = args.response or ("world" if args.env in envs.MARKET_ENV_IDS else "cells")
     spec = TrainSpec(env_id=args.env, algo=args.algo, seed=args.seed, timesteps=args.timesteps,

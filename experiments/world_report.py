@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.io import atomic_path, write_json
-from envs.market import Market, MarketConfig
-from envs.market.analysis import demand_curves, elasticities
-from experiments.data import load_world_file
-from experiments.paths import output_dir
+from promogym.core.io import atomic_path, write_json
+from promogym.envs.market import Market, MarketConfig
+from promogym.envs.market.analysis import demand_curves, elasticities
+from promogym.experiments.data import load_world_file
+from promogym.experiments.paths import output_dir
 
 
 def plot_demand_curves(market: Market, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Conversion models: the `ConversionModel` protocol, the BERT model, baselines and metrics."""
 
-from predictors.base import ConversionModel, validate_batch
-from predictors.registry import load_model, market_for_data
+from promogym.predictors.base import ConversionModel, validate_batch
+from promogym.predictors.registry import load_model, market_for_data
 
 __all__ = ["ConversionModel", "load_model", "market_for_data", "validate_batch"]

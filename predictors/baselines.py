@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.io import atomic_path
-from envs.market import Market
-from predictors.base import Batch, as_frame, clip_proba, validate_batch
-from predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
+from promogym.core.io import atomic_path
+from promogym.envs.market import Market
+from promogym.predictors.base import Batch, as_frame, clip_proba, validate_batch
+from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
 
 PICKLE_MAGIC = "promogym-baseline-v1"
 

@@ -29,12 +29,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from envs.io import atomic_dir, atomic_path
-from predictors.base import Batch, validate_batch
-from predictors.calibration import Calibrator
-from predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
-from predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
-from predictors.scrub import scrub
+from promogym.core.io import atomic_dir, atomic_path
+from promogym.predictors.base import Batch, validate_batch
+from promogym.predictors.calibration import Calibrator
+from promogym.predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
+from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
+from promogym.predictors.scrub import scrub
 
 log = logging.getLogger(__name__)
 

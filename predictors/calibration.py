@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from predictors.base import clip_proba
+from promogym.predictors.base import clip_proba
 
 METHODS = ("none", "temperature", "isotonic")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictors.base import OFFER_COLUMNS, validate_batch
-from predictors.scrub import scrub
+from promogym.predictors.base import OFFER_COLUMNS, validate_batch
+from promogym.predictors.scrub import scrub
 
 TRAIN_COLUMNS = (*OFFER_COLUMNS, "purchased")
 

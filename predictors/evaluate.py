@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.io import atomic_path, write_json
-from envs.market import Market
-from predictors.base import ConversionModel
-from predictors.data import split_rows
-from predictors.metrics import gap_share, log_loss, reliability, report_at_base_rate, score
+from promogym.core.io import atomic_path, write_json
+from promogym.envs.market import Market
+from promogym.predictors.base import ConversionModel
+from promogym.predictors.data import split_rows
+from promogym.predictors.metrics import gap_share, log_loss, reliability, report_at_base_rate, score
 
 PRICE_GRID = np.round(np.linspace(0.7, 1.3, 13), 3)
 

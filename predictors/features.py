@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.market.world import WEEKDAYS
-from predictors.base import OPTIONAL_COLUMNS
+from promogym.envs.market.world import WEEKDAYS
+from promogym.predictors.base import OPTIONAL_COLUMNS
 
 # Numeric offer features, in this order, for the hybrid head and the baselines.
 NUMERIC_FEATURES: tuple[str, ...] = ("log_shelf_rel", "log_paid_rel", "coupon", "has_coupon", "log_list_price",

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import classification_report, roc_auc_score
 
-from predictors.base import clip_proba
+from promogym.predictors.base import clip_proba
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:

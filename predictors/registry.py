@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from envs.market import Market
-from predictors.base import ConversionModel
+from promogym.envs.market import Market
+from promogym.predictors.base import ConversionModel
 
 SPEC_HELP = "bert:<checkpoint dir> | gbdt:<file> | logistic:<file> | truth | ceiling"
 
@@ -21,7 +21,7 @@ def load_model(spec: str | ConversionModel, market: Market | None = None) -> Con
         return spec
     kind, _, arg = spec.partition(":")
     if kind in ("truth", "world", "ceiling"):
-        from predictors.baselines import RevealedTruthModel, TruthModel
+        from promogym.predictors.baselines import RevealedTruthModel, TruthModel
 
         if market is None:
             raise ValueError(f"model {spec!r} needs the market (the data's sidecar JSON with its world config)")
@@ -29,11 +29,11 @@ def load_model(spec: str | ConversionModel, market: Market | None = None) -> Con
     if not arg:
         raise ValueError(f"model spec {spec!r} needs a path: {SPEC_HELP}")
     if kind == "bert":
-        from predictors.bert import BertConversionModel
+        from promogym.predictors.bert import BertConversionModel
 
         return BertConversionModel.load(arg)
     if kind in ("gbdt", "logistic"):
-        from predictors.baselines import _Pickled
+        from promogym.predictors.baselines import _Pickled
 
         model = _Pickled.load(arg)
         if getattr(model, "name", None) != kind:

@@ -33,14 +33,14 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from envs.config import ConfigBase, param
-from envs.io import atomic_dir, file_sha256
-from predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
-from predictors.calibration import Calibrator
-from predictors.data import Split, load_logs, split_rows
-from predictors.encoder import autocast, load_encoder, pick_device
-from predictors.features import numeric_features, weekday_index
-from predictors.metrics import log_loss
+from promogym.core.config import ConfigBase, param
+from promogym.core.io import atomic_dir, file_sha256
+from promogym.predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
+from promogym.predictors.calibration import Calibrator
+from promogym.predictors.data import Split, load_logs, split_rows
+from promogym.predictors.encoder import autocast, load_encoder, pick_device
+from promogym.predictors.features import numeric_features, weekday_index
+from promogym.predictors.metrics import log_loss
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"

@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from predictors.calibration import Calibrator
-from predictors.hillstrom import ARM_NAMES, ARM_SENTENCES, profile_sentences, tabular_features
-from predictors.metrics import log_loss
+from promogym.predictors.calibration import Calibrator
+from promogym.predictors.hillstrom import ARM_NAMES, ARM_SENTENCES, profile_sentences, tabular_features
+from promogym.predictors.metrics import log_loss
 
 BINARY = ("visit", "conversion")
 N_ARMS = len(ARM_NAMES)
@@ -178,7 +178,7 @@ class SentenceNet(nn.Module):
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(width, len(BINARY)))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from predictors.encoder import mean_pool
+        from promogym.predictors.encoder import mean_pool
 
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
@@ -197,7 +197,7 @@ class BertUplift(UpliftModel):
     def __init__(self, encoder: str = "minilm", seed: int = 0, device: str | None = None, max_length: int = 32,
                  head_epochs: int = 30, finetune_epochs: int = 1, finetune_layers: int = 2, head_lr: float = 2e-3,
                  finetune_lr: float = 3e-5, batch_size: int = 512, patience: int = 4) -> None:
-        from predictors.encoder import load_encoder, pick_device
+        from promogym.predictors.encoder import load_encoder, pick_device
 
         self.settings: dict[str, Any] = {
             "encoder": encoder, "seed": seed, "max_length": max_length, "head_epochs": head_epochs,

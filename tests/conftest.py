@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from envs.market import Market
-from envs.market.logs import generate_logs
+from promogym.envs.market import Market
+from promogym.envs.market.logs import generate_logs
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,7 @@ TINY = {"encoder": "tiny", "head_epochs": 3, "batch_size": 1024, "lr_head": 3e-3
 @pytest.fixture(scope="session")
 def tiny_model(small_logs, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
-    from predictors.train import FitConfig, fit
+    from promogym.predictors.train import FitConfig, fit
 
     return fit(small_logs, FitConfig.from_dict(TINY), out), out
 

@@ -4,13 +4,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from agents.base import run_episode
-from agents.baselines import UniformCoupon
-from agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
-from envs.market import Market
-from envs.market.logs import generate_logs
-from experiments.stats import bootstrap_ci, iqm, normalized, summarize
+from promogym import envs  # noqa: F401
+from promogym.agents.base import run_episode
+from promogym.agents.baselines import UniformCoupon
+from promogym.agents.coupons import CouponOracle, MyopicCoupons, UpliftTargeting
+from promogym.envs.market import Market
+from promogym.envs.market.logs import generate_logs
+from promogym.experiments.stats import bootstrap_ci, iqm, normalized, summarize
 
 COUPONS = {"market": {"n_customers": 800, "n_products": 100}, "cohort_size": 32, "horizon": 12, "budget": 60.0}
 
@@ -60,7 +60,7 @@ def test_uplift_targeting_paces_the_budget(coupon_logs):
 
 
 def test_agents_report_on_coupons(tmp_path, capsys, coupon_logs):
-    from experiments.cli import main
+    from promogym.experiments.cli import main
 
     logs = tmp_path / "logs.parquet"
     coupon_logs.to_parquet(logs)

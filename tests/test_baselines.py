@@ -4,9 +4,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers the ids)
-from agents.base import Policy, episode_table, run_episode
-from agents.baselines import (
+from promogym import envs  # noqa: F401  (registers the ids)
+from promogym.agents.base import Policy, episode_table, run_episode
+from promogym.agents.baselines import (
     CostPlus,
     ListPrice,
     Markdown,

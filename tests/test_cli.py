@@ -7,9 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from envs.io import file_sha256
-from experiments import paths
-from experiments.cli import main
+from promogym.core.io import file_sha256
+from promogym.experiments import paths
+from promogym.experiments.cli import main
 
 SMALL_WORLD = "market:\n  n_products: 40\n  n_customers: 300\n  daily_arrivals: 200\n"
 
@@ -109,7 +109,7 @@ def test_world_report_writes_table_and_plot(tmp_path, world_file, capsys):
 
 def test_bench_world_quick_writes_json(tmp_path):
     # a subprocess: the benchmark pins its process to one CPU
-    res = subprocess.run([sys.executable, "-m", "experiments.cli", "bench", "world", "--quick", "--out",
+    res = subprocess.run([sys.executable, "-m", "promogym.experiments.cli", "bench", "world", "--quick", "--out",
                           str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     figures = json.loads((tmp_path / "world.json").read_text())["figures"]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments.cli import main
+from promogym.experiments.cli import main
 
 
 def test_fit_baselines_and_tiny_bert_then_evaluate(small_logs, tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_eval_predictor_bad_model_specs(small_logs, tmp_path, capsys):
 
 
 def test_bench_predictor_quick(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "experiments.cli", "bench", "predictor", "--quick", "--out",
+    res = subprocess.run([sys.executable, "-m", "promogym.experiments.cli", "bench", "predictor", "--quick", "--out",
                           str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     fig = json.loads((tmp_path / "predictor.json").read_text())["figures"]

@@ -1,7 +1,7 @@
 import pytest
 
-from envs.market import MarketConfig
-from envs.market.logs import LoggingPolicy
+from promogym.envs.market import MarketConfig
+from promogym.envs.market.logs import LoggingPolicy
 
 
 def test_defaults_are_valid_and_roundtrip():

@@ -10,9 +10,9 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import envs
-from envs.coupons import CouponAllocationEnv
-from envs.pricing import DynamicPricingEnv, PricePromoEnv
+from promogym import envs
+from promogym.envs.coupons import CouponAllocationEnv
+from promogym.envs.pricing import DynamicPricingEnv, PricePromoEnv
 
 IDS = list(envs.MARKET_ENV_IDS)
 SMALL = {"market": {"n_customers": 800, "n_products": 100}}

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.cli import main
-from experiments.experiment import CONFIG_DIR, Experiment, ExperimentConfig
-from experiments.report import env_statistics
-from experiments.trials import run_trials
+from promogym.experiments.cli import main
+from promogym.experiments.experiment import CONFIG_DIR, Experiment, ExperimentConfig
+from promogym.experiments.report import env_statistics
+from promogym.experiments.trials import run_trials
 
 SMOKE = CONFIG_DIR / "smoke.yml"
 NOTEBOOK = Path(__file__).resolve().parent.parent / "experiments" / "notebooks" / "policy_analysis.ipynb"
@@ -279,7 +279,7 @@ def test_an_interrupted_experiment_keeps_finished_trials_and_resumes(tmp_path):
     cfg = tmp_path / "small.yml"
     cfg.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "experiments.cli", "experiment", str(cfg), "--out", str(out), "--no-report",
+    cmd = [sys.executable, "-m", "promogym.experiments.cli", "experiment", str(cfg), "--out", str(out), "--no-report",
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     train = out / "train" / "DynamicPricing-v0" / "world"

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401
-from experiments.cli import main
-from experiments.uplift_eval import auuc, budgeted_best_arm, ope, qini_coefficient, qini_curve, uplift_at_k
-from predictors.hillstrom import (
+from promogym import envs  # noqa: F401
+from promogym.experiments.cli import main
+from promogym.experiments.uplift_eval import auuc, budgeted_best_arm, ope, qini_coefficient, qini_curve, uplift_at_k
+from promogym.predictors.hillstrom import (
     ARMS,
     DATA_FILE,
     DataError,
@@ -23,7 +23,7 @@ from predictors.hillstrom import (
     split_labels,
     tabular_features,
 )
-from predictors.uplift import BertUplift, CellMeans, TwoModelUplift, load_uplift_model
+from promogym.predictors.uplift import BertUplift, CellMeans, TwoModelUplift, load_uplift_model
 
 ENV = "promogym/HillstromTargeting-v0"
 

@@ -4,12 +4,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from agents.base import episode_table, run_episode
-from agents.baselines import StaticPrice
-from agents.oracle import StockDPOracle
-from agents.train import LearnedPolicy, TrainSpec, train
-from envs.market import mnl_from_utility
+from promogym import envs  # noqa: F401
+from promogym.agents.base import episode_table, run_episode
+from promogym.agents.baselines import StaticPrice
+from promogym.agents.oracle import StockDPOracle
+from promogym.agents.train import LearnedPolicy, TrainSpec, train
+from promogym.envs.market import mnl_from_utility
 
 ONE_PRODUCT = {"market": {"n_customers": 2000, "n_products": 100, "reference_adaptation": 0.0},
                "n_products": 1, "categories": [0], "horizon": 14, "daily_customers": 200,

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from envs.market.logs import LOG_COLUMNS, LoggingPolicy, generate_logs
+from promogym.envs.market.logs import LOG_COLUMNS, LoggingPolicy, generate_logs
 
 
 def test_schema_and_accounting(logs, market):

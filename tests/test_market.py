@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from envs.market import CUSTOMER_TYPES, Market, MarketConfig
-from envs.market.analysis import elasticities, typical_pairs
-from envs.market.customers import _TYPE_PHRASES
+from promogym.envs.market import CUSTOMER_TYPES, Market, MarketConfig
+from promogym.envs.market.analysis import elasticities, typical_pairs
+from promogym.envs.market.customers import _TYPE_PHRASES
 
 TYPE = {t.name: i for i, t in enumerate(CUSTOMER_TYPES)}
 

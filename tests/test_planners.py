@@ -4,10 +4,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from agents.base import episode_table, run_episode
-from agents.baselines import ListPrice, StaticPrice
-from agents.oracle import MPCOracle, MyopicGreedy, StockDPOracle
+from promogym import envs  # noqa: F401
+from promogym.agents.base import episode_table, run_episode
+from promogym.agents.baselines import ListPrice, StaticPrice
+from promogym.agents.oracle import MPCOracle, MyopicGreedy, StockDPOracle
 
 ONE = {"market": {"n_customers": 800, "n_products": 100, "reference_adaptation": 0.0}, "n_products": 1,
        "categories": [0], "horizon": 10, "daily_customers": 200, "initial_stock": 6, "price_low": 0.6,

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from envs.market import Market
-from envs.market.logs import generate_logs
-from predictors.baselines import GBDTConversionModel
-from predictors.data import load_logs, split_rows
-from predictors.evaluate import evaluate
-from predictors.train import FitConfig, fit
+from promogym.envs.market import Market
+from promogym.envs.market.logs import generate_logs
+from promogym.predictors.baselines import GBDTConversionModel
+from promogym.predictors.data import load_logs, split_rows
+from promogym.predictors.evaluate import evaluate
+from promogym.predictors.train import FitConfig, fit
 
 
 @pytest.mark.slow

@@ -9,16 +9,16 @@ import pytest
 import torch
 from conftest import SMALL_WORLD, TINY
 
-from envs.market import Market
-from predictors.baselines import GBDTConversionModel, LogisticConversionModel, RevealedTruthModel, TruthModel
-from predictors.bert import BertConversionModel, HybridNet
-from predictors.calibration import Calibrator
-from predictors.data import load_logs, split_rows
-from predictors.encoder import load_encoder
-from predictors.evaluate import evaluate, monotone_share
-from predictors.metrics import ece, gap_share, log_loss
-from predictors.registry import load_model
-from predictors.train import FitConfig, fit
+from promogym.envs.market import Market
+from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel, RevealedTruthModel, TruthModel
+from promogym.predictors.bert import BertConversionModel, HybridNet
+from promogym.predictors.calibration import Calibrator
+from promogym.predictors.data import load_logs, split_rows
+from promogym.predictors.encoder import load_encoder
+from promogym.predictors.evaluate import evaluate, monotone_share
+from promogym.predictors.metrics import ece, gap_share, log_loss
+from promogym.predictors.registry import load_model
+from promogym.predictors.train import FitConfig, fit
 
 
 def _offers(path, n=300, seed=0):
@@ -196,7 +196,7 @@ def test_metrics_and_calibration():
 
 @pytest.mark.parametrize("table", [True, False])
 def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkeypatch, table):
-    import predictors.bert as bert_module
+    import promogym.predictors.bert as bert_module
 
     if not table:
         monkeypatch.setattr(bert_module, "PAIR_TABLE_CELLS", 0)  # the sorted-key index

@@ -1,7 +1,7 @@
 import pytest
 
-from envs.market import Market
-from predictors.scrub import scrub
+from promogym.envs.market import Market
+from promogym.predictors.scrub import scrub
 
 
 @pytest.mark.parametrize(("raw", "token", "leak"), [

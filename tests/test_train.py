@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from agents.base import run_episode
-from agents.train import LearnedPolicy
-from experiments.cli import main
+from promogym.agents.base import run_episode
+from promogym.agents.train import LearnedPolicy
+from promogym.experiments.cli import main
 
 FAST_ENV = ["--env-set", "horizon=8", "--env-set", "daily_customers=60", "--env-set", "initial_stock=15",
             "--env-set", "market={n_customers: 800, n_products: 100}"]

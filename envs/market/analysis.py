@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.market.customers import CUSTOMER_TYPES
-from envs.market.world import Market
+from promogym.envs.market.customers import CUSTOMER_TYPES
+from promogym.envs.market.world import Market
 
 
 def typical_pairs(market: Market, ctype: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

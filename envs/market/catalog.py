@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.market.config import MarketConfig
+from promogym.envs.market.config import MarketConfig
 
 TIERS: tuple[str, ...] = ("budget", "mid", "premium")
 TIER_PRICE = np.array([0.7, 1.0, 1.6])

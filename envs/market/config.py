@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from envs.config import ConfigBase, param
+from promogym.core.config import ConfigBase, param
 
 CUSTOMER_TYPE_NAMES: tuple[str, ...] = ("deal_seeker", "regular", "buys_anyway", "promo_averse", "browser")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.market.config import CUSTOMER_TYPE_NAMES, MarketConfig
+from promogym.envs.market.config import CUSTOMER_TYPE_NAMES, MarketConfig
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from envs.config import ConfigBase, param
-from envs.market.customers import CUSTOMER_TYPES
-from envs.market.world import WEEKDAYS, Market
+from promogym.core.config import ConfigBase, param
+from promogym.envs.market.customers import CUSTOMER_TYPES
+from promogym.envs.market.world import WEEKDAYS, Market
 
 LOG_COLUMNS: tuple[str, ...] = (
     "day", "weekday", "visit_id", "user_id", "item_id", "user_text", "item_text", "category",

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.market.catalog import CATEGORIES, Catalog, make_catalog
-from envs.market.config import MarketConfig
-from envs.market.customers import (
+from promogym.envs.market.catalog import CATEGORIES, Catalog, make_catalog
+from promogym.envs.market.config import MarketConfig
+from promogym.envs.market.customers import (
     CUSTOMER_TYPES,
     GAIN,
     INTERCEPT,
