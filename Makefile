@@ -22,7 +22,7 @@ demo: install
 	@echo "demo report: $(DEMO)/report/report.md (run folder $(DEMO)/)"
 
 experiment: install
-	$(BIN)/promogym experiment experiments/configs/default.yml
+	$(BIN)/promogym experiment experiments/configs/default.yml --report results/default --force
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -32,13 +32,17 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow -q
 
 bench: install
-	$(BIN)/promogym bench world
-	$(BIN)/promogym bench predictor
-	$(BIN)/promogym bench env
+	$(BIN)/promogym bench world --out results/bench --force
+	$(BIN)/promogym bench predictor --out results/bench --force
+	$(BIN)/promogym bench env --out results/bench --force
 
+# mypy reads the package through a tree of links laid out as it is installed (promogym/envs -> envs/, ...)
 lint: install
 	$(BIN)/ruff check .
+	rm -rf .typecheck && mkdir -p .typecheck/promogym
+	ln -s $(CURDIR)/promogym/__init__.py $(CURDIR)/promogym/core .typecheck/promogym/
+	for d in envs agents predictors experiments; do ln -s $(CURDIR)/$$d .typecheck/promogym/$$d; done
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .typecheck

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from promogym.agents.base import EnvPolicy, episode_table
+from promogym.agents.registry import PolicyContext, register_policy
 
 
 class _PricingPolicy(EnvPolicy):
@@ -193,3 +194,59 @@ def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Seque
         if not improved:
             break
     return best, best_score
+
+
+# ---------------------------------------------------------------------------------------- registry
+@register_policy("list_price", families=("pricing",), static=True, help="every product at list price")
+def _list_price(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> ListPrice:
+    return ListPrice(env)
+
+
+@register_policy("best_static", families=("pricing",), static=True, plans=True,
+                 help="the best constant price vector, searched on the simulator")
+def _best_static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
+    best = ctx.cached("best_static", lambda: search_static_prices(ctx.make_simulator_env,
+                                                                  seeds=range(ctx.search_seeds))[0])
+    return StaticPrice(env, best)
+
+
+@register_policy("static", families=("pricing",), arg="<multiplier>", static=True, default=False,
+                 help="every product at <multiplier> x list price")
+def _static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
+    return StaticPrice(env, float(arg or 1.0))
+
+
+@register_policy("uniform_discount", families=("pricing",), static=True, help="10% off list price")
+def _uniform_discount(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> UniformDiscount:
+    return UniformDiscount(env, 0.1)
+
+
+@register_policy("cost_plus", families=("pricing",), static=True, help="unit cost plus a 100% markup")
+def _cost_plus(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> CostPlus:
+    return CostPlus(env, 1.0)
+
+
+@register_policy("markdown", families=("pricing",), help="list price, marked down as the season runs on")
+def _markdown(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Markdown:
+    return Markdown(env)
+
+
+@register_policy("thompson", families=("pricing",), help="Thompson sampling over a price ladder per product")
+def _thompson(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> ThompsonPricing:
+    return ThompsonPricing(env)
+
+
+@register_policy("random", families=("pricing", "coupons"), help="uniformly random actions (seeded)")
+def _random(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> RandomPolicy:
+    return RandomPolicy(env)
+
+
+def _uniform_coupon(level: int) -> Callable[[gym.Env[Any, Any], PolicyContext, str | None], UniformCoupon]:
+    def factory(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> UniformCoupon:
+        return UniformCoupon(env, level)
+    return factory
+
+
+for _level, _name, _what in ((0, "no_coupon", "no coupons"), (1, "all_5pct", "the 5% coupon for everybody"),
+                             (2, "all_10pct", "the 10% coupon for everybody")):
+    register_policy(_name, families=("coupons",), static=True, help=_what)(_uniform_coupon(_level))

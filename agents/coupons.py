@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from promogym.agents.base import EnvPolicy
+from promogym.agents.registry import PolicyContext, register_policy
 from promogym.envs.coupons import marketer_features
 from promogym.envs.market import sigmoid
 
@@ -136,3 +137,21 @@ class CouponOracle(EnvPolicy):
             else:
                 hi = mid
         return choose(hi).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- registry
+@register_policy("uplift", families=("coupons",), help="two-model uplift targeting learned from the logs")
+def _uplift(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> UpliftTargeting:
+    return UpliftTargeting(env, ctx.logs())
+
+
+@register_policy("myopic", families=("coupons",), plans=True,
+                 help="each customer's level of best expected profit this step under the simulator")
+def _myopic(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> MyopicCoupons:
+    return MyopicCoupons(env, simulator=ctx.simulator)
+
+
+@register_policy("oracle", families=("coupons",), knows_truth=True,
+                 help="the true world's best allocation under an evenly paced budget")
+def _oracle(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> CouponOracle:
+    return CouponOracle(env)

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from promogym.agents.base import EnvPolicy
+from promogym.agents.registry import PolicyContext, register_policy
 from promogym.envs.backends import WorldBackend
 from promogym.envs.market import mnl_from_utility
 
@@ -160,6 +161,18 @@ class MPCOracle(_Planner):
             state.reference_price[shown] += rho * (prices - state.reference_price[shown])
             state.day += 1
         return total
+
+
+@register_policy("myopic", families=("pricing",), plans=True,
+                 help="the day's best prices under the simulator, blind to stock, reference prices and fatigue")
+def _myopic(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> MyopicGreedy:
+    return MyopicGreedy(env, simulator=ctx.simulator)
+
+
+@register_policy("oracle", families=("pricing",), knows_truth=True,
+                 help="model-predictive control on the true world over the rest of the season")
+def _oracle(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> MPCOracle:
+    return MPCOracle(env, n_visitors=int(getattr(env.unwrapped, "planning_visitors", 1000)))
 
 
 class StockDPOracle(EnvPolicy):

@@ -99,10 +99,12 @@ def load_hyperparams(env_id: str, algo: str) -> dict[str, Any]:
 
 def response_hash(response: str) -> str | None:
     """sha256 over a learned response model's files (None for the world)."""
-    kind, _, path = response.partition(":")
-    if kind == "world" or not path:
+    from promogym.predictors.registry import parse_spec
+
+    spec = parse_spec(response)
+    if spec.kind == "world" or spec.path is None:
         return None
-    p = Path(path)
+    p = Path(spec.path)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     h = hashlib.sha256()
     for f in files:

@@ -3,8 +3,9 @@
 A backend turns offers (customer ids, product ids, shelf prices, coupon shares, market state) into
 log-odds of buying; environments feed them to a multinomial logit with an outside option (a customer
 shown several products) or a sigmoid (a customer shown one). Chosen by a string — ``world`` (the
-ground truth), ``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` — or by passing any
-``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
+ground truth) or a conversion model spec resolved by ``promogym.predictors.registry``
+(``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` or a registered kind) — or by passing
+any ``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
 logits serve the choice model unchanged, as they do for the world's utilities.
 """
 
@@ -74,13 +75,14 @@ class ModelBackend:
 
 
 def make_backend(spec: Any, market: Market) -> ResponseBackend:
-    """``world``, ``bert:<dir>``, ``gbdt:<file>``, ``logistic:<file>`` or a ConversionModel object."""
+    """``world``, a conversion model spec (``bert:<dir>``, ``gbdt:<file>``, ``logistic:<file>`` or any kind
+    registered with ``promogym.predictors.registry.register_model``) or a ConversionModel object."""
     if isinstance(spec, str) and spec == "world":
         return WorldBackend(market)
-    if isinstance(spec, str) and spec in ("truth", "ceiling"):
-        raise ValueError(f"response {spec!r} is not a backend; use 'world' for the ground truth")
-    from promogym.predictors.registry import load_model
+    from promogym.predictors.registry import load_model, model_entry
 
+    if isinstance(spec, str) and model_entry(spec, "conversion").oracle:
+        raise ValueError(f"response {spec!r} is not a backend; use 'world' for the ground truth")
     try:
         model = load_model(spec, market)
     except FileNotFoundError as exc:

@@ -22,7 +22,9 @@ class MarketEnvConfig(ConfigBase):
 
     market: Mapping[str, Any] = param(None, "MarketConfig overrides for the world", factory=dict)
     response: Any = param(  # noqa: RUF009 (param returns a dataclasses.field)
-        "world", "response backend: world, bert:<dir>, gbdt:<file>, logistic:<file> or a model")
+        "world", "response backend: world (the ground truth), a conversion model spec (bert:<checkpoint dir>, "
+                 "gbdt:<file>, logistic:<file> or a kind added with promogym.predictors.registry.register_model) "
+                 "or a ConversionModel")
     reward: str = param("profit", "reward: profit (revenue - unit cost - coupon cost) or revenue",
                         choices=("profit", "revenue"))
 
@@ -31,10 +33,11 @@ class MarketEnvConfig(ConfigBase):
             raise ValueError(f"{type(self).__name__}.market must be a mapping of MarketConfig overrides")
         r = self.response
         if isinstance(r, str):
-            kind = r.partition(":")[0]
-            if kind not in ("world", "bert", "gbdt", "logistic"):
-                raise ValueError(f"{type(self).__name__}.response must be 'world', 'bert:<dir>', 'gbdt:<file>', "
-                                 f"'logistic:<file>' or a ConversionModel, got {r!r}")
+            if r != "world":  # the ground truth backend, not a model
+                from promogym.predictors.registry import check_spec
+
+                check_spec(r, "conversion", name=f"{type(self).__name__}.response", oracles=False, extra=("world",),
+                           other="a ConversionModel")
         elif not hasattr(r, "predict_proba"):
             raise ValueError(f"{type(self).__name__}.response must be a string or a ConversionModel, got {r!r}")
 

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from promogym.core.config import param
 from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
+from promogym.envs.families import COUPONS
 from promogym.envs.market import Market, sigmoid
 from promogym.envs.market.customers import QUALITY_TASTES
 
@@ -86,6 +87,7 @@ class CouponAllocationEnv(MarketEnv):
     """
 
     config_class = CouponAllocationConfig
+    family = COUPONS
     config: CouponAllocationConfig
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:

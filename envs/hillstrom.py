@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from promogym.core.config import ConfigBase, param
 from promogym.envs.base import OBS_BOUND, resolve_config
+from promogym.envs.families import TARGETING
 
 N_CUSTOMER_FEATURES = 11
 
@@ -18,8 +19,8 @@ N_CUSTOMER_FEATURES = 11
 @dataclasses.dataclass(frozen=True)
 class HillstromConfig(ConfigBase):
     response: Any = param(  # noqa: RUF009 (param returns a dataclasses.field)
-        "cells", "response model: cells (smoothed cell means, instant), bert:<dir>, gbdt:<file>, logistic:<file> "
-                 "or an UpliftModel")
+        "cells", "response model: cells (smoothed cell means, instant), bert:<dir>, gbdt:<file>, logistic:<file>, "
+                 "a kind added with promogym.predictors.registry.register_model, or an UpliftModel")
     outcome: str = param("visit", "reward outcome: visit, conversion or spend",
                          choices=("visit", "conversion", "spend"))
     email_cost: float = param(0.01, "cost of one e-mail, in units of the outcome", lo=0.0, hi=1e6)
@@ -34,9 +35,9 @@ class HillstromConfig(ConfigBase):
     def validate(self) -> None:
         r = self.response
         if isinstance(r, str):
-            if r != "cells" and r.partition(":")[0] not in ("bert", "gbdt", "logistic"):
-                raise ValueError(f"{type(self).__name__}.response must be 'cells', 'bert:<dir>', 'gbdt:<file>' "
-                                 f"or 'logistic:<file>', got {r!r}")
+            from promogym.predictors.registry import check_spec
+
+            check_spec(r, "uplift", name=f"{type(self).__name__}.response")
         elif not hasattr(r, "predict"):
             raise ValueError(f"{type(self).__name__}.response must be a string or an UpliftModel, got {r!r}")
 
@@ -46,13 +47,9 @@ def load_response(spec: Any, data: Any) -> Any:
     or an UpliftModel object as it is."""
     if not isinstance(spec, str):
         return spec
-    if spec == "cells":
-        from promogym.predictors.uplift import CellMeans
+    from promogym.predictors.registry import load_uplift_model
 
-        return CellMeans().fit(data[data["split"] == "train"])
-    from promogym.predictors.uplift import load_uplift_model
-
-    return load_uplift_model(spec)
+    return load_uplift_model(spec, data=data)
 
 
 class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -94,6 +91,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
+    family = TARGETING
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         from promogym.predictors.hillstrom import load_hillstrom, tabular_features

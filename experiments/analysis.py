@@ -15,20 +15,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from promogym.envs.market.customers import VISIT_BANDS
-
-SENSITIVITY = ("low", "mid", "high")  # terciles of the customers' hidden price sensitivity
-
-
-def sensitivity_band(customers: Any, users: np.ndarray) -> np.ndarray:
-    """Index into SENSITIVITY of each user's hidden price sensitivity (terciles over all customers)."""
-    cuts = np.quantile(customers.price_dev, [1 / 3, 2 / 3])
-    return np.searchsorted(cuts, customers.price_dev[np.asarray(users)])
+from promogym.envs.families import family_of, short_name
+from promogym.envs.market.customers import SENSITIVITY, VISIT_BANDS, sensitivity_band
 
 
 def learned_runs(run: str | Path, env_id: str, trained_on: str = "world") -> list[Path]:
     """The training run folders of an experiment for one env and simulator, by seed."""
-    folder = Path(run) / "train" / env_id.split("/")[-1] / trained_on
+    folder = Path(run) / "train" / short_name(env_id) / trained_on
     runs = sorted(p for p in folder.glob("*_s*") if (p / "config.yml").is_file())
     if not runs:
         raise FileNotFoundError(f"no finished training runs under {folder}")
@@ -47,8 +40,8 @@ def pricing_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 
 
     run_dir = Path(run_dir)
     env_id, env = _env_for(run_dir)
-    if env_id.endswith("CouponAllocation-v0"):
-        raise ValueError(f"{run_dir} is a coupon agent; use coupon_decisions")
+    if family_of(env_id).name != "pricing":
+        raise ValueError(f"{run_dir} is not a pricing agent ({env_id}); use coupon_decisions for coupon agents")
     agent, myopic = LearnedPolicy(run_dir, env), MyopicGreedy(env)
     u: Any = env.unwrapped
     rows = []
@@ -81,8 +74,8 @@ def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1
 
     run_dir = Path(run_dir)
     env_id, env = _env_for(run_dir)
-    if not env_id.endswith("CouponAllocation-v0"):
-        raise ValueError(f"{run_dir} is a pricing agent; use pricing_decisions")
+    if family_of(env_id).name != "coupons":
+        raise ValueError(f"{run_dir} is not a coupon agent ({env_id}); use pricing_decisions for pricing agents")
     agent, myopic = LearnedPolicy(run_dir, env), MyopicCoupons(env)
     u: Any = env.unwrapped
     cust = u.market.customers

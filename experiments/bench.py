@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from promogym.core.io import git_commit, machine_info, package_versions, write_json
-from promogym.experiments.paths import output_dir
+from promogym.experiments.paths import add_force, output_dir
 
 
 def pin_one_core() -> int | None:
@@ -262,13 +262,14 @@ def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
     p.add_argument("what", choices=sorted(BENCHES), help="what to benchmark")
-    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    add_force(p)
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = output_dir(args.out)
+    out = output_dir(args.out, "--out", force=args.force)
     result = run_bench(args.what, out, args.quick)
     for key, value in result["figures"].items():
         if isinstance(value, float):

@@ -15,7 +15,7 @@ from promogym.core.io import atomic_path, file_sha256, package_versions, write_j
 from promogym.envs.market import Market, MarketConfig
 from promogym.envs.market.logs import LoggingPolicy, generate_logs
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import input_file, output_file
+from promogym.experiments.paths import add_force, input_file, output_file
 
 WORLD_FILE_KEYS = ("market", "logging_policy")
 
@@ -94,6 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output parquet file; its folder must exist")
     p.add_argument("--world", default=None, help="YAML with `market:` and `logging_policy:` overrides")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--rows must be >= 1, got {args.rows}")
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
-    out = output_file(args.out, "--out")
+    out = output_file(args.out, "--out", force=args.force)
     meta = make_logs(args.rows, args.seed, out, args.world, progress=not args.no_progress and sys.stderr.isatty())
     s = meta["summary"]
     print(f"wrote {out} ({s['rows']:,} rows, {s['days']} days, {s['customers']:,} customers, "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import input_file, output_dir
+from promogym.experiments.paths import add_force, input_file, output_dir
 from promogym.predictors.data import load_logs
 from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data
 
@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]SPEC",
                    help=f"a model to evaluate (repeatable): {SPEC_HELP}")
     p.add_argument("--data", required=True, help="the logs the models were fitted on")
-    p.add_argument("--out", default="results/predictor", help="output folder (default results/predictor)")
+    p.add_argument("--out", default="runs/predictor", help="output folder (default runs/predictor)")
+    add_force(p)
     p.add_argument("--max-rows", type=int, default=None, help="cap rows per set (sampled), e.g. for text mode")
     p.set_defaults(func=run)
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             models[name] = load_model(spec, market)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
-    out = output_dir(args.out)
+    out = output_dir(args.out, "--out", force=args.force)
     result = evaluate(models, df, max_rows=args.max_rows)
     write_report(result, out)
     plot_calibration(result, out / "calibration.png")

@@ -22,23 +22,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 import yaml
 
+from promogym.agents.registry import default_baselines, policies_for
 from promogym.core.config import ConfigBase, param
-from promogym.core.io import atomic_dir, atomic_path, git_commit, machine_info, write_json
+from promogym.core.io import atomic_dir, atomic_path, write_json
+from promogym.envs.families import short_name
 from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import add_force
+from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SIM, WORLD = "sim", "world"
@@ -49,6 +49,19 @@ SIM, WORLD = "sim", "world"
 class LogsSection(ConfigBase):
     rows: int = param(30_000, "logged offers", lo=1_000, hi=50_000_000)
     seed: int = param(0, "seed of the logging run", lo=0, hi=2**32 - 1)
+    path: str | None = param(None, "use this logs parquet (with its sidecar JSON if any) instead of logging the world")
+
+    def validate(self) -> None:
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"LogsSection.path: logs file not found: {self.path}")
+
+    def key_settings(self) -> dict[str, Any]:
+        """The settings that identify the logs: a given file by its content, else the rows and seed."""
+        from promogym.core.io import file_sha256
+
+        if self.path is None:
+            return {"rows": self.rows, "seed": self.seed}
+        return {"file_sha256": file_sha256(self.path)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +143,8 @@ class ExperimentConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
         """Validate a parsed YAML config; every problem is a ValueError naming the key."""
         from promogym import envs
+        from promogym.agents.registry import check_policy
         from promogym.agents.train import ALGOS, check_compatible
-        from promogym.experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
 
         if not isinstance(raw, Mapping):
             raise ValueError("an experiment config is a YAML mapping with keys name, envs, ...")
@@ -140,7 +153,7 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         name = raw.get("name")
-        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        if not isinstance(name, str) or not name.strip(".") or not all(c.isalnum() or c in "-_." for c in name):
             raise ValueError(f"name must be a non-empty string of letters, digits, '-', '_', '.', got {name!r}")
         sections: dict[str, Any] = {}
         for key, section in cls.SECTIONS.items():
@@ -173,10 +186,11 @@ class ExperimentConfig:
             extra = sorted(set(sec.hyperparams) - set(sec.algos))
             if extra:
                 raise ValueError(f"envs.{env_id}.hyperparams: {', '.join(extra)} not among its algos {list(sec.algos)}")
-            names = COUPON_BASELINES if env_id.endswith("CouponAllocation-v0") else PRICING_BASELINES
-            bad = [b for b in (sec.baselines or ()) if b not in names]
-            if bad:
-                raise ValueError(f"envs.{env_id}.baselines: unknown {', '.join(bad)}; choose among {', '.join(names)}")
+            for b in sec.baselines or ():
+                try:
+                    check_policy(b, env_id)
+                except ValueError as exc:
+                    raise ValueError(f"envs.{env_id}.baselines: {exc}") from exc
             env_sections[env_id] = sec
         description = str(raw.get("description") or "")
         return cls(name, description, envs=env_sections, **sections)
@@ -200,45 +214,9 @@ class ExperimentConfig:
         return out
 
 
-def key_of(*parts: Any) -> str:
-    """A short stable hash of JSON-able settings: a stage's identity."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def env_short(env_id: str) -> str:
-    return env_id.split("/")[-1]
-
-
 # ---------------------------------------------------------------------------------------- trial payloads
 def baselines_of(env_id: str, sec: EnvSection) -> list[str]:
-    from promogym.experiments.evaluate_cmd import COUPON_BASELINES, PRICING_BASELINES
-
-    if sec.baselines is not None:
-        return list(sec.baselines)
-    return list(COUPON_BASELINES if env_id.endswith("CouponAllocation-v0") else PRICING_BASELINES)
-
-
-def _trace_rows(env_id: str, seed: int, env: Any, t: int, info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Step records for the report's trajectory plots: per product (pricing) or per customer (coupons)."""
-    u = env.unwrapped
-    if env_id.endswith("CouponAllocation-v0"):
-        from promogym.experiments.analysis import sensitivity_band
-
-        cust = u.market.customers
-        users, items = np.asarray(info["users"]), np.asarray(info["items"])
-        coupon, bought = np.asarray(info["coupon"]), np.asarray(info["bought"])
-        price = u.market.catalog.list_price[items]
-        band = sensitivity_band(cust, users)
-        return [{"episode": seed, "t": t, "user": int(users[k]), "visit_band": int(cust.visit_band[users[k]]),
-                 "price_sensitivity": int(band[k]),
-                 "coupon": float(coupon[k]), "bought": bool(bought[k]),
-                 "spend": float(coupon[k] * price[k] * bought[k]), "budget_left": float(u.budget_left)}
-                for k in range(len(users))]
-    prices = np.asarray(info["prices"]) / u.list_price
-    stock = u.state.stock[u.products]
-    return [{"episode": seed, "t": t, "day": int(info["day"]), "product": j, "price_ratio": float(prices[j]),
-             "stock": int(stock[j]), "units": int(info["units"][j])} for j in range(len(prices))]
+    return list(sec.baselines) if sec.baselines is not None else default_baselines(env_id)
 
 
 def train_trial(p: dict[str, Any]) -> dict[str, Any]:
@@ -260,14 +238,9 @@ def train_trial(p: dict[str, Any]) -> dict[str, Any]:
     return {"dir": str(final), "seconds": time.perf_counter() - start}
 
 
-def _stamp(f: Path) -> dict[str, Any]:
-    """The completion record of a stage or trial (its key, output id, seconds); empty if it never finished."""
-    return json.loads(f.read_text()) if f.is_file() else {}
-
-
 def _run_id(run_dir: str) -> str | None:
     """The identity of a finished training run (a retrained run is another policy, even with equal settings)."""
-    run_id = _stamp(Path(run_dir) / "trial.json").get("run_id")
+    run_id = read_record(Path(run_dir) / "trial.json").get("run_id")
     return None if run_id is None else str(run_id)
 
 
@@ -277,25 +250,27 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
     import gymnasium as gym
 
     from promogym.agents.base import episode_table
-    from promogym.experiments.evaluate_cmd import PolicyFactory
+    from promogym.agents.registry import PolicyContext, make_policy
+    from promogym.envs.families import family_of
 
     start = time.perf_counter()
     env_id = p["env_id"]
     env = gym.make(env_id, config={**p["env_config"], "response": p["response"]})
     planner_env = env if p["planner_response"] == p["response"] else \
         gym.make(env_id, config={**p["env_config"], "response": p["planner_response"]})
-    factory = PolicyFactory(env_id, planner_env, p.get("logs"))
+    ctx = PolicyContext(env_id, planner_env, p.get("logs"))
+    trace_rows = family_of(env_id).trace_rows
     seeds = list(range(p["first_seed"], p["first_seed"] + p["episodes"]))
     frames, traces = [], []
     for train_seed, spec in p["specs"]:
-        policy = factory.make(spec, env)
+        policy = make_policy(spec, env, ctx)
         trace: list[dict[str, Any]] = []
         traced = set(seeds[:p["trace_episodes"]]) if train_seed in (-1, 0) else set()
 
         def hook(seed: int, e: Any, t: int, info: dict[str, Any], traced: set[int] = traced,
                  trace: list[dict[str, Any]] = trace) -> None:
-            if seed in traced:
-                trace.extend(_trace_rows(env_id, seed, e, t, info))
+            if seed in traced and trace_rows is not None:
+                trace.extend(trace_rows(e, seed, t, info))
 
         df = episode_table(env, policy, seeds, p["label"], on_step=hook)
         df.insert(1, "train_seed", train_seed)
@@ -322,48 +297,37 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- the runner
-class Experiment:
-    """The stages of one experiment in one run folder."""
+class Experiment(Pipeline):
+    """The stages of one experiment in one run folder. The predictor stage runs only when something needs
+    the simulator (training on ``sim`` or scoring planners on it); without it every policy is scored in the
+    world alone."""
 
     def __init__(self, config: ExperimentConfig, out: Path, progress: bool = True,
                  echo: Callable[[str], None] = print) -> None:
-        self.cfg, self.out, self.progress, self.echo = config, out, progress, echo
-        self.keys: dict[str, str] = {}  # a stage's inputs
-        self.ids: dict[str, str] = {}  # a stage's output: downstream keys name what was produced, not its recipe
-
-    # -- bookkeeping
-    @staticmethod
-    def _done(folder: Path, key: str) -> str | None:
-        """The output id of a stage finished with this key, else None."""
-        stage = _stamp(folder / "stage.json")
-        return str(stage.get("id")) if stage and stage.get("key") == key else None
-
-    def _stage_seconds(self) -> dict[str, float]:
-        stages = {name: _stamp(self.out / name / "stage.json") for name in ("logs", "predictor", "train", "evaluate")}
-        return {name: float(stage.get("seconds", 0.0)) for name, stage in stages.items() if stage}
-
-    @staticmethod
-    def _finish(folder: Path, key: str, seconds: float, **extra: Any) -> str:
-        out_id = uuid.uuid4().hex
-        write_json(folder / "stage.json", {"key": key, "id": out_id, "seconds": seconds, **extra})
-        return out_id
+        ex = config.execution
+        super().__init__(out, progress, echo, ex.backend, ex.jobs, ex.address)
+        self.cfg = config
+        self.needs_simulator = SIM in config.train.simulators or config.evaluate.sim_planners
 
     # -- stages
     def logs(self) -> Path:
         from promogym.experiments.data import make_logs
 
-        folder = self.out / "logs"
-        key = self.keys["logs"] = key_of("logs", self.cfg.logs.to_dict())
-        if done := self._done(folder, key):
-            self.ids["logs"] = done
-            self.echo(f"logs: done already ({folder})")
-            return folder / "logs.parquet"
-        start = time.perf_counter()
-        with atomic_dir(folder) as tmp:
-            make_logs(self.cfg.logs.rows, self.cfg.logs.seed, tmp / "logs.parquet", progress=self.progress)
-            self.ids["logs"] = self._finish(tmp, key, time.perf_counter() - start)
-        self.echo(f"logs: {self.cfg.logs.rows:,} rows in {time.perf_counter() - start:.0f} s")
-        return folder / "logs.parquet"
+        lc = self.cfg.logs
+
+        def build(tmp: Path) -> None:
+            start = time.perf_counter()
+            if lc.path is not None:
+                source = Path(lc.path)
+                for f in (source, source.with_suffix(".json")):
+                    if f.is_file():
+                        shutil.copyfile(f, tmp / f"logs{f.suffix}")
+                self.echo(f"logs: copied {source}")
+                return
+            make_logs(lc.rows, lc.seed, tmp / "logs.parquet", progress=self.progress)
+            self.echo(f"logs: {lc.rows:,} rows in {time.perf_counter() - start:.0f} s")
+
+        return self.stage("logs", key_of("logs", lc.key_settings()), build) / "logs.parquet"
 
     def predictor_response(self) -> str:
         folder = self.out / "predictor"
@@ -373,50 +337,49 @@ class Experiment:
         return f"{kind}:{(folder / 'model.pkl').resolve()}"
 
     def predictor(self, logs: Path) -> str:
+        pc = self.cfg.predictor
+        self.stage("predictor", key_of("predictor", pc.to_dict(), self.ids["logs"]),
+                   lambda tmp: self._fit_predictor(logs, tmp))
+        return self.predictor_response()
+
+    def _fit_predictor(self, logs: Path, tmp: Path) -> dict[str, Any]:
         from promogym.predictors.data import load_logs
         from promogym.predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
         from promogym.predictors.registry import load_model, market_for_data
 
-        folder = self.out / "predictor"
         pc = self.cfg.predictor
-        key = self.keys["predictor"] = key_of("predictor", pc.to_dict(), self.ids["logs"])
-        if done := self._done(folder, key):
-            self.ids["predictor"] = done
-            self.echo(f"predictor: done already ({folder})")
-            return self.predictor_response()
         start = time.perf_counter()
-        with atomic_dir(folder) as tmp:
-            if pc.kind == "bert":
-                from promogym.predictors.train import FitConfig, fit
+        if pc.kind == "bert":
+            from promogym.predictors.train import FitConfig, fit
 
-                cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit})
-                fit(logs, cfg, tmp / "model")
-                spec = f"bert:{tmp / 'model'}"
-            else:
-                from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel
-                from promogym.predictors.data import split_rows
+            cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit})
+            fit(logs, cfg, tmp / "model")
+            spec = f"bert:{tmp / 'model'}"
+        else:  # the kind's fitter in the response-model registry
+            from promogym.predictors.data import split_rows
+            from promogym.predictors.registry import ModelSpec, model_entry
 
-                df = load_logs(logs)
-                model = GBDTConversionModel(seed=pc.seed) if pc.kind == "gbdt" else LogisticConversionModel()
-                model.fit(df[split_rows(df, seed=pc.seed).train])
-                model.save(tmp / "model.pkl")
-                spec = f"{pc.kind}:{tmp / 'model.pkl'}"
-            fit_s = time.perf_counter() - start
-            market = market_for_data(logs)
-            if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
-                # the envs bind every customer and product of the market: encode them once, here
-                from promogym.predictors.bert import BertConversionModel
+            df = load_logs(logs)
+            fitter = model_entry(ModelSpec(pc.kind, "model.pkl"), "conversion").fitter
+            if fitter is None:
+                raise ValueError(f"predictor kind {pc.kind!r} has no fitter in the registry")
+            fitter(df[split_rows(df, seed=pc.seed).train], tmp / "model.pkl", seed=pc.seed)
+            spec = f"{pc.kind}:{tmp / 'model.pkl'}"
+        fit_s = time.perf_counter() - start
+        market = market_for_data(logs)
+        if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
+            # the envs bind every customer and product of the market: encode them once, here
+            from promogym.predictors.bert import BertConversionModel
 
-                BertConversionModel.load(tmp / "model").save_tower_cache(
-                    tmp / "model", market.customers.text, market.catalog.text)
-            result = evaluate({pc.kind: load_model(spec, market)}, load_logs(logs), split_seed=pc.seed,
-                              max_rows=pc.eval_rows)
-            write_report(result, tmp)
-            plot_calibration(result, tmp / "calibration.png")
-            (tmp / "table.md").write_text(summary_table(result) + "\n")
-            self.ids["predictor"] = self._finish(tmp, key, time.perf_counter() - start, fit_seconds=fit_s)
+            BertConversionModel.load(tmp / "model").save_tower_cache(
+                tmp / "model", market.customers.text, market.catalog.text)
+        result = evaluate({pc.kind: load_model(spec, market)}, load_logs(logs), split_seed=pc.seed,
+                          max_rows=pc.eval_rows)
+        write_report(result, tmp)
+        plot_calibration(result, tmp / "calibration.png")
+        (tmp / "table.md").write_text(summary_table(result) + "\n")
         self.echo(f"predictor: {pc.kind} fitted and scored in {time.perf_counter() - start:.0f} s")
-        return self.predictor_response()
+        return {"fit_seconds": fit_s}
 
     def train_payloads(self, response: str) -> list[dict[str, Any]]:
         tc = self.cfg.train
@@ -433,37 +396,15 @@ class Experiment:
                                     "hyperparams": dict(sec.hyperparams.get(algo) or {})}
                         key = key_of("train", settings if on == WORLD else {**settings, "response": SIM},
                                      self.ids["predictor"] if on == SIM else None)
-                        run_dir = self.out / "train" / env_short(env_id) / on / f"{algo}_s{seed}"
-                        out.append({**settings, "key": key, "dir": str(run_dir), "on": on})
+                        run_dir = self.out / "train" / short_name(env_id) / on / f"{algo}_s{seed}"
+                        out.append({**settings, "key": key, "dir": str(run_dir), "on": on,
+                                    "record": str(run_dir / "trial.json")})
         return out
-
-    def _run(self, what: str, fn: Callable[[dict[str, Any]], dict[str, Any]], todo: list[dict[str, Any]],
-             describe: Callable[[dict[str, Any]], str]) -> None:
-        from tqdm.auto import tqdm
-
-        from promogym.experiments.trials import run_trials
-
-        ex = self.cfg.execution
-        show = self.progress and sys.stderr.isatty()
-        with tqdm(total=len(todo), desc=what, unit="trial", disable=not show) as bar:
-            for payload, result in run_trials(fn, todo, ex.backend, ex.jobs, ex.address):
-                bar.update(1)
-                self.echo(f"{what}: {describe(payload)} ({result['seconds']:.0f} s)")
 
     def train(self, response: str) -> list[dict[str, Any]]:
         payloads = self.train_payloads(response)
-        folder = self.out / "train"
-        key = self.keys["train"] = key_of("train", [p["key"] for p in payloads])
-        if self._done(folder, key) and all(_run_id(p["dir"]) for p in payloads):
-            self.echo(f"train: done already ({len(payloads)} runs)")
-            return payloads
-        todo = [p for p in payloads if _stamp(Path(p["dir"]) / "trial.json").get("key") != p["key"]]
-        self.echo(f"train: {len(todo)} of {len(payloads)} runs to do")
-        self._run("train", train_trial, todo,
-                  lambda p: f"{env_short(p['env_id'])} {p['algo']} seed {p['seed']} on {p['on']}")
-        # worker-seconds summed over the runs (wall time is about this / jobs)
-        seconds = sum(float(_stamp(Path(p["dir"]) / "trial.json")["seconds"]) for p in payloads)
-        self._finish(folder, key, seconds, runs=len(payloads))
+        self.trials("train", payloads, train_trial,
+                    lambda p: f"{short_name(p['env_id'])} {p['algo']} seed {p['seed']} on {p['on']}", unit="runs")
         return payloads
 
     def eval_payloads(self, response: str, runs: list[dict[str, Any]], logs: Path) -> list[dict[str, Any]]:
@@ -471,14 +412,17 @@ class Experiment:
         out = []
         base = {"episodes": ev.episodes, "first_seed": ev.seed, "trace_episodes": ev.trace_episodes,
                 "logs": str(logs.resolve())}
+        backends = (WORLD, SIM) if self.needs_simulator else (WORLD,)
         for env_id, sec in self.cfg.envs.items():
             # (label, trained_on, algo, planner, [(train_seed, spec)], key parts)
             policies: list[tuple[str, str, str, str, list[tuple[int, str]], Any]] = []
-            for b in baselines_of(env_id, sec):
+            entries = {e.name: e for e in policies_for(env_id)}
+            names = baselines_of(env_id, sec)
+            for b in names:
                 policies.append((b, "-", "-", WORLD, [(-1, b)], None))
-            if ev.sim_planners:
-                for b in ("best_static", "myopic"):
-                    if b in baselines_of(env_id, sec):
+            if ev.sim_planners and self.needs_simulator:
+                for b in names:
+                    if b in entries and entries[b].plans:
                         policies.append((f"{b}@sim", "-", "-", SIM, [(-1, b)], self.ids["predictor"]))
             for on in self.cfg.train.simulators:
                 for algo in sec.algos:
@@ -486,8 +430,8 @@ class Experiment:
                     policies.append((f"{algo}@{on}", on, algo, WORLD, [(r["seed"], r["dir"]) for r in mine],
                                      [(r["key"], _run_id(r["dir"])) for r in mine]))
             for label, trained_on, algo, planner, specs, dep in policies:
-                for backend in (WORLD, SIM):
-                    if backend == SIM and label == "oracle":
+                for backend in backends:
+                    if backend == SIM and label in entries and entries[label].knows_truth:
                         continue  # the oracle is defined by the world; its simulated score means nothing
                     resp = response if backend == SIM else WORLD
                     plan = response if planner == SIM else WORLD
@@ -496,28 +440,19 @@ class Experiment:
                     # where the logs file lies is not part of the key: a moved run folder stays valid
                     key = key_of("evaluate", settings, {k: v for k, v in base.items() if k != "logs"}, dep,
                                  self.ids["predictor"] if SIM in (backend, planner) else None)
-                    stem = self.out / "evaluate" / env_short(env_id) / backend / label.replace("@", "_at_")
+                    stem = self.out / "evaluate" / short_name(env_id) / backend / label.replace("@", "_at_")
                     out.append({**base, **settings, "response": resp, "planner_response": plan, "specs": specs,
-                                "key": key, "stem": str(stem)})
+                                "key": key, "stem": str(stem), "record": str(stem.with_suffix(".json"))})
         return out
 
     def evaluate(self, response: str, runs: list[dict[str, Any]], logs: Path) -> None:
         payloads = self.eval_payloads(response, runs, logs)
-        folder = self.out / "evaluate"
-        key = self.keys["evaluate"] = key_of("evaluate", [p["key"] for p in payloads])
-        if self._done(folder, key):
-            self.echo(f"evaluate: done already ({len(payloads)} policy x backend tables)")
-            return
-        todo = [p for p in payloads if _stamp(Path(p["stem"]).with_suffix(".json")).get("key") != p["key"]]
-        # the slowest first, so the pool is not left waiting on one long trial at the end
-        todo.sort(key=lambda p: (p["label"] != "oracle", not p["label"].startswith("myopic"), p["backend"] != SIM))
-        self.echo(f"evaluate: {len(todo)} of {len(payloads)} policy x backend tables to do")
-        self._run("evaluate", eval_trial, todo,
-                  lambda p: f"{env_short(p['env_id'])} {p['label']} in the {p['backend']}")
-        # the manifest names this experiment's tables: a table left by an earlier configuration is ignored
-        stems = [p["stem"] for p in payloads]
-        total = sum(float(_stamp(Path(s).with_suffix(".json"))["seconds"]) for s in stems)
-        self._finish(folder, key, total, tables=[str(Path(s).relative_to(self.out)) for s in stems])
+        # the record names this experiment's tables: a table left by an earlier configuration is ignored
+        tables = [str(Path(p["stem"]).relative_to(self.out)) for p in payloads]
+        self.trials("evaluate", payloads, eval_trial, lambda p: f"{short_name(p['env_id'])} {p['label']} in the "
+                    f"{p['backend']}", tables=tables, unit="policy x backend tables",
+                    # the slowest first, so the pool is not left waiting on one long trial at the end
+                    first=lambda p: (p["label"] != "oracle", not p["label"].startswith("myopic"), p["backend"] != SIM))
 
     def run(self, report_out: Path | None) -> Path | None:
         start = time.perf_counter()
@@ -525,17 +460,10 @@ class Experiment:
         with atomic_path(self.out / "experiment.yml") as tmp:
             tmp.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         logs = self.logs()
-        response = self.predictor(logs)
+        response = self.predictor(logs) if self.needs_simulator else WORLD
         runs = self.train(response)
         self.evaluate(response, runs, logs)
-        this = time.perf_counter() - start
-        before = _stamp(self.out / "run.json")
-        # wall time summed over invocations, as long as each did work (a rerun that skips everything adds ~0)
-        total = float(before.get("wall_seconds_total", 0.0)) + this if before.get("keys") == self.keys or \
-            not before else this
-        write_json(self.out / "run.json", {"name": self.cfg.name, "wall_seconds_total": total,
-                                           "last_invocation_seconds": this, "stage_seconds": self._stage_seconds(),
-                                           "machine": machine_info(), "commit": git_commit(), "keys": self.keys})
+        self.record_run(self.cfg.name, time.perf_counter() - start)
         if report_out is None:
             return None
         from promogym.experiments.report import write_report
@@ -549,12 +477,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("config", help=f"experiment YAML (see {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
     p.add_argument("--out", default=None, help="run folder (default runs/<name>); rerun to resume")
-    p.add_argument("--report", default=None, help="report folder (default results/<name>)")
+    p.add_argument("--report", default=None, help="report folder (default <run folder>/report)")
     p.add_argument("--no-report", action="store_true", help="stop after the evaluation stage")
     p.add_argument("--backend", choices=("local", "ray"), default=None, help="override execution.backend")
     p.add_argument("--jobs", type=int, default=None, help="override execution.jobs")
     p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -576,13 +505,14 @@ def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from promogym.experiments.paths import output_dir
+    from promogym.experiments.paths import output_dir, report_marker, run_marker
 
     cfg = resolve_config(args.config, args)
-    out = output_dir(args.out or Path("runs") / cfg.name, "--out")
-    report = None if args.no_report else Path(args.report or Path("results") / cfg.name)
+    out = output_dir(args.out or Path("runs") / cfg.name, "--out", force=args.force,
+                     holds=run_marker("experiment", cfg.name))
+    report = None if args.no_report else Path(args.report or out / "report")
     if report is not None:
-        output_dir(report, "--report")
+        output_dir(report, "--report", force=args.force, holds=report_marker(out))
     start = time.perf_counter()
     try:
         written = Experiment(cfg, out, progress=not args.no_progress).run(report)

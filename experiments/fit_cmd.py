@@ -10,7 +10,7 @@ from typing import Any
 
 from promogym.core.io import file_sha256
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import input_file, output_file
+from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
 from promogym.predictors.data import load_logs, split_rows
 
 KINDS = ("bert", "gbdt", "logistic")
@@ -28,22 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a fit setting (repeatable), e.g. --set head_epochs=8 --set finetune_epochs=2")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fit into the same --out")
+    add_force(p)
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,16 +40,18 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.kind == "bert":
         return _fit_bert(args, data, start)
-    out = output_file(args.out, "--out")
-    from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel
+    out = output_file(args.out, "--out", force=args.force)
+    from promogym.predictors.registry import ModelSpec, model_entry
 
     try:
         df = load_logs(data)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     train = df[split_rows(df, seed=args.seed).train]
-    model = GBDTConversionModel(seed=args.seed) if args.kind == "gbdt" else LogisticConversionModel()
-    model.fit(train)
+    fitter = model_entry(ModelSpec(args.kind, str(out)), "conversion").fitter
+    if fitter is None:
+        raise CLIError(f"model kind {args.kind!r} has no fitter in the response-model registry")
+    model = fitter(train, None, seed=args.seed)
     model.data_sha256 = file_sha256(data)
     model.save(out)
     print(f"wrote {out} ({args.kind}, {len(train):,} training rows, {time.perf_counter() - start:.1f} s)")
@@ -75,6 +66,9 @@ def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out exists and is not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+        raise CLIError(f"--out folder {out} exists and is not empty; pass --resume to continue a fit there "
+                       f"or --force to replace it")
     if not out.exists():
         output_file(out, "--out")  # its folder must exist and be writable
     try:

@@ -1,11 +1,14 @@
 """`promogym hillstrom`: the real-data track, from response models to unbiased policy values.
 
-Stages (each skipped when its output exists with the same settings):
+Stages of the pipeline engine (``promogym.experiments.pipeline``) in the run folder, each skipped when it
+finished with the same key (its settings and the ids of the stages it reads):
 
-1. **fit**: the BERT response model (MiniLM-L6 on plain-language profiles + the e-mail sent), and the
-   two-model gradient-boosting and logistic baselines, on the train split; every choice on validation.
-2. **train**: MaskablePPO on ``promogym/HillstromTargeting-v0`` whose response is the BERT model.
-3. **evaluate** on the held-out test split (used for nothing else): Qini coefficient, AUUC and
+1. **fit** (stages ``models/bert``, ``models/gbdt``, ``models/logistic``): the BERT response model
+   (MiniLM-L6 on plain-language profiles + the e-mail sent), and the two-model gradient-boosting and
+   logistic baselines, on the train split; every choice on validation.
+2. **train** (trials ``rl/maskable_ppo_s<seed>``): MaskablePPO on ``promogym/HillstromTargeting-v0``
+   whose response is the BERT model.
+3. **evaluate** (``evaluate/``) on the held-out test split (used for nothing else): Qini coefficient, AUUC and
    uplift@30% per model and e-mail; IPS, SNIPS and DR values with bootstrap CIs for the learned policy,
    uplift targeting by each model, e-mail everyone (men's), random and no e-mail, beside the value
    the BERT simulator predicts for each (the sim-to-real gap on real data); a Qini curve plot.
@@ -14,17 +17,18 @@ Stages (each skipped when its output exists with the same settings):
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from promogym.core.io import atomic_dir, atomic_path, machine_info, write_json
+from promogym.core.io import machine_info, write_json
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import output_dir
+from promogym.experiments.paths import add_force, output_dir, report_marker, run_marker
+from promogym.experiments.pipeline import Pipeline, key_of
 
 ENV_ID = "promogym/HillstromTargeting-v0"
 MODEL_KINDS = ("bert", "gbdt", "logistic", "cells")
@@ -34,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hillstrom", help="real-data track: uplift models, RL targeting and OPE on the Hillstrom trial",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=("all", "fit", "train", "evaluate"), default="all")
+    p.add_argument("--stage", choices=("all", "fit", "train", "evaluate"), default="all",
+                   help="stop after this stage (finished stages are reused); evaluate = all")
     p.add_argument("--encoder", default="minilm", help="minilm (default), tiny (tests) or a local BERT folder")
     p.add_argument("--outcome", choices=("visit", "conversion", "spend"), default="visit")
     p.add_argument("--email-cost", type=float, default=0.01, help="cost of an e-mail in units of the outcome")
@@ -47,14 +52,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-rows", type=int, default=None,
                    help="fit the response models on a random sample of this many train rows (default: all)")
     p.add_argument("--runs", default="runs/hillstrom", help="models and RL runs (reused when complete)")
-    p.add_argument("--out", default="results/hillstrom", help="report folder")
+    p.add_argument("--out", default=None, help="report folder (default <run folder>/report)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------- stage 1: fit
-def fit_models(runs: Path, encoder: str, finetune_epochs: int, train_rows: int | None = None,
+def fit_models(pipe: Pipeline, encoder: str, finetune_epochs: int, train_rows: int | None = None,
                say: Any = print) -> dict[str, str]:
-    """Fit (or reuse, when fitted with the same settings) every response model; returns kind -> spec."""
+    """Fit every response model, each a stage of its own (reused when fitted with the same settings);
+    returns kind -> model spec."""
     from promogym.predictors.hillstrom import load_hillstrom
     from promogym.predictors.uplift import BertUplift, TwoModelUplift
 
@@ -62,33 +69,25 @@ def fit_models(runs: Path, encoder: str, finetune_epochs: int, train_rows: int |
     train, valid = df[df["split"] == "train"], df[df["split"] == "valid"]
     if train_rows is not None and train_rows < len(train):
         train = train.sample(n=train_rows, random_state=0)
-    models = runs / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    request = {"encoder": encoder, "finetune_epochs": finetune_epochs, "train_rows": len(train)}
-    request_file = models / "request.json"
-    same = request_file.is_file() and json.loads(request_file.read_text()) == request
+    data = {"train_rows": len(train)}
     specs = {"cells": "cells"}
     for kind in ("gbdt", "logistic"):
-        f = models / f"{kind}.pkl"
-        if not (same and f.is_file()):
+        def build(tmp: Path, kind: str = kind) -> None:
             t0 = time.perf_counter()
-            model = TwoModelUplift(kind).fit(train, valid)
-            with atomic_path(f) as tmp:
-                model.save(tmp)
+            TwoModelUplift(kind).fit(train, valid).save(tmp / "model.pkl")
             say(f"fitted {kind} two-model uplift in {time.perf_counter() - t0:.0f} s")
-        specs[kind] = f"{kind}:{f}"
-    folder = models / "bert"
-    if not (same and (folder / "promogym.json").is_file()):
+
+        folder = pipe.stage(f"models/{kind}", key_of("uplift", kind, data), build)
+        specs[kind] = f"{kind}:{folder / 'model.pkl'}"
+
+    def build_bert(tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
-        bert = BertUplift(encoder, finetune_epochs=finetune_epochs).fit(train, valid, progress=say)
-        with atomic_dir(folder) as tmp:
-            bert.save(tmp)
-            meta = json.loads((tmp / "promogym.json").read_text())
-            meta["fit_seconds"] = time.perf_counter() - t0
-            (tmp / "promogym.json").write_text(json.dumps(meta, indent=1))
+        BertUplift(encoder, finetune_epochs=finetune_epochs).fit(train, valid, progress=say).save(tmp)
         say(f"fitted the BERT uplift model in {time.perf_counter() - t0:.0f} s")
-    write_json(request_file, request)
-    specs["bert"] = f"bert:{folder}"
+        return {"fit_seconds": time.perf_counter() - t0}
+
+    bert = pipe.stage("models/bert", key_of("uplift", "bert", data, encoder, finetune_epochs), build_bert)
+    specs["bert"] = f"bert:{bert}"
     return specs
 
 
@@ -97,27 +96,20 @@ def env_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"outcome": args.outcome, "email_cost": args.email_cost, "budget_share": args.budget_share}
 
 
-def _train_one(job: tuple[int, int, str, str, dict[str, Any]]) -> str:
-    import torch
+def train_agents(pipe: Pipeline, specs: dict[str, str], args: argparse.Namespace, say: Any = print) -> list[Path]:
+    """MaskablePPO on the BERT simulator, one trial per seed (the experiment's training trial)."""
+    from promogym.experiments.experiment import train_trial
 
-    torch.set_num_threads(1)
-    from promogym.agents.train import TrainSpec, train
-
-    seed, steps, response, out, cfg = job
-    spec = TrainSpec(ENV_ID, "maskable_ppo", seed, steps, response=response, env_config=cfg,
-                     eval_freq=max(1000, steps // 10), eval_episodes=5, checkpoint_freq=max(2000, steps // 5))
-    train(spec, Path(out))
-    return out
-
-
-def train_agents(runs: Path, specs: dict[str, str], args: argparse.Namespace, say: Any = print) -> list[Path]:
-    dirs = [runs / "rl" / f"maskable_ppo_s{s}" for s in range(args.seeds)]
-    todo = [(s, args.timesteps, specs["bert"], str(d), env_config(args))
-            for s, d in enumerate(dirs) if not (d / "metadata.json").is_file()]
-    with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for done in pool.map(_train_one, todo):
-            say(f"trained {done}")
-    return dirs
+    payloads = []
+    for seed in range(args.seeds):
+        run = pipe.out / "rl" / f"maskable_ppo_s{seed}"
+        settings = {"env_id": ENV_ID, "algo": "maskable_ppo", "seed": seed, "timesteps": args.timesteps,
+                    "response": specs["bert"], "env_config": env_config(args),
+                    "eval_freq": max(1000, args.timesteps // 10), "eval_episodes": 5, "hyperparams": {}}
+        key = key_of("train", {**settings, "response": "bert"}, pipe.ids["models/bert"])
+        payloads.append({**settings, "key": key, "dir": str(run), "record": str(run / "trial.json")})
+    pipe.trials("rl", payloads, train_trial, lambda p: f"trained {p['dir']}", unit="runs")
+    return [Path(p["dir"]) for p in payloads]
 
 
 # ---------------------------------------------------------------------------------------- stage 3: evaluate
@@ -214,6 +206,7 @@ def evaluate(specs: dict[str, str], rl_runs: list[Path], args: argparse.Namespac
               "test_arms": arm_summary(test).to_dict(orient="index"), "uplift": uplift, "ope": table,
               "dr_outcome_model": "gbdt", "machine": machine_info()}
     plot_qini(curves, out / "qini.png")
+    write_json(out / "metrics.json", result)
     return result
 
 
@@ -229,7 +222,7 @@ def plot_qini(curves: dict[str, Any], path: Path) -> None:
             kind, which = key.split("|")
             if which == arm:
                 ax.plot(x, q, label=kind, lw=1.4)
-        _x_all, q_all = next(v for k, v in curves.items() if k.endswith(arm))
+        _x_all, q_all = next(v for k, v in curves.items() if k.split("|")[1] == arm)
         ax.plot([0, 1], [0, q_all[-1]], "k--", lw=1, label="random")
         label = {"mens": "men's", "womens": "women's"}[arm]
         ax.set_title(f"{label} e-mail vs none: Qini curve (visits, test split)", fontsize=9)
@@ -281,24 +274,34 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seeds must be >= 0, --timesteps >= 1 and --bootstrap >= 10")
     if args.train_rows is not None and args.train_rows < 500:
         raise CLIError(f"--train-rows must be at least 500, got {args.train_rows}")
-    runs = output_dir(args.runs, "--runs")
-    out = output_dir(args.out)
+    runs = output_dir(args.runs, "--runs", force=args.force, holds=run_marker("hillstrom", "hillstrom"))
+    out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
     start = time.perf_counter()
+    pipe = Pipeline(runs, echo=print, jobs=max(1, args.jobs))
     try:
-        specs = fit_models(runs, args.encoder, args.finetune_epochs, args.train_rows)
+        specs = fit_models(pipe, args.encoder, args.finetune_epochs, args.train_rows)
         if args.stage == "fit":
             return 0
-        rl_runs = train_agents(runs, specs, args) if args.stage in ("all", "train") else \
-            [runs / "rl" / f"maskable_ppo_s{s}" for s in range(args.seeds)]
+        rl_runs = train_agents(pipe, specs, args)
         if args.stage == "train":
             return 0
-        result = evaluate(specs, rl_runs, args, out)
+        settings = {"outcome": args.outcome, "email_cost": args.email_cost, "budget_share": args.budget_share,
+                    "bootstrap": args.bootstrap}
+        key = key_of("evaluate", settings, {name: pipe.ids[name] for name in sorted(pipe.ids)})
+
+        def build(tmp: Path) -> None:
+            evaluate(specs, rl_runs, args, tmp)
+
+        folder = pipe.stage("evaluate", key, build)
     except DataError as exc:
         raise CLIError(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
+    pipe.record_run("hillstrom", time.perf_counter() - start)
+    result = json.loads((folder / "metrics.json").read_text())
     result["seconds"] = time.perf_counter() - start
     write_json(out / "metrics.json", result)
+    shutil.copyfile(folder / "qini.png", out / "qini.png")
     text = markdown(result)
     (out / "report.md").write_text("## Hillstrom e-mail trial\n\n" + text + "\n\n![Qini curves](qini.png)\n")
     print(text)

@@ -1,16 +1,27 @@
-"""Validation of paths given on the command line."""
+"""Validation of what the command line names: input and output paths, KEY=VALUE overrides.
+
+The output rule every command follows: an output that exists is refused with a one-line error unless
+``--force`` — or unless it is the same work: a run folder of the same pipeline and name (its stage keys then
+decide what is redone) or a report folder written from the same run. Commands write under ``runs/`` by
+default; nothing under the committed ``results/`` is written unless ``--out`` names it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from promogym.experiments.errors import CLIError
 
+MARKER = "promogym-output.json"  # what a folder holds: {"kind": ..., "name" or "run": ...}
 
-def output_file(path: str | os.PathLike[str], what: str = "output") -> Path:
-    """A file path the program may write: its folder exists and is writable, it is not a folder."""
+
+def output_file(path: str | os.PathLike[str], what: str = "output", force: bool = False) -> Path:
+    """A file path the program may write: its folder exists and is writable, it is not a folder, and it does
+    not exist yet unless ``force``."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not force:
+        raise CLIError(f"{what} {p} exists; pass --force to replace it")
     if p.is_dir():
         raise CLIError(f"{what} path is a folder, expected a file: {p}")
     if not p.parent.is_dir():
@@ -20,11 +31,29 @@ def output_file(path: str | os.PathLike[str], what: str = "output") -> Path:
     return p
 
 
-def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool = True) -> Path:
-    """A folder the program may write into, created (with parents) when ``create``."""
+def read_marker(folder: Path) -> dict[str, Any]:
+    """What a folder says it holds (empty when it says nothing or cannot be read)."""
+    import json
+
+    try:
+        found = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool = True, force: bool = False,
+               holds: dict[str, Any] | None = None) -> Path:
+    """A folder the program may write into, created (with parents) when ``create``. A folder that exists
+    and is not empty is refused unless ``force`` or its marker says it ``holds`` the same work; when
+    ``holds`` is given it is recorded as the folder's marker."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{what} path exists and is not a folder: {p}")
+    if p.is_dir() and any(p.iterdir()) and not force and (holds is None or read_marker(p) != holds):
+        said = read_marker(p)
+        held = f" (it holds {said.get('kind')} {said.get('name') or said.get('run')})" if said else ""
+        raise CLIError(f"{what} folder {p} exists and is not empty{held}; pass --force to write into it")
     if create:
         try:
             p.mkdir(parents=True, exist_ok=True)
@@ -32,7 +61,26 @@ def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool 
             raise CLIError(f"cannot create {what} folder {p}: {exc.strerror}") from exc
     if not os.access(p, os.W_OK):
         raise CLIError(f"{what} folder is not writable: {p}")
+    if holds is not None and create:
+        from promogym.core.io import write_json
+
+        write_json(p / MARKER, holds)
     return p
+
+
+def run_marker(kind: str, name: str) -> dict[str, Any]:
+    """The marker of a pipeline's run folder: a rerun of the same pipeline and name is the same work."""
+    return {"kind": kind, "name": name}
+
+
+def report_marker(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """The marker of a report folder: a report redrawn from the same run folder is the same work."""
+    return {"kind": "report", "run": str(Path(run).resolve())}
+
+
+def add_force(p: Any) -> None:
+    """The ``--force`` flag of a command that writes outputs."""
+    p.add_argument("--force", action="store_true", help="replace an existing output (only what this command writes)")
 
 
 def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
@@ -40,3 +88,15 @@ def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
     if not p.is_file():
         raise CLIError(f"{what} file not found: {p}")
     return p
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from promogym.agents.registry import reference_policy
 from promogym.core.io import atomic_path, write_json
-from promogym.envs.market.customers import VISIT_BANDS as BAND_NAMES
-from promogym.experiments.analysis import SENSITIVITY
+from promogym.core.plots import pyplot, save_png
+from promogym.envs.families import family_of
 from promogym.experiments.errors import CLIError
-from promogym.experiments.stats import bootstrap_ci, bootstrap_diff_ci, normalized, summarize
-
-STATIC_RULES = ("best_static", "list_price", "no_coupon", "all_5pct", "all_10pct", "uniform_discount", "cost_plus")
+from promogym.experiments.paths import add_force
+from promogym.experiments.stats import ab_test, bootstrap_ci, bootstrap_diff_ci, normalized, summarize
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -71,20 +71,10 @@ def per_seed(df: pd.DataFrame, value: str = "return") -> np.ndarray:
     return wide.to_numpy()
 
 
-def reference_of(names: list[str], means: dict[str, float]) -> str:
-    """The static reference of the normalized score: the best constant price, else the best static rule."""
-    if "best_static" in names:
-        return "best_static"
-    rules = [n for n in names if n in STATIC_RULES]
-    pool = rules or [n for n in names if "@" not in n and n != "oracle"]
-    return max(pool, key=lambda n: means[n])
-
-
 def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
     """Every figure of one env's tables."""
-    from promogym.experiments.evaluate_cmd import ab_test
-
     world = episodes[episodes["backend"] == "world"]
+    env_id = str(world["env_id"].iloc[0]) if "env_id" in world and len(world) else None
     policies: dict[str, Any] = {}
     order = list(dict.fromkeys(world["policy"]))
     mats = {name: per_seed(world[world["policy"] == name]) for name in order}
@@ -93,7 +83,7 @@ def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
         policies[name] = {**summarize(mats[name]), "trained_on": sub["trained_on"], "algo": sub["algo"],
                           "learned": sub["trained_on"] != "-"}
     means = {n: p["mean"] for n, p in policies.items()}
-    ref = reference_of(order, means)
+    ref = reference_policy(means, {n for n, p in policies.items() if p["learned"]}, env_id)
     oracle = means.get("oracle")
     for p in policies.values():
         p["vs_reference"] = p["mean"] / means[ref] - 1.0 if means[ref] else float("nan")
@@ -143,28 +133,11 @@ def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- plots
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    _plt().close(fig)
-
-
 def plot_learning_curves(curves: pd.DataFrame, env: str, path: Path) -> bool:
     sub = curves[curves["env"] == env] if len(curves) else curves
     if sub.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for (algo, on), g in sub.groupby(["algo", "trained_on"]):
         wide = g.pivot_table(index="train_seed", columns="timesteps", values="return").dropna(axis=1)
@@ -179,12 +152,12 @@ def plot_learning_curves(curves: pd.DataFrame, env: str, path: Path) -> bool:
     ax.set_title(f"{env}: learning curves (mean, 95% bootstrap CI over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
     return True
 
 
 def plot_profit(stats: dict[str, Any], env: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     items = sorted(stats["policies"].items(), key=lambda kv: kv[1]["mean"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
     for i, (name, p) in enumerate(items):
@@ -198,76 +171,14 @@ def plot_profit(stats: dict[str, Any], env: str, path: Path) -> None:
     ax.set_xlabel(f"profit per episode in the world (mean of {stats['episodes']} episodes)")
     ax.set_title(f"{env}: profit per policy\n(dots: training seeds; diamond: mean with 95% CI)", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
-
-
-def _world_traces(traces: pd.DataFrame, env: str, column: str) -> pd.DataFrame:
-    """The world's step records of one env that carry ``column`` (pricing and coupon traces differ)."""
-    if traces.empty or column not in traces:
-        return traces.iloc[:0]
-    return traces[(traces["env_id"].str.split("/").str[-1] == env) & (traces["backend"] == "world")
-                  & traces[column].notna()]
-
-
-def _two_panels() -> tuple[Any, Any]:
-    """Two side-by-side axes with up to 20 distinguishable colours (policies are many)."""
-    fig, axes = _plt().subplots(1, 2, figsize=(12.5, 4.2))
-    for ax in axes:
-        ax.set_prop_cycle(color=_plt().cm.tab20.colors)
-    return fig, axes
-
-
-def plot_pricing_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
-    sub = _world_traces(traces, env, "price_ratio")
-    if sub.empty:
-        return False
-    fig, axes = _two_panels()
-    for name, g in sub.groupby("policy", sort=False):
-        by_day = g.groupby("t").agg(price=("price_ratio", "mean"), stock=("stock", "sum"))
-        n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
-        width = 2.0 if "@" in str(name) else 1.2  # learned policies and planners on the simulator stand out
-        axes[0].plot(by_day.index, by_day["price"], label=name, lw=width)
-        axes[1].plot(by_day.index, by_day["stock"] / n_ep, label=name, lw=width)
-    axes[0].set_ylabel("price / list price (mean over products)")
-    axes[1].set_ylabel("units in stock (all products)")
-    for ax, title in zip(axes, ("price trajectory over the season", "stock over the season"), strict=True):
-        ax.set_xlabel("day")
-        ax.set_title(f"{env}: {title}", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
-    return True
-
-
-def plot_coupon_traces(traces: pd.DataFrame, env: str, path: Path) -> bool:
-    sub = _world_traces(traces, env, "visit_band")
-    if sub.empty:
-        return False
-    fig, axes = _two_panels()
-    names = list(dict.fromkeys(sub["policy"]))
-    width = 0.8 / max(1, len(names))
-    for col, (ax, labels, title) in enumerate(zip(
-            axes, (BAND_NAMES, SENSITIVITY), ("visit frequency", "price sensitivity (hidden)"), strict=True)):
-        key = ("visit_band", "price_sensitivity")[col]
-        for i, name in enumerate(names):
-            g = sub[sub["policy"] == name]
-            n_ep = g["episode"].nunique() * max(1, g["train_seed"].nunique())
-            spend = g.groupby(key)["spend"].sum().reindex(range(len(labels)), fill_value=0) / n_ep
-            ax.bar(np.arange(len(labels)) + i * width, spend.to_numpy(), width, label=name)
-        ax.set_xticks(np.arange(len(labels)) + width * (len(names) - 1) / 2, labels)
-        ax.set_ylabel("coupon spend per episode")
-        ax.set_title(f"{env}: coupon spend by {title}", fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
-    return True
+    save_png(fig, path)
 
 
 def plot_bias(stats: dict[str, Any], env: str, path: Path) -> bool:
     bias = stats["simulator_bias"]
     if not bias:
         return False
-    plt = _plt()
+    plt = pyplot()
     names = sorted(bias, key=lambda n: bias[n]["bias"])
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
     for i, n in enumerate(names):
@@ -280,7 +191,7 @@ def plot_bias(stats: dict[str, Any], env: str, path: Path) -> bool:
     ax.set_xlabel("simulator return − world return, same episodes (95% CI)")
     ax.set_title(f"{env}: the simulator's bias per policy", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+    save_png(fig, path)
     return True
 
 
@@ -392,10 +303,9 @@ def write_report(run: str | Path, out: str | Path) -> Path:
         if table:
             lines += ["### A/B tests against the reference", "", "Paired by episode (learned policies averaged over "
                       "their seeds per episode).", "", table, ""]
-        if plot_pricing_traces(data["traces"], env, plots / f"trajectories_{env}.png"):
-            lines += ["### What the policies do", "", f"![prices and stock](plots/trajectories_{env}.png)", ""]
-        if plot_coupon_traces(data["traces"], env, plots / f"coupons_{env}.png"):
-            lines += ["### Who gets coupons", "", f"![coupon spend by customer type](plots/coupons_{env}.png)", ""]
+        for plot in family_of(env_id).trace_plots:
+            if plot.draw(data["traces"], env, plots / f"{plot.file}_{env}.png"):
+                lines += [f"### {plot.heading}", "", f"![{plot.alt}](plots/{plot.file}_{env}.png)", ""]
     calib = Path(data["run"]) / "predictor" / "calibration.png"
     if data["predictor_table"]:
         lines += ["## The predictor (the simulator's response model)", "",
@@ -418,18 +328,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the report of an experiment run folder",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("run", help="the run folder of `promogym experiment`")
-    p.add_argument("--out", default=None, help="report folder (default results/<experiment name>)")
+    p.add_argument("--out", default=None, help="report folder (default <run folder>/report)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from promogym.experiments.paths import output_dir
+    from promogym.experiments.paths import output_dir, report_marker
 
     folder = Path(args.run)
     if not (folder / "experiment.yml").is_file():
         raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")
-    name = yaml.safe_load((folder / "experiment.yml").read_text())["name"]
-    out = output_dir(args.out or Path("results") / name, "--out")
+    out = output_dir(args.out or folder / "report", "--out", force=args.force, holds=report_marker(folder))
     try:
         path = write_report(folder, out)
     except FileNotFoundError as exc:

@@ -62,3 +62,26 @@ def summarize(per_seed: np.ndarray, reps: int = 2000) -> dict[str, Any]:
 def normalized(score: float, best_static: float, oracle: float) -> float:
     """(R - R_best_static) / (R_oracle - R_best_static)."""
     return float((score - best_static) / (oracle - best_static)) if oracle != best_static else float("nan")
+
+
+def ab_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
+    """Paired comparison of per-episode returns of B against A on the same seeds."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError("A and B need the same number (>= 2) of paired episodes")
+    d = b - a
+    n = len(d)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    se = sd / np.sqrt(n)
+    t = stats.t.ppf(1 - alpha / 2, n - 1)
+    p = float(stats.ttest_rel(b, a).pvalue) if sd > 0 else (0.0 if mean != 0 else 1.0)
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    needed = float(np.ceil((z * sd / mean) ** 2)) if mean != 0 else float("inf")
+    base = float(a.mean())
+    return {"episodes": n, "mean_a": base, "mean_b": float(b.mean()), "diff": mean,
+            "diff_ci": (mean - t * se, mean + t * se), "lift": mean / base if base else float("nan"),
+            "lift_ci": ((mean - t * se) / base, (mean + t * se) / base) if base else (float("nan"),) * 2,
+            "p_value": p, "alpha": alpha, "power": power, "episodes_needed": needed,
+            "significant": bool(p < alpha)}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from promogym.experiments.errors import CLIError
-from promogym.experiments.fit_cmd import parse_overrides
+from promogym.experiments.paths import add_force, parse_overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timesteps", type=int, default=100_000)
     p.add_argument("--out", default=None, help="run folder (default runs/train/<env>/<algo>_s<seed>)")
+    add_force(p)
     p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE", help="env config override")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
     p.add_argument("--eval-freq", type=int, default=5000)
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     out = Path(args.out) if args.out else Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{args.seed}"
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+        raise CLIError(f"run folder {out} exists and is not empty; pass --resume to continue that run or --force "
+                       f"to train into it anew")
     from promogym import envs
 
     response = args.response or ("world" if args.env in envs.MARKET_ENV_IDS else "cells")

@@ -12,7 +12,7 @@ from promogym.core.io import atomic_path, write_json
 from promogym.envs.market import Market, MarketConfig
 from promogym.envs.market.analysis import demand_curves, elasticities
 from promogym.experiments.data import load_world_file
-from promogym.experiments.paths import output_dir
+from promogym.experiments.paths import add_force, output_dir
 
 
 def plot_demand_curves(market: Market, path: Path) -> None:
@@ -59,13 +59,14 @@ def world_report(config: MarketConfig, out: Path) -> dict[str, Any]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("world", help="describe the market: elasticities, coupon response, demand curves")
     p.add_argument("--world", default=None, help="YAML with `market:` overrides")
-    p.add_argument("--out", default="results/world", help="output folder (default results/world)")
+    p.add_argument("--out", default="runs/world", help="output folder (default runs/world)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg, _ = load_world_file(args.world)
-    out = output_dir(args.out)
+    out = output_dir(args.out, "--out", force=args.force)
     report = world_report(cfg, out)
     print(f"{'customer type':<14} {'P(buy) at list':>15} {'elasticity':>10} {'rise':>7} {'cut':>7} "
           f"{'20% coupon lift':>16} {'fatigued':>9}")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import pickle
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from promogym.core.io import atomic_path
 from promogym.envs.market import Market
 from promogym.predictors.base import Batch, as_frame, clip_proba, validate_batch
 from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
+from promogym.predictors.registry import register_model
 
 PICKLE_MAGIC = "promogym-baseline-v1"
 
@@ -186,3 +188,43 @@ class RevealedTruthModel(TruthModel):
 
     name = "text_ceiling"
     _revealed = True
+
+
+# ---------------------------------------------------------------------------------------- registry
+def _load_pickled(path: str, kind: str) -> Any:
+    model = _Pickled.load(path)
+    if getattr(model, "name", None) != kind:
+        raise ValueError(f"{path} holds a {getattr(model, 'name', '?')} model, not {kind}")
+    return model
+
+
+def fit_gbdt(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0) -> GBDTConversionModel:
+    """The uniform conversion fitter of ``gbdt``: fit on ``train``, save to ``out_path`` when given."""
+    model = GBDTConversionModel(seed=seed).fit(train)
+    if out_path is not None:
+        model.save(out_path)
+    return model
+
+
+def fit_logistic(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0) -> LogisticConversionModel:
+    """The uniform conversion fitter of ``logistic`` (deterministic: ``seed`` is unused)."""
+    model = LogisticConversionModel().fit(train)
+    if out_path is not None:
+        model.save(out_path)
+    return model
+
+
+def _register() -> None:
+    register_model("gbdt", task="conversion", load=partial(_load_pickled, kind="gbdt"), fit=fit_gbdt,
+                   help="gradient boosting on ids, category and offer (a file written by `promogym fit`)")
+    register_model("logistic", task="conversion", load=partial(_load_pickled, kind="logistic"), fit=fit_logistic,
+                   help="logistic regression on TF-IDF of the texts and the offer (a file written by `promogym fit`)")
+    register_model("truth", task="conversion", load=lambda _path, market: TruthModel(market), needs_path=False,
+                   needs=("market",), aliases=("world",), oracle=True,
+                   help="the world's true purchase probability (Bayes-optimal)")
+    register_model("ceiling", task="conversion", load=lambda _path, market: RevealedTruthModel(market),
+                   needs_path=False, needs=("market",), oracle=True,
+                   help="the best a model reading the texts and the offer can do")
+
+
+_register()

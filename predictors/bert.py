@@ -34,6 +34,7 @@ from promogym.predictors.base import Batch, validate_batch
 from promogym.predictors.calibration import Calibrator
 from promogym.predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
 from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
+from promogym.predictors.registry import register_model
 from promogym.predictors.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -475,3 +476,12 @@ def read_meta(path: Path) -> dict[str, Any]:
                          f"(version {meta.get('schema_version')}, features {meta.get('numeric_features')}); "
                          f"this promogym expects version {SCHEMA_VERSION} with {list(NUMERIC_FEATURES)}")
     return meta
+
+
+def _register() -> None:
+    # the BERT fitter (promogym.predictors.train.fit) reads a log file and a FitConfig: no uniform fit here
+    register_model("bert", task="conversion", load=BertConversionModel.load, placeholder="checkpoint dir",
+                   help="the BERT conversion model (a folder written by `promogym fit --kind bert`)")
+
+
+_register()

@@ -24,6 +24,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from torch import nn
 from promogym.predictors.calibration import Calibrator
 from promogym.predictors.hillstrom import ARM_NAMES, ARM_SENTENCES, profile_sentences, tabular_features
 from promogym.predictors.metrics import log_loss
+from promogym.predictors.registry import load_uplift_model as load_uplift_model  # re-exported
+from promogym.predictors.registry import register_model
 
 BINARY = ("visit", "conversion")
 N_ARMS = len(ARM_NAMES)
@@ -379,13 +382,8 @@ class BertUplift(UpliftModel):
         return model
 
 
-def load_uplift_model(spec: str) -> UpliftModel:
-    """``bert:<dir>``, ``gbdt:<file>`` or ``logistic:<file>`` (files written by ``save``)."""
-    kind, sep, path = spec.partition(":")
-    if not sep or kind not in ("bert", "gbdt", "logistic"):
-        raise ValueError(f"response model must be 'bert:<dir>', 'gbdt:<file>' or 'logistic:<file>', got {spec!r}")
-    if kind == "bert":
-        return BertUplift.load(path)
+def _load_two_model(path: str, kind: str) -> TwoModelUplift:
+    """A ``TwoModelUplift`` of ``kind`` from a file written by its ``save``."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such model file")
@@ -396,3 +394,36 @@ def load_uplift_model(spec: str) -> UpliftModel:
     if not isinstance(model, TwoModelUplift) or model.kind != kind:
         raise ValueError(f"{p} holds a {getattr(model, 'name', type(model).__name__)}, not a {kind} model")
     return model
+
+
+def _fit_two_model(kind: str) -> Callable[..., TwoModelUplift]:
+    def fit(train: pd.DataFrame, valid: pd.DataFrame, out_path: str | Path | None = None,
+            seed: int = 0) -> TwoModelUplift:
+        """The uniform uplift fitter: fit on ``train`` (sizes chosen on ``valid``), save when ``out_path``."""
+        model = TwoModelUplift(kind, seed=seed).fit(train, valid)
+        if out_path is not None:
+            model.save(out_path)
+        return model
+    return fit
+
+
+def fit_bert_uplift(train: pd.DataFrame, valid: pd.DataFrame, out_path: str | Path | None = None,
+                    seed: int = 0) -> BertUplift:
+    """The uniform uplift fitter of ``bert`` (default settings; ``BertUplift(...).fit`` for others)."""
+    model = BertUplift(seed=seed).fit(train, valid)
+    if out_path is not None:
+        model.save(out_path)
+    return model
+
+
+def _register() -> None:
+    register_model("cells", task="uplift", load=lambda _path, data: CellMeans().fit(data[data["split"] == "train"]),
+                   needs_path=False, needs=("data",), help="smoothed cell means, fitted on the train split (instant)")
+    register_model("bert", task="uplift", load=BertUplift.load, fit=fit_bert_uplift, placeholder="dir",
+                   help="the BERT response model (a folder written by BertUplift.save)")
+    for kind in ("gbdt", "logistic"):
+        register_model(kind, task="uplift", load=partial(_load_two_model, kind=kind), fit=_fit_two_model(kind),
+                       help=f"one {kind} classifier per arm and outcome (a file written by TwoModelUplift.save)")
+
+
+_register()

@@ -1,5 +1,7 @@
 """Statistics over seeds, coupon baselines, and the agents report on a small setting."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -69,4 +71,15 @@ def test_agents_report_on_coupons(tmp_path, capsys, coupon_logs):
                  "--runs", str(tmp_path / "runs")])
     assert code == 0
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "maskable_ppo (learned)" in text and "reference: uplift" in text
+    assert "maskable_ppo (learned)" in text
+    # one reference rule for every report: the best static coupon rule, not a targeting model
+    stats = json.loads((tmp_path / "rep" / "CouponAllocation-v0.json").read_text())
+    means = {name: p["mean"] for name, p in stats["policies"].items()}
+    rules = ("no_coupon", "all_5pct", "all_10pct")
+    assert stats["reference"] == max(rules, key=means.__getitem__)
+    assert f"reference: {stats['reference']}" in text
+    # the run folder is the engine's: a second invocation reuses every finished stage and trial
+    assert main(["agents-report", "--env", "promogym/CouponAllocation-v0", "--seeds", "1", "--timesteps", "256",
+                 "--episodes", "2", "--jobs", "1", "--logs", str(logs), "--out", str(tmp_path / "rep"),
+                 "--runs", str(tmp_path / "runs")]) == 0
+    assert "train: done already" in capsys.readouterr().out

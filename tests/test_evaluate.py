@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from promogym.experiments.cli import main
-from promogym.experiments.evaluate_cmd import ab_test
+from promogym.experiments.stats import ab_test
 
 FAST = ["--env-set", "market={n_customers: 800, n_products: 100}", "--env-set", "horizon=6",
         "--env-set", "daily_customers=60", "--env-set", "initial_stock=15", "--env-set", "n_products=4"]

@@ -44,7 +44,6 @@ class MarketConfig(ConfigBase):
     fatigue_decay: float = param(0.85, "daily multiplicative decay of promotion fatigue", lo=0.0, hi=1.0)
     fatigue_sensitivity: float = param(
         0.5, "how fast fatigue erodes coupon response: factor exp(-s * fatigue)", lo=0.0, hi=10.0)
-    initial_stock: int = param(100, "initial inventory per product", lo=0, hi=10_000_000)
     seed: int = param(0, "seed of the world's construction (catalog, customers, texts)", lo=0, hi=2**32 - 1)
 
     def validate(self) -> None:

@@ -48,6 +48,7 @@ PROMO = np.array([t.promo for t in CUSTOMER_TYPES])
 QUALITY_TASTES = (0.0, 0.5, 1.0)           # revealed: "doesn't care" / "somewhat" / "a lot"
 TIER_PREFS = ("budget", "neutral", "premium")
 VISIT_BANDS = ("daily", "weekly", "monthly")
+SENSITIVITY = ("low", "mid", "high")  # terciles of the customers' hidden price sensitivity
 VISIT_WEIGHT = np.array([1.0, 0.2, 0.05])  # expected visits per day, before scaling
 
 _TYPE_PHRASES = {
@@ -141,3 +142,9 @@ def make_customers(cfg: MarketConfig, category_names: tuple[str, ...], rng: np.r
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
+
+
+def sensitivity_band(customers: Customers, users: np.ndarray) -> np.ndarray:
+    """Index into SENSITIVITY of each user's hidden price sensitivity (terciles over all customers)."""
+    cuts = np.quantile(customers.price_dev, [1 / 3, 2 / 3])
+    return np.searchsorted(cuts, customers.price_dev[np.asarray(users)])

@@ -129,10 +129,12 @@ class Market:
     def n_customers(self) -> int:
         return self.customers.n
 
-    def initial_state(self, day: int = 0) -> MarketState:
+    def initial_state(self, day: int = 0, stock: int = 0) -> MarketState:
+        """Day ``day``, reference prices at list, no fatigue, no coupons, ``stock`` units of every product
+        (inventory belongs to the envs: a pricing env stocks the products it sells with its ``initial_stock``)."""
         return MarketState(day=day, reference_price=self.catalog.list_price.copy(),
                            fatigue=np.zeros(self.n_customers),
-                           stock=np.full(self.n_products, self.config.initial_stock, dtype=np.int64),
+                           stock=np.full(self.n_products, stock, dtype=np.int64),
                            coupon_days=np.zeros((7, self.n_customers)))
 
     # ------------------------------------------------------------------ utilities

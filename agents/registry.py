@@ -1,0 +1,235 @@
+"""The policy registry: every named policy, the env families it plays, and how to build it.
+
+A policy registers itself where it is defined::
+
+    @register_policy("list_price", families=("pricing",), help="every product at list price", static=True)
+    def _list_price(env, ctx, arg):
+        return ListPrice(env)
+
+and from then on ``promogym evaluate --policy list_price``, an experiment's ``baselines:`` and the reports
+know it, with no other file edited. The registry finds the policies of this package by importing its
+modules on first use, and those of other installed packages through the ``promogym.policies`` entry
+point group (each entry a module to import). A policy name may carry one argument after a colon
+(``static:1.1``) when it registers ``arg``. A training run folder (holding ``config.yml``) is a policy too:
+the learned agent, read with its saved normalization.
+
+What a registration declares is what the pipelines need to know:
+
+- ``families``: the env families (:mod:`promogym.envs.families`) it can act in;
+- ``default``: among the baselines an experiment scores when none are named;
+- ``static``: a static rule (one decision whatever the state): a candidate for the reference of the
+  normalized score (see :func:`reference_policy`);
+- ``plans``: it plans with a response model, so it can also be scored planning with the simulator
+  (``name@sim``);
+- ``knows_truth``: it reads the world's hidden truth, so its score in a simulator means nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import pandas as pd
+
+from promogym.envs.families import family_of
+
+Factory = Callable[[gym.Env[Any, Any], "PolicyContext", str | None], Any]
+ENTRY_POINT_GROUP = "promogym.policies"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyEntry:
+    name: str
+    family: str
+    factory: Factory
+    help: str
+    arg: str | None = None
+    default: bool = True
+    static: bool = False
+    plans: bool = False
+    knows_truth: bool = False
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:{self.arg}" if self.arg else self.name
+
+
+_REGISTRY: dict[tuple[str, str], PolicyEntry] = {}
+_discovered = False
+
+
+def register_policy(name: str, *, families: tuple[str, ...], help: str, arg: str | None = None,
+                    default: bool = True, static: bool = False, plans: bool = False,
+                    knows_truth: bool = False) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory(env, ctx, arg) -> policy`` under ``name`` for each of ``families``
+    (a name registered again for a family replaces the earlier entry)."""
+    if not name or ":" in name or "@" in name or "/" in name:
+        raise ValueError(f"policy name {name!r} must be non-empty without ':', '@' or '/'")
+
+    def wrap(factory: Factory) -> Factory:
+        for family in families:
+            _REGISTRY[(name, family)] = PolicyEntry(name, family, factory, help, arg, default, static, plans,
+                                                    knows_truth)
+        return factory
+
+    return wrap
+
+
+def unregister_policy(name: str, family: str | None = None) -> None:
+    """Remove a registration (every family's when ``family`` is None)."""
+    for key in [k for k in _REGISTRY if k[0] == name and family in (None, k[1])]:
+        del _REGISTRY[key]
+
+
+def _discover() -> None:
+    """Import this package's modules (they register their policies) and plug-ins named by entry points."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import promogym.agents as package
+
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(ep.value.split(":")[0])
+
+
+def policies_for(env_id: str) -> list[PolicyEntry]:
+    """Every policy registered for the env's family, in registration order."""
+    _discover()
+    family = family_of(env_id).name
+    return [e for (_, fam), e in _REGISTRY.items() if fam == family]
+
+
+def default_baselines(env_id: str) -> list[str]:
+    """The baselines an experiment scores on this env when none are named."""
+    return [e.name for e in policies_for(env_id) if e.default]
+
+
+def is_run_folder(spec: str) -> bool:
+    """A training run folder (a learned policy) rather than a policy name."""
+    return (Path(spec) / "config.yml").is_file()
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    name, sep, arg = spec.partition(":")
+    return name, (arg if sep else None)
+
+
+def entry(spec: str, env_id: str) -> PolicyEntry:
+    """The registration behind a policy name on this env; ValueError naming the choices otherwise."""
+    name, arg = split_spec(spec)
+    known = {e.name: e for e in policies_for(env_id)}
+    if name not in known:
+        raise ValueError(f"unknown policy {spec!r} for {env_id}: a run folder (with config.yml) or one of "
+                         f"{', '.join(e.usage for e in known.values())}")
+    found = known[name]
+    if (arg is None) != (found.arg is None):
+        raise ValueError(f"policy {name!r} is written {found.usage}, got {spec!r}")
+    return found
+
+
+def check_policy(spec: str, env_id: str) -> None:
+    """ValueError for a name this env's family does not have, a bad argument, or a run folder of another env."""
+    if is_run_folder(spec):
+        import yaml
+
+        run_env = (yaml.safe_load((Path(spec) / "config.yml").read_text()) or {}).get("env_id")
+        if run_env != env_id:
+            raise ValueError(f"run folder {spec} holds an agent for {run_env}, not {env_id}")
+        return
+    found = entry(spec, env_id)
+    if found.arg is not None:
+        # build-free check of the argument: factories parse it, so try the parse they use
+        try:
+            float(split_spec(spec)[1] or "")
+        except ValueError as exc:
+            raise ValueError(f"{found.usage} needs a number, got {spec!r}") from exc
+
+
+def policy_help(family_names: tuple[str, ...] = ("pricing", "coupons")) -> str:
+    """One line per family: the policy names it has (for --help)."""
+    _discover()
+    lines = []
+    for family in family_names:
+        names = [e.usage for (_, fam), e in _REGISTRY.items() if fam == family]
+        lines.append(f"{family}: {', '.join(names)}")
+    return "; ".join(lines)
+
+
+class PolicyContext:
+    """What building a policy may need besides the env it plays in: the env id, the simulator env that
+    planning policies plan with, logs (a parquet path, a DataFrame, or None: generated from the simulator's
+    market when first asked for) and a cache shared by the policies built from this context."""
+
+    def __init__(self, env_id: str, simulator_env: gym.Env[Any, Any], logs: str | pd.DataFrame | None = None,
+                 search_seeds: int = 10) -> None:
+        self.env_id, self.sim, self.search_seeds = env_id, simulator_env, search_seeds
+        self._logs_path = logs if isinstance(logs, str) else None
+        self._logs: pd.DataFrame | None = logs if isinstance(logs, pd.DataFrame) else None
+        self.cache: dict[str, Any] = {}
+
+    @property
+    def simulator(self) -> Any:
+        """The response backend planning policies plan with."""
+        return self.sim.unwrapped.backend  # type: ignore[attr-defined]
+
+    def make_simulator_env(self) -> gym.Env[Any, Any]:
+        """A fresh env with the simulator's config (for searches that play episodes)."""
+        return gym.make(self.env_id, config=self.sim.unwrapped.config)  # type: ignore[attr-defined]
+
+    def logs(self) -> pd.DataFrame:
+        if self._logs is None:
+            if self._logs_path:
+                self._logs = pd.read_parquet(self._logs_path)
+            else:
+                from promogym.envs.market.logs import generate_logs
+
+                self._logs = generate_logs(self.sim.unwrapped.market, 100_000, seed=11)  # type: ignore[attr-defined]
+        return self._logs
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+def make_policy(spec: str, env: gym.Env[Any, Any], ctx: PolicyContext) -> Any:
+    """The policy a spec names (a registered name or a run folder), acting in ``env``."""
+    if is_run_folder(spec):
+        from promogym.agents.train import LearnedPolicy
+
+        policy = LearnedPolicy(spec, env)
+        policy.name = Path(spec).name
+        return policy
+    found = entry(spec, ctx.env_id)
+    return found.factory(env, ctx, split_spec(spec)[1])
+
+
+def reference_policy(means: Mapping[str, float], learned: set[str] | frozenset[str] = frozenset(),
+                     env_id: str | None = None) -> str:
+    """The reference of the normalized score and the A/B tests, one rule for every report: the constant
+    price searched on the world (``best_static``) when it was scored; otherwise the best-scoring static rule;
+    otherwise the best-scoring policy that is neither learned, nor told the truth, nor planned on the
+    simulator (``name@sim``)."""
+    if "best_static" in means:
+        return "best_static"
+    _discover()
+    entries = {e.name: e for e in policies_for(env_id)} if env_id else {n: e for (n, _), e in _REGISTRY.items()}
+    rules = [n for n in means if n in entries and entries[n].static]
+    pool = rules or [n for n in means if n not in learned and "@" not in n
+                     and not (n in entries and entries[n].knows_truth)]
+    if not pool:
+        raise ValueError(f"no reference among {sorted(means)}: every policy is learned or told the truth")
+    return max(pool, key=lambda n: means[n])
+
+
+__all__ = ["PolicyContext", "PolicyEntry", "check_policy", "default_baselines", "entry", "is_run_folder",
+           "make_policy", "policies_for", "policy_help", "reference_policy", "register_policy", "unregister_policy"]
