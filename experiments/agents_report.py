@@ -10,18 +10,15 @@ markdown table per env and its JSON go to the report folder.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from promogym.core.io import write_json
+from promogym.core.io import atomic_path, write_json
 from promogym.envs.families import family_of, short_name
-from promogym.experiments.errors import CLIError
-from promogym.experiments.experiment import Experiment, ExperimentConfig
-from promogym.experiments.paths import add_force, output_dir, report_marker, run_marker
+from promogym.experiments.experiment import ExperimentConfig
 
 DEFAULT_ENVS = ("promogym/DynamicPricing-v0", "promogym/PricePromo-v0", "promogym/CouponAllocation-v0")
 
@@ -62,51 +59,25 @@ def markdown(env_id: str, stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agents-report", help="train agents over seeds and score them against baselines",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--env", action="append", default=None,
-                   help=f"env id (repeatable; default: {', '.join(DEFAULT_ENVS)})")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--timesteps", type=int, default=100_000)
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--logs", default=None, help="logs parquet for uplift targeting (default: generated)")
-    p.add_argument("--out", default=None, help="report folder (default <run folder>/report)")
-    add_force(p)
-    p.add_argument("--runs", default="runs/agents", help="the run folder (finished stages and trials are reused)")
-    p.set_defaults(func=run)
+__all__ = ["agents_config", "markdown"]
 
 
-def run(args: argparse.Namespace) -> int:
+def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: int) -> str:
+    """Per env of this invocation, the statistics of the run folder's episode tables as JSON; ``report.md``
+    gathers every env whose JSON is in ``out``. Returns the markdown of this invocation's envs."""
     from promogym.experiments.report import env_statistics, load_run
 
-    env_ids = args.env or list(DEFAULT_ENVS)
-    if args.seeds < 1 or args.episodes < 2 or args.timesteps < 1:
-        raise CLIError("--seeds and --timesteps must be >= 1, --episodes >= 2")
-    try:
-        cfg = agents_config(env_ids, args.seeds, args.timesteps, args.episodes, args.jobs, args.logs)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-    runs = output_dir(args.runs, "--runs", force=args.force, holds=run_marker("experiment", cfg.name))
-    out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
-    start = time.perf_counter()
-    try:
-        Experiment(cfg, runs, progress=False).run(report_out=None)
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from exc
-    seconds = time.perf_counter() - start
     episodes = load_run(runs)["episodes"]
+    parts = []
     for env_id in env_ids:
         stats = env_statistics(episodes[episodes["env_id"] == env_id])
-        write_json(out / f"{short_name(env_id)}.json", {"env_id": env_id, "timesteps": args.timesteps, **stats})
-        print(markdown(env_id, stats) + "\n")
-    # the report gathers every env evaluated into this folder
-    parts = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()))
-             for e in DEFAULT_ENVS if (out / f"{short_name(e)}.json").is_file()]
-    (out / "report.md").write_text("\n\n".join(parts) + "\n")
-    print(f"wrote {out}/report.md and JSON per env ({json.dumps({'seconds': round(seconds)})}; run folder {runs})")
-    return 0
+        write_json(out / f"{short_name(env_id)}.json", {"env_id": env_id, "timesteps": timesteps, **stats})
+        parts.append(markdown(env_id, stats))
+    gathered = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()))
+                for e in DEFAULT_ENVS if (out / f"{short_name(e)}.json").is_file()]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n\n".join(gathered) + "\n")
+    return "\n\n".join(parts)
 
 
-__all__ = ["agents_config", "markdown"]
+__all__ = ["DEFAULT_ENVS", "agents_config", "markdown", "write_agents_report"]

@@ -8,22 +8,22 @@ import sys
 from collections.abc import Sequence
 
 from promogym.experiments import (
-    agents_report,
+    agents_report_cmd,
     bench,
-    data,
+    data_cmd,
     eval_cmd,
     evaluate_cmd,
-    experiment,
+    experiment_cmd,
     fit_cmd,
     hillstrom_cmd,
-    report,
+    report_cmd,
     train_cmd,
-    world_report,
+    world_cmd,
 )
 from promogym.experiments.errors import CLIError
 
-COMMANDS = (data, world_report, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report, experiment, report,
-            hillstrom_cmd, bench)
+COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report_cmd, experiment_cmd,
+            report_cmd, hillstrom_cmd, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ continues where it stopped. Trials run in a local process pool (``execution.jobs
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import time
@@ -36,8 +35,6 @@ from promogym.agents.registry import default_baselines, policies_for
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import atomic_dir, atomic_path, write_json
 from promogym.envs.families import short_name
-from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force
 from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -469,56 +466,3 @@ class Experiment(Pipeline):
         from promogym.experiments.report import write_report
 
         return write_report(self.out, report_out)
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="run an experiment config end to end: logs, predictor, agents, report",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("config", help=f"experiment YAML (see {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<name>); rerun to resume")
-    p.add_argument("--report", default=None, help="report folder (default <run folder>/report)")
-    p.add_argument("--no-report", action="store_true", help="stop after the evaluation stage")
-    p.add_argument("--backend", choices=("local", "ray"), default=None, help="override execution.backend")
-    p.add_argument("--jobs", type=int, default=None, help="override execution.jobs")
-    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_force(p)
-    p.set_defaults(func=run)
-
-
-def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
-    try:
-        cfg = ExperimentConfig.load(path)
-        overrides = {k: v for k, v in (("backend", args.backend), ("jobs", args.jobs), ("address", args.address))
-                     if v is not None}
-        if overrides:
-            cfg = dataclasses.replace(cfg, execution=cfg.execution.replace(**overrides))
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from exc
-    if cfg.execution.backend == "ray":
-        from promogym.experiments.trials import ray_available
-
-        if not ray_available():
-            raise CLIError("execution backend 'ray' needs Ray: pip install 'promogym[ray]'")
-    return cfg
-
-
-def run(args: argparse.Namespace) -> int:
-    from promogym.experiments.paths import output_dir, report_marker, run_marker
-
-    cfg = resolve_config(args.config, args)
-    out = output_dir(args.out or Path("runs") / cfg.name, "--out", force=args.force,
-                     holds=run_marker("experiment", cfg.name))
-    report = None if args.no_report else Path(args.report or out / "report")
-    if report is not None:
-        output_dir(report, "--report", force=args.force, holds=report_marker(out))
-    start = time.perf_counter()
-    try:
-        written = Experiment(cfg, out, progress=not args.no_progress).run(report)
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from exc
-    print(f"experiment {cfg.name}: finished in {time.perf_counter() - start:.0f} s; run folder {out}")
-    if written is not None:
-        print(f"report: {written}")
-    return 0

@@ -15,7 +15,6 @@ reference baseline.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -29,8 +28,6 @@ from promogym.agents.registry import reference_policy
 from promogym.core.io import atomic_path, write_json
 from promogym.core.plots import pyplot, save_png
 from promogym.envs.families import family_of
-from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force
 from promogym.experiments.stats import ab_test, bootstrap_ci, bootstrap_diff_ci, normalized, summarize
 
 
@@ -321,28 +318,3 @@ def write_report(run: str | Path, out: str | Path) -> Path:
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
     return out / "report.md"
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write the report of an experiment run folder",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("run", help="the run folder of `promogym experiment`")
-    p.add_argument("--out", default=None, help="report folder (default <run folder>/report)")
-    add_force(p)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from promogym.experiments.paths import output_dir, report_marker
-
-    folder = Path(args.run)
-    if not (folder / "experiment.yml").is_file():
-        raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")
-    out = output_dir(args.out or folder / "report", "--out", force=args.force, holds=report_marker(folder))
-    try:
-        path = write_report(folder, out)
-    except FileNotFoundError as exc:
-        raise CLIError(str(exc)) from exc
-    print(f"report: {path}")
-    return 0

@@ -1,0 +1,34 @@
+"""`promogym report RUN`: the report of an experiment run folder (see :mod:`promogym.experiments.report`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import add_force, output_dir, report_marker
+from promogym.experiments.report import __doc__ as REPORT_DOC
+from promogym.experiments.report import write_report
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write the report of an experiment run folder",
+                       description=REPORT_DOC.split("\n\n")[1] if REPORT_DOC else None)
+    p.add_argument("run", help="the run folder of `promogym experiment`")
+    p.add_argument("--out", default=None, help="report folder (default <run folder>/report)")
+    add_force(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+
+    folder = Path(args.run)
+    if not (folder / "experiment.yml").is_file():
+        raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")
+    out = output_dir(args.out or folder / "report", "--out", force=args.force, holds=report_marker(folder))
+    try:
+        path = write_report(folder, out)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"report: {path}")
+    return 0
