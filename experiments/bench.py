@@ -1,4 +1,4 @@
-"""`promogym bench <what>`: throughput benchmarks that print figures and write JSON under results/bench/.
+"""Throughput benchmarks (`promogym bench <what>`): figures printed and written as JSON.
 
 Each benchmark compares two things measured in the same run (a ratio), because shared machines are
 noisy; the absolute figures are reported beside the ratio for the targets in the README.
@@ -6,8 +6,8 @@ noisy; the absolute figures are reported beside the ratio for the targets in the
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from promogym.core.io import git_commit, machine_info, package_versions, write_json
-from promogym.experiments.paths import add_force, output_dir
 
 
 def pin_one_core() -> int | None:
@@ -41,6 +40,25 @@ def best_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.2)
                 break
         best = max(best, n / elapsed)
     return best
+
+
+def device_rate(fn: Callable[[], int], device: Any, repeats: int, min_seconds: float, warmup: int = 0) -> float:
+    """``best_rate`` of ``fn`` on a torch device, after ``warmup`` untimed calls; on CUDA every call ends with
+    ``torch.cuda.synchronize()``, since kernels run asynchronously."""
+    call = _synchronized(fn, device) if device.type == "cuda" else fn
+    for _ in range(warmup):
+        call()
+    return best_rate(call, repeats=repeats, min_seconds=min_seconds)
+
+
+def _synchronized(fn: Callable[[], int], device: Any) -> Callable[[], int]:
+    import torch
+
+    def call() -> int:
+        n = fn()
+        torch.cuda.synchronize(device)
+        return n
+    return call
 
 
 def bench_world(quick: bool = False) -> dict[str, Any]:
@@ -97,8 +115,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_predictor(quick: bool = False) -> dict[str, Any]:
-    """Fine-tuning examples/s (fp32 vs bf16), full-encoder vs cached inference offers/s, peak memory."""
+def bench_predictor(quick: bool = False, device_name: str = "cpu") -> dict[str, Any]:
+    """Fine-tuning examples/s (fp32 vs bf16), full-encoder vs cached inference offers/s, peak memory.
+
+    On CPU the timings are short and unwarmed, as for the committed figures; on CUDA each timing runs for at
+    least a second after warm-up calls, and the peak GPU memory and a 4,096-offer uncached batch are added."""
     import pandas as pd
     import torch
     from torch.nn import functional as F
@@ -114,16 +135,22 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
     logs = generate_logs(market, 20_000, seed=3)
     encoder, tokenizer = load_encoder(encoder_name)
     net = HybridNet(encoder)
-    model = BertConversionModel(net, tokenizer, "hybrid", 64, device=torch.device("cpu"), bf16=False, segment=True)
+    model = BertConversionModel(net, tokenizer, "hybrid", 64, device=torch.device(device_name), bf16=False,
+                                segment=True)
     device = model.device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    repeats, min_seconds, warmup = (3, 1.0, 3) if cuda else (2, 0.0, 0)
 
     # fine-tuning: one hybrid step encodes the batch's distinct texts with gradients
     batch = logs.iloc[:256]
-    num = torch.as_tensor(numeric_features(batch))
-    wd = torch.as_tensor(weekday_index(batch))
-    y = torch.as_tensor(batch["purchased"].to_numpy(dtype="float32"))
+    num = torch.as_tensor(numeric_features(batch), device=device)
+    wd = torch.as_tensor(weekday_index(batch), device=device)
+    y = torch.as_tensor(batch["purchased"].to_numpy(dtype="float32"), device=device)
     users, u_inv = np.unique(batch["user_text"].astype(str), return_inverse=True)
     items, i_inv = np.unique(batch["item_text"].astype(str), return_inverse=True)
+    u_idx, i_idx = torch.as_tensor(u_inv, device=device), torch.as_tensor(i_inv, device=device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
 
     def train_step(bf16: bool) -> Callable[[], int]:
@@ -133,8 +160,7 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
             uh, um = model.hidden_states(list(users))
             ih, im = model.hidden_states(list(items))
             with autocast(device, bf16):
-                z = net.head(net.tower("user", uh, um)[torch.as_tensor(u_inv)],
-                             net.tower("item", ih, im)[torch.as_tensor(i_inv)], num, wd)
+                z = net.head(net.tower("user", uh, um)[u_idx], net.tower("item", ih, im)[i_idx], num, wd)
             loss = F.binary_cross_entropy_with_logits(z.float(), y)
             opt.zero_grad()
             loss.backward()
@@ -142,21 +168,23 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
             return len(batch)
         return step
 
-    fp32 = best_rate(train_step(False), repeats=2, min_seconds=0.0)
-    bf16 = best_rate(train_step(True), repeats=2, min_seconds=0.0)
+    fp32 = device_rate(train_step(False), device, repeats, min_seconds, warmup)
+    bf16 = device_rate(train_step(True), device, repeats, min_seconds, warmup)
     model.bf16 = False
     net.eval()
 
     # inference without a cache: every offer's user and product texts run through the encoder
-    n_full = 256 if quick else 512
-    offers = logs.iloc[:n_full]
+    def full_rate(n_offers: int) -> float:
+        offers = logs.iloc[:n_offers]
 
-    def full() -> int:
-        model.clear_cache()
-        model.predict_proba(offers)
-        return n_full
+        def full() -> int:
+            model.clear_cache()
+            model.predict_proba(offers)
+            return n_offers
 
-    full_rate = best_rate(full, repeats=2, min_seconds=0.0)
+        return device_rate(full, device, repeats, min_seconds, min(warmup, 1))
+
+    full = full_rate(256 if quick else 512)
     # cached: 10k offers over users and products already encoded; the encoder must not run
     cached_offers = pd.concat([logs] * 1).iloc[:10_000]
     model.clear_cache()
@@ -167,22 +195,31 @@ def bench_predictor(quick: bool = False) -> dict[str, Any]:
         model.predict_proba(cached_offers)
         return len(cached_offers)
 
-    cached_rate = best_rate(cached, repeats=5)
-    return {
+    cached_rate = device_rate(cached, device, 5, max(min_seconds, 0.2), min(warmup, 1))
+    figures: dict[str, Any] = {
         "encoder": encoder_name,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "finetune_examples_per_s_fp32": fp32,
         "finetune_examples_per_s_bf16": bf16,
         "bf16_speedup": bf16 / fp32,
-        "full_encoder_offers_per_s": full_rate,
+        "full_encoder_offers_per_s": full,
         "cached_offers_per_s": cached_rate,
-        "ratio_cached_over_full": cached_rate / full_rate,
+        "ratio_cached_over_full": cached_rate / full,
         "encoder_calls_during_cached_predictions": model.encoder_calls - calls,
         "cache_entries": model.cache_size,
         "peak_rss_mb": _peak_rss_mb(),
         "targets": {"ratio_cached_over_full": 500.0},
     }
+    if cuda:  # a larger uncached batch (512 offers leave the GPU mostly idle), then the peak memory
+        figures["full_encoder_offers_per_s_4096_offers"] = full_rate(4096)
+        figures.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                       tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                       peak_gpu_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20)
+    figures["timing"] = {"repeats": repeats, "min_seconds": min_seconds, "cached_repeats": 5,
+                         "cached_min_seconds": max(min_seconds, 0.2), "warmup_training_steps": warmup,
+                         "warmup_inference_calls": min(warmup, 1), "cuda_synchronize_each_call": cuda}
+    return figures
 
 
 def bench_env(quick: bool = False) -> dict[str, Any]:
@@ -237,14 +274,38 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
 
 
 # name -> (benchmark, pinned to one core: the world's targets are per core; torch uses all cores)
-BENCHES: dict[str, tuple[Callable[[bool], dict[str, Any]], bool]] = {
+BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], bool]] = {
     "world": (bench_world, True), "predictor": (bench_predictor, False), "env": (bench_env, True)}
+DEVICE_BENCHES = ("predictor",)  # the benchmarks that take --device
+RATIO_KEYS = ("finetune_examples_per_s_fp32", "finetune_examples_per_s_bf16", "full_encoder_offers_per_s",
+              "cached_offers_per_s")
 
 
-def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+def bench_file(out_dir: Path, name: str, device: str = "cpu") -> Path:
+    """``<name>.json`` on the CPU, ``<name>_cuda.json`` on a GPU, so the two can sit side by side."""
+    kind = device.split(":")[0]
+    return out_dir / (f"{name}.json" if kind == "cpu" else f"{name}_{kind}.json")
+
+
+def compare_to_cpu(cpu_file: Path, figures: dict[str, Any], quick: bool) -> dict[str, Any] | None:
+    """Device-over-CPU ratios of the throughput figures, against the CPU run in ``cpu_file`` when it exists
+    and measured the same workload (same encoder, same --quick)."""
+    try:
+        cpu = json.loads(cpu_file.read_text())
+    except (OSError, ValueError):
+        return None
+    cpu_fig = cpu.get("figures", {})
+    if cpu.get("quick") != quick or cpu_fig.get("encoder") != figures.get("encoder"):
+        return None
+    return {"file": str(cpu_file), "cpu_commit": cpu.get("commit"), "cpu_when": cpu.get("when"),
+            "cpu_machine": cpu.get("machine"), "cpu_threads": cpu_fig.get("threads"),
+            "ratio_over_cpu": {k: figures[k] / cpu_fig[k] for k in RATIO_KEYS if cpu_fig.get(k)}}
+
+
+def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     fn, pin = BENCHES[name]
     cpu = pin_one_core() if pin else None
-    figures = fn(quick)
+    figures = fn(quick, device) if name in DEVICE_BENCHES else fn(quick)
     result = {
         "bench": name,
         "figures": figures,
@@ -255,29 +316,8 @@ def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict[str, Any]:
         "machine": machine_info(),
         "versions": package_versions(),
     }
-    write_json(out_dir / f"{name}.json", result)
+    out, cpu_out = bench_file(out_dir, name, device), bench_file(out_dir, name)
+    if out != cpu_out:
+        result["compared_to_cpu"] = compare_to_cpu(cpu_out, figures, quick)  # None when there is none
+    write_json(out, result)
     return result
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
-    p.add_argument("what", choices=sorted(BENCHES), help="what to benchmark")
-    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
-    add_force(p)
-    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    out = output_dir(args.out, "--out", force=args.force)
-    result = run_bench(args.what, out, args.quick)
-    for key, value in result["figures"].items():
-        if isinstance(value, float):
-            print(f"{key:<48} {value:>16,.{1 if abs(value) >= 10 else 3}f}")
-        elif not isinstance(value, dict):
-            print(f"{key:<40} {value:>16}")
-    for key, target in result["figures"].get("targets", {}).items():
-        got = result["figures"][key]
-        print(f"target {key} >= {target:,.6g}: {'met' if got >= target else 'MISSED'} ({got:,.6g})")
-    print(f"wrote {out / (args.what + '.json')}")
-    return 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from promogym.experiments import (
     agents_report_cmd,
-    bench,
+    bench_cmd,
     data_cmd,
     eval_cmd,
     evaluate_cmd,
@@ -23,7 +23,7 @@ from promogym.experiments import (
 from promogym.experiments.errors import CLIError
 
 COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report_cmd, experiment_cmd,
-            report_cmd, hillstrom_cmd, bench)
+            report_cmd, hillstrom_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

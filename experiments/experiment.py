@@ -63,7 +63,8 @@ class LogsSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class PredictorSection(ConfigBase):
-    kind: str = param("bert", "the simulator's conversion model", choices=("bert", "gbdt", "logistic"))
+    kind: str = param("bert", "the simulator's conversion model: bert, or a kind of the response-model registry "
+                              "with a fitter (gbdt, logistic, ...)")
     encoder: str = param("minilm", "bert: 'minilm', 'tiny' or a local BERT folder")
     mode: str = param("hybrid", "bert input mode", choices=("hybrid", "text"))
     fit: Mapping[str, Any] = param(None, "overrides of the fit settings (see `promogym fit --set`)", factory=dict)
@@ -71,6 +72,15 @@ class PredictorSection(ConfigBase):
     seed: int = param(0, "seed of the split and the fit", lo=0, hi=2**32 - 1)
 
     def validate(self) -> None:
+        if self.kind != "bert":
+            from promogym.predictors.registry import ModelSpec, model_entry
+
+            try:
+                fitter = model_entry(ModelSpec(self.kind, "model.pkl"), "conversion").fitter
+            except ValueError as exc:
+                raise ValueError(f"PredictorSection.kind: {exc}") from exc
+            if fitter is None:
+                raise ValueError(f"PredictorSection.kind: {self.kind!r} has no fitter in the response-model registry")
         if self.kind == "bert" and self.encoder not in ("minilm", "tiny") \
                 and not (Path(self.encoder) / "config.json").is_file():
             raise ValueError(f"encoder checkpoint not found: {self.encoder} (a Hugging Face BERT folder with "

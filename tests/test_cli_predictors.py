@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from promogym.experiments.cli import main
 
@@ -54,3 +55,16 @@ def test_bench_predictor_quick(tmp_path):
     fig = json.loads((tmp_path / "predictor.json").read_text())["figures"]
     assert fig["encoder_calls_during_cached_predictions"] == 0
     assert fig["ratio_cached_over_full"] > 1 and fig["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["predictor", "--device", "tpu"], "--device must be cpu or cuda"),
+    (["world", "--device", "cuda"], "--device applies to `bench predictor` only"),
+    pytest.param(["predictor", "--device", "cuda"], "no CUDA GPU is available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
+])
+def test_bench_bad_device_exits_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    assert main(["bench", *args, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert list(tmp_path.iterdir()) == []

@@ -49,6 +49,8 @@ def smoke_run(tmp_path_factory):
     (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(baselines=["uplift"]),
      "baselines: unknown policy 'uplift'"),
     (lambda d: d["predictor"].update(encoder="/no/such/bert"), "encoder checkpoint not found: /no/such/bert"),
+    (lambda d: d["predictor"].update(kind="forest"), "unknown model kind 'forest'"),
+    (lambda d: d["predictor"].update(kind="truth"), "'truth' has no fitter"),
     (lambda d: d["predictor"].update(fit={"head_epoch": 2}), "head_epoch"),
     (lambda d: d["train"].update(simulators=["bert"]), "TrainSection.simulators"),
     (lambda d: d["execution"].update(backend="slurm"), "execution: ExecutionSection.backend"),

@@ -1,0 +1,63 @@
+"""`promogym bench <what>`: throughput benchmarks (:mod:`promogym.experiments.bench`); `make bench` writes
+them under results/bench/."""
+
+from __future__ import annotations
+
+import argparse
+
+from promogym.experiments.bench import BENCHES, DEVICE_BENCHES, bench_file, run_bench
+from promogym.experiments.errors import CLIError
+from promogym.experiments.paths import add_force, output_dir
+
+
+def check_device(name: str, device: str) -> str:
+    """The device ``bench <name>`` may run on, as a torch device string; a CLIError otherwise."""
+    if device == "cpu":
+        return device
+    if name not in DEVICE_BENCHES:
+        raise CLIError(f"--device applies to `bench {' / '.join(DEVICE_BENCHES)}` only, not `bench {name}`")
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: no CUDA GPU is available on this machine")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return str(dev)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
+    p.add_argument("what", choices=sorted(BENCHES), help="what to benchmark")
+    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    add_force(p)
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    p.add_argument("--device", default="cpu",
+                   help="predictor only: cpu (default) or cuda; a GPU run writes predictor_cuda.json, with its "
+                        "ratios over predictor.json when that file is in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = check_device(args.what, args.device)
+    out = output_dir(args.out, "--out", force=args.force)
+    result = run_bench(args.what, out, args.quick, device)
+    for key, value in result["figures"].items():
+        if isinstance(value, float):
+            print(f"{key:<48} {value:>16,.{1 if abs(value) >= 10 else 3}f}")
+        elif not isinstance(value, dict):
+            print(f"{key:<40} {value:>16}")
+    for key, target in result["figures"].get("targets", {}).items():
+        got = result["figures"][key]
+        print(f"target {key} >= {target:,.6g}: {'met' if got >= target else 'MISSED'} ({got:,.6g})")
+    if compared := result.get("compared_to_cpu"):
+        print(f"against the CPU figures in {compared['file']}:")
+        for key, ratio in compared["ratio_over_cpu"].items():
+            print(f"{key + ' / cpu':<48} {ratio:>16,.2f}")
+    print(f"wrote {bench_file(out, args.what, device)}")
+    return 0
