@@ -210,8 +210,15 @@ def _best_static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) ->
     return StaticPrice(env, best)
 
 
+def _check_multiplier(env: gym.Env[Any, Any], value: float) -> None:
+    cfg = env.unwrapped.config  # type: ignore[attr-defined]
+    if not cfg.price_low <= value <= cfg.price_high:
+        raise ValueError(f"static:<multiplier> must lie in the env's price band [{cfg.price_low}, {cfg.price_high}] "
+                         f"(x list price), got {value}")
+
+
 @register_policy("static", families=("pricing",), arg="<multiplier>", static=True, default=False,
-                 help="every product at <multiplier> x list price")
+                 help="every product at <multiplier> x list price", check_arg=_check_multiplier)
 def _static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
     return StaticPrice(env, float(arg or 1.0))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from importlib import metadata
@@ -40,6 +41,7 @@ import pandas as pd
 from promogym.envs.families import family_of
 
 Factory = Callable[[gym.Env[Any, Any], "PolicyContext", str | None], Any]
+ArgCheck = Callable[[gym.Env[Any, Any], float], None]
 ENTRY_POINT_GROUP = "promogym.policies"
 
 
@@ -54,6 +56,7 @@ class PolicyEntry:
     static: bool = False
     plans: bool = False
     knows_truth: bool = False
+    check_arg: ArgCheck | None = None
 
     @property
     def usage(self) -> str:
@@ -66,16 +69,17 @@ _discovered = False
 
 def register_policy(name: str, *, families: tuple[str, ...], help: str, arg: str | None = None,
                     default: bool = True, static: bool = False, plans: bool = False,
-                    knows_truth: bool = False) -> Callable[[Factory], Factory]:
+                    knows_truth: bool = False, check_arg: ArgCheck | None = None) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory(env, ctx, arg) -> policy`` under ``name`` for each of ``families``
-    (a name registered again for a family replaces the earlier entry)."""
+    (a name registered again for a family replaces the earlier entry). ``arg`` names a numeric argument
+    (``name:<arg>``); ``check_arg(env, value)`` raises ValueError for a value the env cannot take."""
     if not name or ":" in name or "@" in name or "/" in name:
         raise ValueError(f"policy name {name!r} must be non-empty without ':', '@' or '/'")
 
     def wrap(factory: Factory) -> Factory:
         for family in families:
             _REGISTRY[(name, family)] = PolicyEntry(name, family, factory, help, arg, default, static, plans,
-                                                    knows_truth)
+                                                    knows_truth, check_arg)
         return factory
 
     return wrap
@@ -136,22 +140,37 @@ def entry(spec: str, env_id: str) -> PolicyEntry:
     return found
 
 
-def check_policy(spec: str, env_id: str) -> None:
-    """ValueError for a name this env's family does not have, a bad argument, or a run folder of another env."""
+def check_policy(spec: str, env_id: str, env: gym.Env[Any, Any] | None = None) -> None:
+    """ValueError for a name this env's family does not have, a bad argument, or a run folder of another env
+    (with ``env``: also an argument this env cannot take, or a run trained on other observations)."""
     if is_run_folder(spec):
         import yaml
 
-        run_env = (yaml.safe_load((Path(spec) / "config.yml").read_text()) or {}).get("env_id")
+        try:
+            run_cfg = yaml.safe_load((Path(spec) / "config.yml").read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"run folder {spec}: config.yml is not valid YAML") from exc
+        run_env = run_cfg.get("env_id") if isinstance(run_cfg, dict) else None
         if run_env != env_id:
             raise ValueError(f"run folder {spec} holds an agent for {run_env}, not {env_id}")
+        if env is not None:
+            trained = gym.make(env_id, config={**(run_cfg.get("env_config") or {}), "response": "world"})
+            if trained.observation_space.shape != env.observation_space.shape or \
+                    trained.action_space != env.action_space:
+                raise ValueError(f"run folder {spec} was trained on {env_id} with other settings (observations "
+                                 f"{trained.observation_space.shape}, actions {trained.action_space}); this env has "
+                                 f"{env.observation_space.shape} and {env.action_space}")
         return
     found = entry(spec, env_id)
     if found.arg is not None:
-        # build-free check of the argument: factories parse it, so try the parse they use
         try:
-            float(split_spec(spec)[1] or "")
+            value = float(split_spec(spec)[1] or "")
         except ValueError as exc:
             raise ValueError(f"{found.usage} needs a number, got {spec!r}") from exc
+        if not math.isfinite(value):
+            raise ValueError(f"{found.usage} needs a finite number, got {spec!r}")
+        if env is not None and found.check_arg is not None:
+            found.check_arg(env, value)
 
 
 def policy_help(family_names: tuple[str, ...] = ("pricing", "coupons")) -> str:
@@ -201,12 +220,13 @@ class PolicyContext:
         return self.cache[key]
 
 
-def make_policy(spec: str, env: gym.Env[Any, Any], ctx: PolicyContext) -> Any:
-    """The policy a spec names (a registered name or a run folder), acting in ``env``."""
+def make_policy(spec: str, env: gym.Env[Any, Any], ctx: PolicyContext, trust: bool = False) -> Any:
+    """The policy a spec names (a registered name or a run folder), acting in ``env``. A run folder is loaded
+    only when its manifest vouches for its files, unless ``trust`` (its pickles then run code)."""
     if is_run_folder(spec):
         from promogym.agents.train import LearnedPolicy
 
-        policy = LearnedPolicy(spec, env)
+        policy = LearnedPolicy(spec, env, trust=trust)
         policy.name = Path(spec).name
         return policy
     found = entry(spec, ctx.env_id)

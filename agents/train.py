@@ -1,19 +1,35 @@
 """Training Stable-Baselines3 agents on the promogym environments.
 
 One run folder per run: ``config.yml`` (the resolved settings), ``model.zip`` (final),
-``best_model.zip`` (best periodic evaluation) with ``best_vecnormalize.pkl`` (the normalization
-statistics it was evaluated with), ``vecnormalize.pkl`` (the final observation-normalization
+``best_model.zip`` (best periodic evaluation) with ``best_vecnormalize.json`` (the normalization
+statistics it was evaluated with), ``vecnormalize.json`` (the final observation-normalization
 statistics; each model is always applied with its own), ``evaluations.npz`` (the periodic evaluations),
-``checkpoints/`` (every ``checkpoint_freq`` steps, for ``resume``) and ``metadata.json`` (git commit,
-package versions, seed, the response model's hash, wall time).
+``checkpoints/`` (``model_<n>_steps.zip`` with ``model_vecnormalize_<n>_steps.json`` every
+``checkpoint_freq`` steps, for ``resume``), ``metadata.json`` (git commit, package versions, seed, the
+response model's hash, wall time) and ``manifest.json``.
+
+Nothing is unpickled from a file the project did not write. The normalization statistics are plain JSON
+(running means, variances and counts, clip values, epsilon, gamma) from which ``VecNormalize`` is rebuilt.
+SB3's model zips hold cloudpickled objects, so they are loaded only from run folders whose ``manifest.json``
+(the sha256 of every file the run wrote, rewritten atomically after each checkpoint and last of all) lists
+them with their current hash; any other folder is refused unless the caller passes ``trust=True``
+(``--trust``), which runs code from the folder's pickles.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import inspect
+import io
+import json
+import logging
+import math
+import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +40,8 @@ from gymnasium import spaces
 
 from promogym import envs
 from promogym.core.io import atomic_path, git_commit, package_versions, write_json
+
+log = logging.getLogger(__name__)
 
 HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
 ALGOS = ("ppo", "a2c", "sac", "td3", "dqn", "maskable_ppo", "recurrent_ppo")
@@ -37,6 +55,16 @@ SUPPORTED: dict[str, tuple[type[spaces.Space[Any]], ...]] = {
     "dqn": (spaces.Discrete,),
     "maskable_ppo": (spaces.Discrete, spaces.MultiDiscrete),
 }
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "promogym-run-manifest/1"
+NORM_FORMAT = "promogym-vecnormalize/1"
+TRUST_HELP = ("load the run folder even without a valid manifest.json: SB3 model zips hold pickles, so this runs "
+              "code from the folder's files; only for folders you trust")
+
+
+def _count(name: str, value: Any, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"TrainSpec.{name} must be an integer >= {lo}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -53,6 +81,18 @@ class TrainSpec:
     n_envs: int = 1
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """ValueError naming the field for settings no training could use (checked before any work)."""
+        _count("seed", self.seed, 0)
+        _count("timesteps", self.timesteps, 1)
+        _count("eval_freq", self.eval_freq, 1)
+        _count("eval_episodes", self.eval_episodes, 1)
+        _count("checkpoint_freq", self.checkpoint_freq, 1)
+        _count("n_envs", self.n_envs, 1)
+        if not isinstance(self.hyperparams, Mapping):
+            raise ValueError(f"TrainSpec.hyperparams must be a mapping, got {self.hyperparams!r}")
+        check_hyperparams(self.algo, self.hyperparams)
+
 
 def algo_class(algo: str) -> Any:
     if algo not in ALGOS:
@@ -68,6 +108,98 @@ def algo_class(algo: str) -> Any:
 
 def policy_name(algo: str) -> str:
     return "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
+
+
+# ---------------------------------------------------------------------------------------- hyperparameters
+# what train() passes itself: not hyperparameters
+_RESERVED = ("policy", "env", "seed", "verbose", "_init_setup_model")
+_POS_INT = ("n_steps", "batch_size", "n_epochs", "buffer_size", "target_update_interval", "policy_delay",
+            "stats_window_size")
+_NONNEG_INT = ("learning_starts",)
+_UNIT = ("gamma", "gae_lambda", "tau", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps")
+_POSITIVE = ("learning_rate", "clip_range", "max_grad_norm", "rms_prop_eps")
+_NONNEG = ("vf_coef", "target_policy_noise", "target_noise_clip")
+_OPT_POSITIVE = ("clip_range_vf", "target_kl")
+_BOOL = ("normalize_advantage", "use_sde", "use_sde_at_warmup", "optimize_memory_usage", "use_rms_prop")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_value(key: str, v: Any) -> str | None:
+    """Why ``v`` is no value of the hyperparameter ``key`` (None when it is one or the key is not checked)."""
+    if key in _POS_INT and not (_integer(v) and v >= 1):
+        return "an integer >= 1"
+    if key in _NONNEG_INT and not (_integer(v) and v >= 0):
+        return "an integer >= 0"
+    if key in _UNIT and not (_number(v) and 0 <= v <= 1):
+        return "a number in [0, 1]"
+    if key in _POSITIVE and not (_number(v) and v > 0):
+        return "a number > 0"
+    if key in _NONNEG and not (_number(v) and v >= 0):
+        return "a number >= 0"
+    if key in _OPT_POSITIVE and not (v is None or (_number(v) and v > 0)):
+        return "null or a number > 0"
+    if key in _BOOL and not isinstance(v, bool):
+        return "true or false"
+    if key == "ent_coef" and not ((_number(v) and v >= 0) or (isinstance(v, str) and re.fullmatch(
+            r"auto(_\d+(\.\d*)?([eE]-?\d+)?)?", v))):
+        return "a number >= 0 (or 'auto' / 'auto_<init>' for sac)"
+    if key == "gradient_steps" and not (_integer(v) and (v >= 1 or v == -1)):
+        return "an integer >= 1 or -1"
+    if key == "sde_sample_freq" and not (_integer(v) and v >= -1):
+        return "an integer >= -1"
+    if key == "train_freq" and not ((_integer(v) and v >= 1) or (
+            isinstance(v, (list, tuple)) and len(v) == 2 and _integer(v[0]) and v[0] >= 1
+            and v[1] in ("step", "episode"))):
+        return "an integer >= 1 or [n, step|episode]"
+    if key in ("policy_kwargs", "replay_buffer_kwargs", "rollout_buffer_kwargs") and not (
+            v is None or isinstance(v, Mapping)):
+        return "a mapping"
+    return None
+
+
+def check_hyperparams(algo: str, params: Mapping[str, Any]) -> None:
+    """ValueError naming the key for a hyperparameter the algorithm's constructor does not take, or a value of
+    the wrong type or range for the common numeric ones (and for ``policy_kwargs`` keys its policy does not
+    take) — before any training."""
+    cls = algo_class(algo)
+    accepted = set(inspect.signature(cls).parameters) - set(_RESERVED)
+    for key, value in params.items():
+        if key not in accepted:
+            near = [k for k in sorted(accepted) if k[:3] == str(key)[:3]]
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"hyperparameter {key!r} is not a setting of {cls.__name__}{hint}; it takes "
+                             f"{', '.join(sorted(accepted))}")
+        why = _check_value(key, value)
+        if why is not None:
+            raise ValueError(f"hyperparameter {key} must be {why}, got {value!r}")
+    kwargs = params.get("policy_kwargs") or {}
+    policy_cls = cls.policy_aliases.get(policy_name(algo))
+    if kwargs and policy_cls is not None:
+        taken = set(inspect.signature(policy_cls).parameters) - {"observation_space", "action_space", "lr_schedule"}
+        for key in kwargs:
+            if key not in taken:
+                raise ValueError(f"hyperparameter policy_kwargs.{key} is not a setting of {policy_cls.__name__}; it "
+                                 f"takes {', '.join(sorted(taken))}")
+        arch = kwargs.get("net_arch")
+        if arch is not None and not _net_arch_ok(arch):
+            raise ValueError(f"hyperparameter policy_kwargs.net_arch must be a list of layer widths >= 1 (or "
+                             f"{{pi: [...], vf: [...]}}), got {arch!r}")
+        if "activation_fn" in kwargs:
+            raise ValueError("hyperparameter policy_kwargs.activation_fn cannot be set from a config (it is a "
+                             "torch class)")
+
+
+def _net_arch_ok(arch: Any) -> bool:
+    if isinstance(arch, Mapping):
+        return all(_net_arch_ok(v) for v in arch.values()) and set(arch) <= {"pi", "vf", "qf"}
+    return isinstance(arch, list) and all(_integer(w) and w >= 1 for w in arch)
 
 
 def probe_config(env_id: str, env_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -113,6 +245,132 @@ def response_hash(response: str) -> str | None:
     return h.hexdigest()
 
 
+# ---------------------------------------------------------------------------------------- normalization files
+def normalization_dict(vec: Any) -> dict[str, Any]:
+    """The statistics and settings of a VecNormalize, as plain JSON values (float64 exactly: JSON floats
+    round-trip)."""
+    if isinstance(vec.obs_rms, dict):
+        raise ValueError("dict observation spaces are not supported by the normalization file")
+
+    def rms(r: Any) -> dict[str, Any]:
+        return {"mean": np.asarray(r.mean, dtype=np.float64).tolist(),
+                "var": np.asarray(r.var, dtype=np.float64).tolist(), "count": float(r.count)}
+
+    return {"format": NORM_FORMAT, "norm_obs": bool(vec.norm_obs), "norm_reward": bool(vec.norm_reward),
+            "clip_obs": float(vec.clip_obs), "clip_reward": float(vec.clip_reward), "gamma": float(vec.gamma),
+            "epsilon": float(vec.epsilon), "obs_rms": rms(vec.obs_rms), "ret_rms": rms(vec.ret_rms)}
+
+
+def _norm_bytes(vec: Any) -> bytes:
+    return (json.dumps(normalization_dict(vec), indent=1) + "\n").encode()
+
+
+def normalization_from_bytes(data: bytes, venv: Any, where: Path | str, training: bool = False) -> Any:
+    """A VecNormalize around ``venv`` rebuilt from a normalization file's bytes; ValueError naming ``where`` when
+    the file is truncated, malformed or does not fit the env's observations."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    try:
+        raw = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"normalization file {where} is not valid JSON (truncated or not written by promogym?): "
+                         f"{str(exc).splitlines()[0]}") from None
+    try:
+        if not isinstance(raw, dict) or raw.get("format") != NORM_FORMAT:
+            raise ValueError(f"format is not {NORM_FORMAT}")
+        settings = {k: float(raw[k]) for k in ("clip_obs", "clip_reward", "gamma", "epsilon")}
+        if not all(math.isfinite(v) for v in settings.values()) or settings["epsilon"] <= 0 \
+                or settings["clip_obs"] <= 0 or settings["clip_reward"] <= 0 or not 0 <= settings["gamma"] <= 1:
+            raise ValueError(f"bad settings {settings}")
+        flags = {k: raw[k] for k in ("norm_obs", "norm_reward")}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError("norm_obs and norm_reward must be true or false")
+        vec = VecNormalize(venv, training=training, norm_obs=flags["norm_obs"], norm_reward=flags["norm_reward"],
+                           clip_obs=settings["clip_obs"], clip_reward=settings["clip_reward"],
+                           gamma=settings["gamma"], epsilon=settings["epsilon"])
+        obs_rms: Any = vec.obs_rms  # one RunningMeanStd for a Box observation space
+        for name, shape in (("obs_rms", obs_rms.mean.shape), ("ret_rms", ())):
+            part = raw[name]
+            mean = np.asarray(part["mean"], dtype=np.float64)
+            var = np.asarray(part["var"], dtype=np.float64)
+            count = float(part["count"])
+            if mean.shape != shape or var.shape != shape:
+                raise ValueError(f"{name} has shape {mean.shape}, the env's is {shape}")
+            if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all() and count > 0):
+                raise ValueError(f"{name} holds non-finite or negative statistics")
+            target = getattr(vec, name)
+            target.mean, target.var, target.count = mean, var, count
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"normalization file {where} is malformed: {what}") from None
+    return vec
+
+
+# ---------------------------------------------------------------------------------------- manifest
+def read_manifest(run: Path) -> dict[str, str] | None:
+    """The run's manifest (relative path -> sha256), None when it has none or it is not a valid one."""
+    try:
+        raw = json.loads((run / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    files = raw.get("files") if isinstance(raw, dict) and raw.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return None
+    return dict(files)
+
+
+def write_manifest(run: Path, files: Mapping[str, str]) -> None:
+    """The manifest, written atomically (after the files it lists)."""
+    write_json(run / MANIFEST, {"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))})
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(run: Path, rel: str, trust: bool = False, manifest: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of ``run/rel`` if the run's manifest lists them with this hash; ValueError naming the folder and
+    the file otherwise, unless ``trust``. The bytes checked are the bytes returned (no second read)."""
+    path = run / rel
+    if not path.is_file():
+        raise ValueError(f"run folder {run}: {rel} not found")
+    data = path.read_bytes()
+    if trust:
+        return data
+    files = manifest if manifest is not None else read_manifest(run)
+    hint = "pass --trust (trust=True) only if you trust it: its pickles run code"
+    if files is None:
+        raise ValueError(f"refusing to load {path}: run folder {run} has no valid {MANIFEST} (not written by "
+                         f"promogym's train); {hint}")
+    if rel not in files:
+        raise ValueError(f"refusing to load {path}: run folder {run}'s {MANIFEST} does not list {rel}; {hint}")
+    if files[rel] != _sha(data):
+        raise ValueError(f"refusing to load {path}: run folder {run}: {rel} differs from its {MANIFEST} entry "
+                         f"(modified or truncated); {hint}")
+    return data
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    """Write ``data`` atomically (with the umask's permissions, as SB3's own files had); its sha256."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        tmp.chmod(0o666 & ~mask)
+    return _sha(data)
+
+
+def _model_bytes(model: Any) -> bytes:
+    buf = io.BytesIO()
+    model.save(buf)
+    return buf.getvalue()
+
+
+def _load_model(cls: Any, data: bytes, **kwargs: Any) -> Any:
+    return cls.load(io.BytesIO(data), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- training
 def _make_vec(spec: TrainSpec, seed: int, training: bool) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -131,107 +389,213 @@ def _make_vec(spec: TrainSpec, seed: int, training: bool) -> Any:
     return VecNormalize(vec, norm_obs=True, norm_reward=training, training=training, gamma=0.99)
 
 
-def _latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
+def checkpoint_files(steps: int) -> tuple[str, str]:
+    """The model and normalization files of the checkpoint at ``steps`` (relative to the run folder)."""
+    return f"checkpoints/model_{steps}_steps.zip", f"checkpoints/model_vecnormalize_{steps}_steps.json"
+
+
+def _checkpoints(run: Path) -> list[int]:
+    """The steps of the run's checkpoints, latest first."""
     found = []
     for f in (run / "checkpoints").glob("model_*_steps.zip"):
-        m = re.search(r"model_(\d+)_steps", f.name)
+        m = re.fullmatch(r"model_(\d+)_steps\.zip", f.name)
         if m:
-            found.append((int(m.group(1)), f))
-    if not found:
-        return None
-    steps, f = max(found)
-    return f, run / "checkpoints" / f"model_vecnormalize_{steps}_steps.pkl", steps
+            found.append(int(m.group(1)))
+    return sorted(found, reverse=True)
 
 
-def _normalization_saver(path: Path) -> Any:
-    """A callback for EvalCallback's new best models: saves the normalization statistics the model was
-    evaluated with (they keep moving during training; the final ones would misread its observations)."""
+def _resume_point(run: Path, cls: Any, venv: Any, spec: TrainSpec, files: Mapping[str, str] | None,
+                  trust: bool) -> tuple[Any, Any, int, list[str]] | None:
+    """(model, train env, steps, skipped) from the latest intact checkpoint the manifest vouches for (any intact
+    one with ``trust``), None when the run has no checkpoint; ValueError when none of them is intact."""
+    steps_found = _checkpoints(run)
+    skipped: list[str] = []
+    for steps in steps_found:
+        model_rel, norm_rel = checkpoint_files(steps)
+        try:
+            norm_data = read_verified(run, norm_rel, trust, files)
+            model_data = read_verified(run, model_rel, trust, files)
+            train_env = normalization_from_bytes(norm_data, venv, run / norm_rel, training=True)
+            try:
+                model = _load_model(cls, model_data, env=train_env, seed=spec.seed)
+            except Exception as exc:  # a truncated or foreign zip: any error of the zip/torch readers
+                raise ValueError(f"checkpoint {run / model_rel} cannot be read ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        except ValueError as exc:
+            skipped.append(str(exc))
+            log.warning("resume: skipping the checkpoint at %s steps: %s", steps, exc)
+            continue
+        if skipped:
+            log.warning("resume: falling back to the intact checkpoint at %s steps (%s)", steps, run / model_rel)
+        return model, train_env, steps, skipped
+    if steps_found:
+        raise ValueError(f"no intact checkpoint to resume from in {run / 'checkpoints'} (tried {len(steps_found)}; "
+                         f"latest: {skipped[0]})")
+    return None
+
+
+def _callbacks(run: Path, files: dict[str, str], save_freq: int) -> tuple[Any, Any]:
+    """(on new best, checkpointer): each writes its files atomically, then the manifest listing them."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class SaveNormalization(BaseCallback):
+    class SaveBestNormalization(BaseCallback):
+        """For EvalCallback's new best models: the normalization statistics the model was evaluated with (they
+        keep moving during training; the final ones would misread its observations)."""
+
         def _on_step(self) -> bool:
             vec = self.model.get_vec_normalize_env()
             if vec is not None:
-                vec.save(str(path))
+                files["best_vecnormalize.json"] = _write_bytes(run / "best_vecnormalize.json", _norm_bytes(vec))
+            best = run / "best_model.zip"
+            if best.is_file():
+                files["best_model.zip"] = _sha(best.read_bytes())
+            if (run / "evaluations.npz").is_file():
+                files["evaluations.npz"] = _sha((run / "evaluations.npz").read_bytes())
+            write_manifest(run, files)
             return True
 
-    return SaveNormalization()
+    class Checkpoint(BaseCallback):
+        """SB3's CheckpointCallback without pickles: the model zip and a JSON normalization file."""
+
+        def _on_step(self) -> bool:
+            if self.n_calls % save_freq == 0:
+                (run / "checkpoints").mkdir(exist_ok=True)
+                model_rel, norm_rel = checkpoint_files(self.num_timesteps)
+                files[model_rel] = _write_bytes(run / model_rel, _model_bytes(self.model))
+                vec = self.model.get_vec_normalize_env()
+                files[norm_rel] = _write_bytes(run / norm_rel, _norm_bytes(vec))
+                write_manifest(run, files)
+            return True
+
+    return SaveBestNormalization(), Checkpoint()
 
 
-def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Train one agent; returns the metadata written to ``run/metadata.json``."""
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
-    from stable_baselines3.common.vec_env import VecNormalize
+def _check_resumable(run: Path, spec: TrainSpec) -> None:
+    """ValueError when ``run`` holds something other than a run of this env, algorithm and settings."""
+    config_file = run / "config.yml"
+    if not config_file.is_file():
+        if run.is_dir() and any(run.iterdir()):
+            raise ValueError(f"cannot resume in {run}: it is not a training run folder (no config.yml)")
+        return
+    try:
+        before = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot resume in {run}: {config_file} is not valid YAML") from exc
+    if not isinstance(before, dict):
+        raise ValueError(f"cannot resume in {run}: {config_file} is not a mapping")
+    if before.get("env_id") != spec.env_id or before.get("algo") != spec.algo:
+        raise ValueError(f"{run} holds a {before.get('algo')} run on {before.get('env_id')}, "
+                         f"not {spec.algo} on {spec.env_id}")
+    for key in ("response", "env_config", "hyperparams"):
+        if key in before and before[key] != getattr(spec, key):
+            raise ValueError(f"{run} holds a run with {key} {before[key]!r}, not {getattr(spec, key)!r}; resume "
+                             f"it with the same settings")
+
+
+def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = False,
+          trust: bool = False) -> dict[str, Any]:
+    """Train one agent; returns the metadata written to ``run/metadata.json``. With ``resume``, training continues
+    from the latest checkpoint the run's manifest vouches for (``trust``: any readable one), falling back past
+    truncated ones."""
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
     check_compatible(spec.env_id, spec.algo, spec.env_config)
     params = {**load_hyperparams(spec.env_id, spec.algo), **spec.hyperparams}
+    check_hyperparams(spec.algo, params)
     spec.hyperparams = params
+    if resume:
+        _check_resumable(run, spec)
     run.mkdir(parents=True, exist_ok=True)
-    resolved = dataclasses.asdict(spec)
-    config_file = run / "config.yml"
-    if resume and config_file.is_file():
-        before = yaml.safe_load(config_file.read_text())
-        if before.get("env_id") != spec.env_id or before.get("algo") != spec.algo:
-            raise ValueError(f"{run} holds a {before.get('algo')} run on {before.get('env_id')}, "
-                             f"not {spec.algo} on {spec.env_id}")
-    with atomic_path(config_file) as tmp:
-        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    prior = read_manifest(run) if resume else None  # what the run vouched for so far (None: no valid manifest)
+    files: dict[str, str] = dict(prior or {})
     cls = algo_class(spec.algo)
     train_env = _make_vec(spec, spec.seed, training=True)
     eval_env = _make_vec(spec, spec.seed + 10_000, training=False)
+    if not resume:  # a fresh run (--force) replaces what it writes: nothing stale is left to be mistaken for it
+        for rel in (MANIFEST, "model.zip", "vecnormalize.json", "best_model.zip", "best_vecnormalize.json",
+                    "evaluations.npz", "metadata.json"):
+            (run / rel).unlink(missing_ok=True)
+        for steps in _checkpoints(run):
+            for rel in checkpoint_files(steps):
+                (run / rel).unlink(missing_ok=True)
     done = 0
-    latest = _latest_checkpoint(run) if resume else None
-    if latest is not None:
-        model_file, norm_file, done = latest
-        train_env = VecNormalize.load(str(norm_file), train_env.venv)
-        model = cls.load(str(model_file), env=train_env, seed=spec.seed)
-    else:
-        kwargs = dict(params)
-        model = cls(policy_name(spec.algo), train_env, seed=spec.seed, verbose=0, **kwargs)
+    point = _resume_point(run, cls, train_env.venv, spec, prior, trust) if resume else None
+    skipped: list[str] = []
+    config_text = yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False)
+    if point is not None:
+        model, train_env, done, skipped = point
+    else:  # a copy: SB3 adds its defaults (torch classes) to policy_kwargs in place
+        model = cls(policy_name(spec.algo), train_env, seed=spec.seed, verbose=0, **copy.deepcopy(params))
+    files["config.yml"] = _write_bytes(run / "config.yml", config_text.encode())
+    write_manifest(run, files)
     eval_cls: Any = EvalCallback
     if spec.algo == "maskable_ppo":
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 
         eval_cls = MaskableEvalCallback
+    on_best, checkpointer = _callbacks(run, files, max(1, spec.checkpoint_freq // spec.n_envs))
     callbacks = CallbackList([
         eval_cls(eval_env, n_eval_episodes=spec.eval_episodes, eval_freq=max(1, spec.eval_freq // spec.n_envs),
                  log_path=str(run), best_model_save_path=str(run), deterministic=True, verbose=0,
-                 callback_on_new_best=_normalization_saver(run / "best_vecnormalize.pkl")),
-        CheckpointCallback(save_freq=max(1, spec.checkpoint_freq // spec.n_envs), save_path=str(run / "checkpoints"),
-                           name_prefix="model", save_vecnormalize=True),
+                 callback_on_new_best=on_best),
+        checkpointer,
     ])
     start = time.perf_counter()
     model.learn(total_timesteps=max(0, spec.timesteps - done), callback=callbacks, progress_bar=progress,
-                reset_num_timesteps=latest is None)
-    model.save(str(run / "model.zip"))
-    train_env.save(str(run / "vecnormalize.pkl"))
+                reset_num_timesteps=point is None)
+    files["model.zip"] = _write_bytes(run / "model.zip", _model_bytes(model))
+    files["vecnormalize.json"] = _write_bytes(run / "vecnormalize.json", _norm_bytes(train_env))
+    if (run / "evaluations.npz").is_file():  # rewritten by EvalCallback at every evaluation
+        files["evaluations.npz"] = _sha((run / "evaluations.npz").read_bytes())
     meta = {"env_id": spec.env_id, "algo": spec.algo, "seed": spec.seed, "timesteps": spec.timesteps,
             "resumed_from_step": done, "wall_seconds": time.perf_counter() - start, "commit": git_commit(),
             "versions": package_versions(), "response": spec.response,
             "response_sha256": response_hash(spec.response)}
+    if skipped:
+        meta["skipped_checkpoints"] = skipped
     write_json(run / "metadata.json", meta)
+    files["metadata.json"] = _sha((run / "metadata.json").read_bytes())
+    write_manifest(run, files)  # last: it vouches for everything above
     return meta
 
 
+# ---------------------------------------------------------------------------------------- the learned policy
 class LearnedPolicy:
-    """A trained agent with its saved observation normalization, behind the common ``predict()``."""
+    """A trained agent with its saved observation normalization, behind the common ``predict()``.
 
-    def __init__(self, run: str | Path, env: gym.Env[Any, Any] | None = None, best: bool = True) -> None:
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    The model zip and the normalization file are read only when the run's manifest lists them with their
+    current hash (``trust=True`` skips that check: the zip's pickles then run whatever they hold); the
+    normalization statistics are JSON, never unpickled."""
+
+    def __init__(self, run: str | Path, env: gym.Env[Any, Any] | None = None, best: bool = True,
+                 trust: bool = False) -> None:
+        from stable_baselines3.common.vec_env import DummyVecEnv
 
         run = Path(run)
+        if not (run / "config.yml").is_file():
+            raise ValueError(f"run folder {run}: config.yml not found (not a training run folder)")
         cfg = yaml.safe_load((run / "config.yml").read_text())
         self.env_id, self.algo = cfg["env_id"], cfg["algo"]
         self.name = f"{self.algo}"
         use_best = best and (run / "best_model.zip").is_file()
-        file = run / ("best_model.zip" if use_best else "model.zip")
-        stats = run / "best_vecnormalize.pkl" if use_best and (run / "best_vecnormalize.pkl").is_file() \
-            else run / "vecnormalize.pkl"
-        self.model = algo_class(self.algo).load(str(file), device="cpu")
+        file = "best_model.zip" if use_best else "model.zip"
+        stats = "best_vecnormalize.json" if use_best and (run / "best_vecnormalize.json").is_file() \
+            else "vecnormalize.json"
+        if not (run / stats).is_file():
+            legacy = sorted(p.name for p in run.glob("*vecnormalize.pkl"))
+            note = (f"; {', '.join(legacy)} is a pickle from an older promogym, never read (it could run code): "
+                    f"retrain the run") if legacy else ""
+            raise ValueError(f"run folder {run}: {stats} not found{note}")
+        manifest = None if trust else read_manifest(run)
+        model_data = read_verified(run, file, trust, manifest)  # both vouched for before anything is loaded
+        stats_data = read_verified(run, stats, trust, manifest)
         dummy = DummyVecEnv([lambda: env if env is not None else gym.make(
             self.env_id, config=probe_config(self.env_id, cfg["env_config"]))])
-        self.norm = VecNormalize.load(str(stats), dummy)
-        self.norm.training = False
+        self.norm = normalization_from_bytes(stats_data, dummy, run / stats)
+        try:
+            self.model = _load_model(algo_class(self.algo), model_data, device="cpu")
+        except Exception as exc:  # a truncated zip under trust: any error of the zip/torch readers
+            raise ValueError(f"run folder {run}: {file} cannot be read ({type(exc).__name__})") from None
         self.env: Any = env.unwrapped if env is not None else None
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
@@ -246,4 +610,5 @@ class LearnedPolicy:
         return action[0], state
 
 
-__all__ = ["ALGOS", "LearnedPolicy", "TrainSpec", "check_compatible", "train"]
+__all__ = ["ALGOS", "MANIFEST", "TRUST_HELP", "LearnedPolicy", "TrainSpec", "check_compatible", "check_hyperparams",
+           "read_manifest", "read_verified", "train"]

@@ -63,6 +63,83 @@ def check_coupon_levels(cfg: Any) -> None:
         raise ValueError(f"{type(cfg).__name__}.coupon_levels must be increasing and start at 0, got {levels}")
 
 
+def env_name(env: Any) -> str:
+    """The Gymnasium id of ``env`` (from its spec, or the registered id of its class), else its class name."""
+    spec = getattr(env, "spec", None)
+    if spec is not None:
+        return str(spec.id)
+    from promogym.envs import ENV_IDS
+
+    cls = type(env)
+    return next((k for k, v in ENV_IDS.items() if v == f"{cls.__module__}:{cls.__name__}"), cls.__name__)
+
+
+def _show(x: Any) -> str:
+    """A bound (scalar or array) compactly: one value when all are equal."""
+    x = np.asarray(x)
+    return repr(x.flat[0].item()) if x.size and (x == x.flat[0]).all() else np.array2string(x, threshold=6)
+
+
+def _action_error(env: Any, space: gym.Space, clip: bool, got: str) -> ValueError:
+    if isinstance(space, gym.spaces.Box):
+        rule = (f"outside [{_show(space.low)}, {_show(space.high)}] are clipped" if clip
+                else f"in [{_show(space.low)}, {_show(space.high)}]")
+        want = f"a finite array of shape {space.shape} (values {rule})"
+    else:
+        levels: Any = space  # MultiDiscrete
+        want = (f"an integer array of shape {space.shape} with values in "
+                f"[{_show(levels.start)}, {_show(levels.start + levels.nvec)})")
+    return ValueError(f"{env_name(env)}: action must be {want}, got {got}")
+
+
+def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:
+    """The first offending entry of ``a`` (where ``bad``), and how many there are."""
+    i = int(np.argmax(bad))  # flat index
+    where = i if a.ndim == 1 else tuple(int(k) for k in np.unravel_index(i, a.shape))
+    more = int(bad.sum()) - 1
+    return f"{a.flat[i].item()!r} at index {where} (dtype {a.dtype}" + (f"; {more} more bad entries)" if more else ")")
+
+
+def check_action(env: Any, action: Any, *, clip: bool = False) -> np.ndarray:
+    """``action`` as an array of ``env.action_space``'s shape, or ValueError (one line: the env, the action
+    expected and what was given) before anything in the env changes.
+
+    The action must have the space's shape exactly after ``np.asarray`` (a list is fine; a scalar only for a
+    one-element space: nothing is broadcast or cut) and real numbers. ``Box``: finite values; with ``clip``
+    (the env clips actions into the box itself, as it documents) any finite value, else within the bounds.
+    ``MultiDiscrete``: integers (an integer-valued float array is fine) in ``[start, start + nvec)``; returned
+    as int64. Box actions are returned as given (their dtype kept), never clipped here."""
+    space = env.action_space
+    try:
+        a = np.asarray(action)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise _action_error(env, space, clip, f"{type(action).__name__} not convertible to an array "
+                                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if a.shape != space.shape:
+        if a.ndim == 0 and space.shape == (1,):
+            a = a.reshape(1)
+        else:
+            raise _action_error(env, space, clip, f"shape {a.shape}" + (f" ({a.item()!r})" if a.ndim == 0 else ""))
+    if a.dtype.kind not in "biuf":
+        raise _action_error(env, space, clip, f"dtype {a.dtype}")
+    if isinstance(space, gym.spaces.Box):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _action_error(env, space, clip, _first_bad(a, ~np.isfinite(a)))
+        if not clip and ((a < space.low).any() or (a > space.high).any()):
+            raise _action_error(env, space, clip, _first_bad(a, (a < space.low) | (a > space.high)))
+        return a
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        if a.dtype.kind == "f":
+            integral = np.floor(a) == a  # False for NaN
+            if not integral.all():
+                raise _action_error(env, space, clip, _first_bad(a, ~integral))
+        lo, hi = space.start, space.start + space.nvec
+        if (a < lo).any() or (a >= hi).any():
+            raise _action_error(env, space, clip, _first_bad(a, (a < lo) | (a >= hi)))
+        return a.astype(np.int64, copy=False)
+    raise TypeError(f"{env_name(env)}: check_action handles Box and MultiDiscrete spaces, not {space}")
+
+
 def figure_to_array(fig: Any) -> np.ndarray:
     """An RGB uint8 array of a matplotlib figure (for render_mode="rgb_array"); closes the figure."""
     import matplotlib.pyplot as plt

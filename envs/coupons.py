@@ -9,7 +9,14 @@ import numpy as np
 from gymnasium import spaces
 
 from promogym.core.config import param
-from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
+from promogym.envs.base import (
+    OBS_BOUND,
+    MarketEnv,
+    MarketEnvConfig,
+    check_action,
+    check_coupon_levels,
+    figure_to_array,
+)
 from promogym.envs.families import COUPONS
 from promogym.envs.market import Market, sigmoid
 from promogym.envs.market.customers import QUALITY_TASTES
@@ -60,7 +67,11 @@ class CouponAllocationEnv(MarketEnv):
     return across steps and carry promotion fatigue; some are put off by coupons.
 
     ## Action Space
-    ``MultiDiscrete([len(coupon_levels)] * cohort_size)``.
+    ``MultiDiscrete([len(coupon_levels)] * cohort_size)``: a coupon level index per customer of the
+    cohort. An action of another shape (after ``np.asarray``; a list is fine, nothing is flattened,
+    broadcast or cut), with non-integer values (an integer-valued float array is fine), NaN, inf, or an
+    index outside [0, len(coupon_levels)) raises ValueError, and the env is left as it was. A level the
+    budget cannot pay is allowed in the action but not given (see ``action_masks()``).
 
     ## Observation Space
     ``Box(-10, 10, (13 cohort_size + 2,))`` float32. Per customer, what a marketer can see (never the
@@ -141,10 +152,7 @@ class CouponAllocationEnv(MarketEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         cfg = self.config
-        a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if a.shape != (cfg.cohort_size,) or a.min() < 0 or a.max() >= len(self.levels):
-            raise ValueError(f"action must be {cfg.cohort_size} coupon level indices in [0, {len(self.levels)}), "
-                             f"got shape {a.shape}")
+        a = check_action(self, action)
         price = self.market.catalog.list_price[self.items]
         wanted = self.levels[a]
         ok = self._reserve(wanted * price, self.budget_left)

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from promogym.core.config import ConfigBase, param
-from promogym.envs.base import OBS_BOUND, resolve_config
+from promogym.envs.base import OBS_BOUND, check_action, resolve_config
 from promogym.envs.families import TARGETING
 
 N_CUSTOMER_FEATURES = 11
@@ -65,7 +65,11 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     forbids e-mails once the budget is spent.
 
     ## Action Space
-    ``MultiDiscrete([3] * batch_size)``: 0 no e-mail, 1 men's, 2 women's.
+    ``MultiDiscrete([3] * batch_size)``: 0 no e-mail, 1 men's, 2 women's. An action of another shape
+    (after ``np.asarray``; a list is fine, nothing is flattened, broadcast or cut), with non-integer
+    values (an integer-valued float array is fine), NaN, inf, or an arm outside {0, 1, 2} raises
+    ValueError, and the env is left as it was. E-mails past the budget are allowed in the action but
+    not sent (see ``action_masks()``).
 
     ## Observation Space
     ``Box(-10, 10, (11 batch_size + 2,))`` float32: per customer recency/12, log(1+spend)/8, bought men's,
@@ -164,9 +168,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         cfg = self.config
-        a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if a.shape != (cfg.batch_size,) or a.min() < 0 or a.max() > 2:
-            raise ValueError(f"action must be {cfg.batch_size} arms in {{0, 1, 2}}, got shape {a.shape}")
+        a = check_action(self, action)
         wanted = a > 0
         sent_ok = np.cumsum(wanted) <= self.budget_left + 1e-9
         arm = np.where(wanted & sent_ok, a, 0)

@@ -9,7 +9,15 @@ import numpy as np
 from gymnasium import spaces
 
 from promogym.core.config import param
-from promogym.envs.base import OBS_BOUND, DayOutcome, MarketEnv, MarketEnvConfig, check_coupon_levels, figure_to_array
+from promogym.envs.base import (
+    OBS_BOUND,
+    DayOutcome,
+    MarketEnv,
+    MarketEnvConfig,
+    check_action,
+    check_coupon_levels,
+    figure_to_array,
+)
 from promogym.envs.families import PRICING
 from promogym.envs.market.customers import VISIT_BANDS
 from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
@@ -194,6 +202,7 @@ class _SeasonEnv(MarketEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         cfg = self.config
+        action = check_action(self, action, clip=True)  # finite, of the space's shape; clipped into [-1, 1] below
         self.prices = self.prices_from_action(action)
         out = self._simulate_day(self.prices, self.coupon_levels_from_action(action) if self.with_coupons else None)
         reward = out.revenue - out.cost - out.coupon_spend if cfg.reward == "profit" else out.revenue
@@ -320,7 +329,10 @@ class DynamicPricingEnv(_SeasonEnv):
     reference prices adapt to the prices shown (loss aversion around them).
 
     ## Action Space
-    ``Box(-1, 1, (n_products,))``: -1 is ``price_low`` x list price, +1 is ``price_high`` x list price.
+    ``Box(-1, 1, (n_products,))``: -1 is ``price_low`` x list price, +1 is ``price_high`` x list price
+    (prices are rounded to the cent). Finite values outside [-1, 1] are clipped into it. An action of
+    another shape (after ``np.asarray``; a list is fine, a scalar only when ``n_products`` is 1: nothing is
+    broadcast or cut) or with NaN or inf raises ValueError, and the env is left as it was.
 
     ## Observation Space
     ``Box(-10, 10, (8 + 4 n_products,))`` float32: day of week (one-hot, 7), share of the season left,
@@ -364,7 +376,9 @@ class PricePromoEnv(_SeasonEnv):
 
     ## Action Space
     ``Box(-1, 1, (n_products + 3,))``: prices as in DynamicPricing-v0, then one value per segment
-    mapped to ``coupon_levels`` by equal-width bins of [-1, 1].
+    mapped to ``coupon_levels`` by equal-width bins of [-1, 1]. As in DynamicPricing-v0, finite values
+    outside [-1, 1] are clipped into it, and an action of another shape or with NaN or inf raises
+    ValueError, leaving the env as it was.
 
     ## Observation Space
     ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v0's, then the share of the budget

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from promogym.experiments.agents_report import DEFAULT_ENVS, agents_config, write_agents_report
 from promogym.experiments.agents_report import __doc__ as AGENTS_DOC
 from promogym.experiments.errors import CLIError
 from promogym.experiments.experiment import Experiment
-from promogym.experiments.paths import add_force, output_dir, report_marker, run_marker
+from promogym.experiments.paths import add_force, check_output_dir, input_file, output_dir, report_marker, run_marker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     env_ids = args.env or list(DEFAULT_ENVS)
-    if args.seeds < 1 or args.episodes < 2 or args.timesteps < 1:
-        raise CLIError("--seeds and --timesteps must be >= 1, --episodes >= 2")
+    if args.seeds < 1 or args.episodes < 2 or args.timesteps < 1 or args.jobs < 1:
+        raise CLIError("--seeds, --timesteps and --jobs must be >= 1, --episodes >= 2")
+    if args.logs is not None:
+        input_file(args.logs, "--logs")
     try:
         cfg = agents_config(env_ids, args.seeds, args.timesteps, args.episodes, args.jobs, args.logs)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    runs = output_dir(args.runs, "--runs", force=args.force, holds=run_marker("experiment", cfg.name))
+    marker = run_marker("experiment", cfg.name)
+    check_output_dir(args.runs, "--runs", args.force, marker)  # both checked before either is created
+    check_output_dir(args.out or Path(args.runs) / "report", "--out", args.force, report_marker(args.runs))
+    runs = output_dir(args.runs, "--runs", force=args.force, holds=marker)
     out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
     start = time.perf_counter()
     try:

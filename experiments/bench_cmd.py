@@ -7,28 +7,14 @@ import argparse
 
 from promogym.experiments.bench import BENCHES, DEVICE_BENCHES, bench_file, run_bench
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, output_dir
+from promogym.experiments.paths import add_force, output_dir, torch_device
 
 
 def check_device(name: str, device: str) -> str:
     """The device ``bench <name>`` may run on, as a torch device string; a CLIError otherwise."""
-    if device == "cpu":
-        return device
-    if name not in DEVICE_BENCHES:
+    if device != "cpu" and name not in DEVICE_BENCHES:
         raise CLIError(f"--device applies to `bench {' / '.join(DEVICE_BENCHES)}` only, not `bench {name}`")
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise CLIError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {device}: no CUDA GPU is available on this machine")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return str(dev)
+    return torch_device(device)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

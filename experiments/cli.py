@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CLIError as exc:
-        print(f"promogym {args.command}: error: {exc}", file=sys.stderr)
+        # one line, whatever the message carries (a YAML parser's or a library's multi-line text)
+        print(f"promogym {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"promogym {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -9,6 +9,8 @@ from promogym.experiments.data import load_world_file, make_logs, sidecar_path
 from promogym.experiments.errors import CLIError
 from promogym.experiments.paths import add_force, output_file
 
+MAX_ROWS = 50_000_000  # as an experiment's logs.rows: beyond it a table no longer fits a machine's memory
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="generate interaction logs of the ground-truth market",
@@ -24,11 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rows < 1:
-        raise CLIError(f"--rows must be >= 1, got {args.rows}")
+    if not 1 <= args.rows <= MAX_ROWS:
+        raise CLIError(f"--rows must be between 1 and {MAX_ROWS:,}, got {args.rows:,}")
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     out = output_file(args.out, "--out", force=args.force)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise CLIError(f"--out must be a .parquet file (its sidecar is the .json beside it), got {args.out}")
+    output_file(sidecar_path(out), "the sidecar of --out", force=args.force)
     try:
         load_world_file(args.world)  # every problem of the world file before any work
         meta = make_logs(args.rows, args.seed, out, args.world, progress=not args.no_progress and sys.stderr.isatty())

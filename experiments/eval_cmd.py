@@ -8,7 +8,7 @@ from pathlib import Path
 from promogym.experiments.errors import CLIError
 from promogym.experiments.paths import add_force, input_file, output_dir
 from promogym.predictors.data import load_logs
-from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data
+from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data, parse_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,18 +33,19 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    if args.max_rows is not None and args.max_rows < 100:
+        raise CLIError(f"--max-rows must be at least 100 (rows per evaluation set), got {args.max_rows}")
     data = input_file(args.data, "--data")
-    market = market_for_data(data)
     try:
-        df = load_logs(data)
+        market = market_for_data(data)
         models = {}
         for item in args.model:
             name, sep, spec = item.partition("=")
-            if not sep:
-                name, spec = item.split(":", 1)[0] if ":" in item else item, item
-                if name == "bert":
-                    name = f"bert_{Path(spec.split(':', 1)[1]).name}"
+            if not sep:  # named after the kind, a BERT checkpoint after its folder
+                spec, parsed = item, parse_spec(item, "conversion")
+                name = f"bert_{Path(parsed.path or '').name}" if parsed.kind == "bert" else parsed.kind
             models[name] = load_model(spec, market)
+        df = load_logs(data)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     out = output_dir(args.out, "--out", force=args.force)

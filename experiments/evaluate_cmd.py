@@ -18,13 +18,15 @@ import json
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from promogym.agents.registry import check_policy, policy_help
 from promogym.core.io import atomic_path, write_json
 from promogym.experiments.errors import CLIError
 from promogym.experiments.evaluation import play, summary
-from promogym.experiments.paths import add_force, output_file, parse_overrides
+from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
 from promogym.experiments.stats import ab_test
+from promogym.predictors.registry import check_spec
 
 
 def _check_env(env_id: str) -> None:
@@ -42,6 +44,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE", help="env config override")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")
     p.add_argument("--logs", default=None, help="logs parquet for uplift targeting (default: generated)")
+    p.add_argument("--trust", action="store_true",
+                   help="load run folders even without a valid manifest.json: SB3 model zips hold pickles, so this "
+                        "runs code from the folder's files; only for run folders you trust")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,17 +72,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
+    """Every problem of the command line, before any episode: env, counts, seeds, config, policies."""
     _check_env(args.env)
-    if args.episodes < 1:
-        raise CLIError(f"--episodes must be >= 1, got {args.episodes}")
-    for spec in policies:
-        try:
-            check_policy(spec, args.env)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from exc
-    env_config = parse_overrides(args.env_set)
+    if not 1 <= args.episodes <= 1_000_000:
+        raise CLIError(f"--episodes must be between 1 and 1,000,000, got {args.episodes}")
+    if not 0 <= args.seed <= 2**31 - 1 - args.episodes:
+        raise CLIError(f"--seed must be >= 0 (episodes use seed, seed+1, ...), got {args.seed}")
+    if args.logs is not None:
+        input_file(args.logs, "--logs")
+    env_config = parse_overrides(args.env_set, "--env-set")
     try:
-        gym.make(args.env, config={**env_config, "response": "world"})
+        env = gym.make(args.env, config={**env_config, "response": "world"})
+        if args.response != "world":
+            check_spec(args.response, "conversion", name="--response", oracles=False)
+        for spec in policies:
+            check_policy(spec, args.env, env)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     return env_config
@@ -87,7 +96,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     env_config = _validate(args, args.policy)
     out = output_file(args.out, "--out", force=args.force)
     try:
-        table = play(args.env, env_config, args.response, args.policy, args.episodes, args.seed, args.logs)
+        table = play(args.env, env_config, args.response, args.policy, args.episodes, args.seed, args.logs,
+                     trust=args.trust)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     with atomic_path(out) as tmp:
@@ -104,14 +114,17 @@ def run_ab(args: argparse.Namespace) -> int:
     if args.episodes < 2:
         raise CLIError(f"--episodes must be >= 2 for a paired test, got {args.episodes}")
     out = output_file(args.out, "--out", force=args.force) if args.out else None
-    try:
-        table = play(args.env, env_config, args.response, [args.a, args.b], args.episodes, args.seed, args.logs)
+
+    def world_returns(spec: str) -> np.ndarray:
+        table = play(args.env, env_config, args.response, [spec], args.episodes, args.seed, args.logs,
+                     trust=args.trust)
+        return table[table["backend"] == "world"].sort_values("seed")["return"].to_numpy()
+
+    try:  # each arm on its own, so two policies of one name stay two arms; an A/A test plays once
+        a = world_returns(args.a)
+        b = a.copy() if args.b == args.a else world_returns(args.b)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
-    world = table[table["backend"] == "world"]
-    names = list(dict.fromkeys(world["policy"]))
-    a = world[world["policy"] == names[0]].sort_values("seed")["return"].to_numpy()
-    b = world[world["policy"] == names[-1]].sort_values("seed")["return"].to_numpy()
     result = {"env": args.env, "a": args.a, "b": args.b, **ab_test(a, b, args.alpha, args.power)}
     lo, hi = result["lift_ci"]
     print(f"A {args.a}: {result['mean_a']:,.1f}   B {args.b}: {result['mean_b']:,.1f}   ({result['episodes']} paired "

@@ -14,8 +14,9 @@ from promogym.agents.registry import PolicyContext, is_run_folder, make_policy
 
 
 def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[str], episodes: int, seed: int,
-         logs: str | None = None) -> pd.DataFrame:
-    """The tidy episode table. Planning policies plan with ``response`` wherever they are played."""
+         logs: str | None = None, trust: bool = False) -> pd.DataFrame:
+    """The tidy episode table. Planning policies plan with ``response`` wherever they are played; run folders
+    without a valid manifest are refused unless ``trust``."""
     sim = gym.make(env_id, config={**env_config, "response": response})
     ctx = PolicyContext(env_id, sim, logs)
     if response == "world":
@@ -26,7 +27,7 @@ def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[
     frames = []
     for backend_name, env in backends:
         for spec in policies:
-            policy = make_policy(spec, env, ctx)
+            policy = make_policy(spec, env, ctx, trust=trust)
             df = episode_table(env, policy, seeds, name=policy.name if is_run_folder(spec) else spec)
             df.insert(1, "backend", backend_name)
             df.insert(2, "response", response if backend_name == "simulator" else "world")

@@ -76,7 +76,7 @@ class PredictorSection(ConfigBase):
             from promogym.predictors.registry import ModelSpec, model_entry
 
             try:
-                fitter = model_entry(ModelSpec(self.kind, "model.pkl"), "conversion").fitter
+                fitter = model_entry(ModelSpec(self.kind, "model.skops.zip"), "conversion").fitter
             except ValueError as exc:
                 raise ValueError(f"PredictorSection.kind: {exc}") from exc
             if fitter is None:
@@ -151,7 +151,7 @@ class ExperimentConfig:
         """Validate a parsed YAML config; every problem is a ValueError naming the key."""
         from promogym import envs
         from promogym.agents.registry import check_policy
-        from promogym.agents.train import ALGOS, check_compatible
+        from promogym.agents.train import ALGOS, check_compatible, check_hyperparams, load_hyperparams
 
         if not isinstance(raw, Mapping):
             raise ValueError("an experiment config is a YAML mapping with keys name, envs, ...")
@@ -193,6 +193,13 @@ class ExperimentConfig:
             extra = sorted(set(sec.hyperparams) - set(sec.algos))
             if extra:
                 raise ValueError(f"envs.{env_id}.hyperparams: {', '.join(extra)} not among its algos {list(sec.algos)}")
+            for algo, params in sec.hyperparams.items():
+                if not isinstance(params, Mapping):
+                    raise ValueError(f"envs.{env_id}.hyperparams.{algo} must be a mapping of settings")
+                try:  # the settings as training will use them: agents/hyperparams.yml, then the config's
+                    check_hyperparams(algo, {**load_hyperparams(env_id, algo), **params})
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"envs.{env_id}.hyperparams.{algo}: {exc}") from exc
             for b in sec.baselines or ():
                 try:
                     check_policy(b, env_id)
@@ -341,11 +348,13 @@ class Experiment(Pipeline):
         kind = self.cfg.predictor.kind
         if kind == "bert":
             return f"bert:{(folder / 'model').resolve()}"
-        return f"{kind}:{(folder / 'model.pkl').resolve()}"
+        return f"{kind}:{(folder / 'model.skops.zip').resolve()}"
 
     def predictor(self, logs: Path) -> str:
         pc = self.cfg.predictor
-        self.stage("predictor", key_of("predictor", pc.to_dict(), self.ids["logs"]),
+        # a scikit-learn kind's key names its file format: a model of an earlier format is refitted, not read
+        file_format = [] if pc.kind == "bert" else ["model.skops.zip"]
+        self.stage("predictor", key_of("predictor", pc.to_dict(), self.ids["logs"], *file_format),
                    lambda tmp: self._fit_predictor(logs, tmp))
         return self.predictor_response()
 
@@ -367,11 +376,11 @@ class Experiment(Pipeline):
             from promogym.predictors.registry import ModelSpec, model_entry
 
             df = load_logs(logs)
-            fitter = model_entry(ModelSpec(pc.kind, "model.pkl"), "conversion").fitter
+            fitter = model_entry(ModelSpec(pc.kind, "model.skops.zip"), "conversion").fitter
             if fitter is None:
                 raise ValueError(f"predictor kind {pc.kind!r} has no fitter in the registry")
-            fitter(df[split_rows(df, seed=pc.seed).train], tmp / "model.pkl", seed=pc.seed)
-            spec = f"{pc.kind}:{tmp / 'model.pkl'}"
+            fitter(df[split_rows(df, seed=pc.seed).train], tmp / "model.skops.zip", seed=pc.seed)
+            spec = f"{pc.kind}:{tmp / 'model.skops.zip'}"
         fit_s = time.perf_counter() - start
         market = market_for_data(logs)
         if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:

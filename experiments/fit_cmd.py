@@ -10,7 +10,7 @@ from typing import Any
 
 from promogym.core.io import file_sha256
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
+from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides, torch_device
 from promogym.predictors.data import load_logs, split_rows
 
 KINDS = ("bert", "gbdt", "logistic")
@@ -36,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        torch_device(args.device)
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
     data = input_file(args.data, "--data")
     start = time.perf_counter()
     if args.kind == "bert":
@@ -66,9 +70,14 @@ def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
-        raise CLIError(f"--out folder {out} exists and is not empty; pass --resume to continue a fit there "
-                       f"or --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (args.resume or args.force):
+            raise CLIError(f"--out folder {out} exists and is not empty; pass --resume to continue a fit there "
+                           f"or --force to replace it")
+        if not ((out / "promogym.json").is_file() or any(out.glob("train_state*"))):
+            # --force replaces a checkpoint folder the project wrote, never a folder of other files
+            raise CLIError(f"--out folder {out} holds files that are not a promogym checkpoint; choose another "
+                           f"--out")
     if not out.exists():
         output_file(out, "--out")  # its folder must exist and be writable
     try:

@@ -66,11 +66,11 @@ def fit_models(pipe: Pipeline, encoder: str, finetune_epochs: int, train_rows: i
     for kind in ("gbdt", "logistic"):
         def build(tmp: Path, kind: str = kind) -> None:
             t0 = time.perf_counter()
-            TwoModelUplift(kind).fit(train, valid).save(tmp / "model.pkl")
+            TwoModelUplift(kind).fit(train, valid).save(tmp / "model.skops.zip")
             say(f"fitted {kind} two-model uplift in {time.perf_counter() - t0:.0f} s")
 
-        folder = pipe.stage(f"models/{kind}", key_of("uplift", kind, data), build)
-        specs[kind] = f"{kind}:{folder / 'model.pkl'}"
+        folder = pipe.stage(f"models/{kind}", key_of("uplift", kind, data, "model.skops.zip"), build)
+        specs[kind] = f"{kind}:{folder / 'model.skops.zip'}"
 
     def build_bert(tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -7,12 +7,13 @@ import argparse
 import json
 import shutil
 import time
+from pathlib import Path
 
 from promogym.core.io import write_json
 from promogym.experiments.errors import CLIError
 from promogym.experiments.hillstrom import TrackSettings, markdown, run_track
 from promogym.experiments.hillstrom import __doc__ as TRACK_DOC
-from promogym.experiments.paths import add_force, output_dir, report_marker, run_marker
+from promogym.experiments.paths import add_force, check_output_dir, output_dir, report_marker, run_marker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +44,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.budget_share <= 1:
         raise CLIError(f"--budget-share must be in [0, 1], got {args.budget_share}")
+    if not 0 <= args.email_cost < float("inf"):
+        raise CLIError(f"--email-cost must be a finite number >= 0, got {args.email_cost}")
+    if args.jobs < 1 or args.finetune_epochs < 0:
+        raise CLIError("--jobs must be >= 1 and --finetune-epochs >= 0")
+    if args.encoder not in ("minilm", "tiny") and not (Path(args.encoder) / "config.json").is_file():
+        raise CLIError(f"--encoder: no BERT checkpoint at {args.encoder} (a Hugging Face folder with config.json, "
+                       f"or 'minilm' / 'tiny')")
     if args.seeds < 0 or args.timesteps < 1 or args.bootstrap < 10:
         raise CLIError("--seeds must be >= 0, --timesteps >= 1 and --bootstrap >= 10")
     if args.train_rows is not None and args.train_rows < 500:
         raise CLIError(f"--train-rows must be at least 500, got {args.train_rows}")
-    runs = output_dir(args.runs, "--runs", force=args.force, holds=run_marker("hillstrom", "hillstrom"))
+    marker = run_marker("hillstrom", "hillstrom")
+    check_output_dir(args.runs, "--runs", args.force, marker)  # both checked before either is created
+    check_output_dir(args.out or Path(args.runs) / "report", "--out", args.force, report_marker(args.runs))
+    runs = output_dir(args.runs, "--runs", force=args.force, holds=marker)
     out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
     start = time.perf_counter()
     settings = TrackSettings(args.outcome, args.email_cost, args.budget_share, args.seeds, args.timesteps,

@@ -42,11 +42,11 @@ def read_marker(folder: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool = True, force: bool = False,
-               holds: dict[str, Any] | None = None) -> Path:
-    """A folder the program may write into, created (with parents) when ``create``. A folder that exists
-    and is not empty is refused unless ``force`` or its marker says it ``holds`` the same work; when
-    ``holds`` is given it is recorded as the folder's marker."""
+def check_output_dir(path: str | os.PathLike[str], what: str = "output", force: bool = False,
+                     holds: dict[str, Any] | None = None) -> Path:
+    """What :func:`output_dir` checks, without creating or writing anything: a folder that exists and is not
+    empty is refused unless ``force`` or its marker says it ``holds`` the same work; a folder to be created
+    needs a writable ancestor."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{what} path exists and is not a folder: {p}")
@@ -54,17 +54,28 @@ def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool 
         said = read_marker(p)
         held = f" (it holds {said.get('kind')} {said.get('name') or said.get('run')})" if said else ""
         raise CLIError(f"{what} folder {p} exists and is not empty{held}; pass --force to write into it")
+    base = p
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK):
+        raise CLIError(f"{what} folder is not writable: {p}")
+    return p
+
+
+def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool = True, force: bool = False,
+               holds: dict[str, Any] | None = None) -> Path:
+    """A folder the program may write into (see :func:`check_output_dir`), created with its parents when
+    ``create``; when ``holds`` is given it is recorded as the folder's marker."""
+    p = check_output_dir(path, what, force, holds)
     if create:
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CLIError(f"cannot create {what} folder {p}: {exc.strerror}") from exc
-    if not os.access(p, os.W_OK):
-        raise CLIError(f"{what} folder is not writable: {p}")
-    if holds is not None and create:
-        from promogym.core.io import write_json
+        if holds is not None:
+            from promogym.core.io import write_json
 
-        write_json(p / MARKER, holds)
+            write_json(p / MARKER, holds)
     return p
 
 
@@ -90,13 +101,36 @@ def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
     return p
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of a repeatable flag, each value read as YAML (numbers, lists, mappings)."""
     import yaml
 
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise CLIError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise CLIError(f"{flag} {key.strip()}: the value is not valid YAML ({exc})") from exc
     return out
+
+
+def torch_device(device: str, what: str = "--device") -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:N``), as a string; a CLIError otherwise."""
+    if device == "cpu":
+        return device
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"{what} must be cpu or cuda (or cuda:N), got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"{what} {device}: no CUDA GPU is available on this machine")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise CLIError(f"{what} {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return str(dev)

@@ -16,6 +16,7 @@ reference baseline.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ from promogym.experiments.stats import ab_test, bootstrap_ci, bootstrap_diff_ci,
 
 
 # ---------------------------------------------------------------------------------------- loading
+def _read(path: Path, reader: Any) -> Any:
+    """``reader(path)``; a missing, truncated or foreign file is a ValueError naming it."""
+    try:
+        return reader(path)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot be read as what the run folder should hold ({exc})") from exc
+
+
 def load_run(run: str | Path) -> dict[str, Any]:
     """The pieces of a finished run folder: config, episode table, traces, training curves, predictor metrics."""
     run = Path(run)
@@ -39,25 +48,27 @@ def load_run(run: str | Path) -> dict[str, Any]:
     if not (run / "experiment.yml").is_file() or not stage.is_file():
         raise FileNotFoundError(f"{run} is not a finished experiment run folder (no experiment.yml or "
                                 f"evaluate/stage.json); run `promogym experiment` first")
-    cfg = yaml.safe_load((run / "experiment.yml").read_text())
-    tables = json.loads(stage.read_text())["tables"]
-    episodes = pd.concat([pd.read_parquet(run / f"{t}.parquet") for t in tables], ignore_index=True)
-    traces = [pd.read_parquet(run / f"{t}.trace.parquet") for t in tables if (run / f"{t}.trace.parquet").is_file()]
+    cfg = _read(run / "experiment.yml", lambda f: yaml.safe_load(f.read_text()))
+    tables = _read(stage, lambda f: json.loads(f.read_text())["tables"])
+    episodes = pd.concat([_read(run / f"{t}.parquet", pd.read_parquet) for t in tables], ignore_index=True)
+    traces = [_read(run / f"{t}.trace.parquet", pd.read_parquet) for t in tables
+              if (run / f"{t}.trace.parquet").is_file()]
     curves = []
     for f in sorted((run / "train").glob("*/*/*/evaluations.npz")):
-        d = np.load(f)
+        d = _read(f, lambda f: dict(np.load(f, allow_pickle=False)))
         on, name, env = f.parent.parent.name, f.parent.name, f.parent.parent.parent.name
         algo, _, seed = name.rpartition("_s")
         for steps, res in zip(d["timesteps"], d["results"], strict=True):
             curves.append({"env": env, "trained_on": on, "algo": algo, "train_seed": int(seed),
                            "timesteps": int(steps), "return": float(np.mean(res))})
     pred = run / "predictor"
-    meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    meta = _read(run / "run.json", lambda f: json.loads(f.read_text())) if (run / "run.json").is_file() else {}
     return {"run": run, "config": cfg, "episodes": episodes,
             "traces": pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(),
             "curves": pd.DataFrame(curves),
-            "predictor_metrics": json.loads((pred / "metrics.json").read_text()) if (pred / "metrics.json").is_file()
-            else None, "predictor_table": (pred / "table.md").read_text() if (pred / "table.md").is_file() else "",
+            "predictor_metrics": _read(pred / "metrics.json", lambda f: json.loads(f.read_text()))
+            if (pred / "metrics.json").is_file() else None,
+            "predictor_table": (pred / "table.md").read_text() if (pred / "table.md").is_file() else "",
             "meta": meta}
 
 
@@ -248,14 +259,26 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
+def _trace_plot_files() -> list[str]:
+    """The file stems of every env family's trace plots."""
+    from promogym.envs import families
+
+    return sorted({plot.file for f in vars(families).values() if isinstance(f, families.EnvFamily)
+                   for plot in f.trace_plots})
+
+
 def write_report(run: str | Path, out: str | Path) -> Path:
     """Compute the statistics, draw the plots, write report.md, summary.json and episodes.parquet."""
     data = load_run(run)
     out = Path(out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    for stale in plots.glob("*.png"):  # a plot the new report does not draw must not linger
-        stale.unlink()
+    # a plot the new report does not draw must not linger; only names the report writes are removed
+    ours = re.compile(r"(profit|learning|bias|calibration|" + "|".join(re.escape(p) for p in _trace_plot_files())
+                      + r")(_.+)?\.png")
+    for stale in plots.glob("*.png"):
+        if ours.fullmatch(stale.name):
+            stale.unlink()
     cfg, meta = data["config"], data["meta"]
     episodes = data["episodes"]
     with atomic_path(out / "episodes.parquet") as tmp:

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, output_dir, report_marker
+from promogym.experiments.paths import add_force, check_output_dir, output_dir, report_marker
 from promogym.experiments.report import __doc__ as REPORT_DOC
-from promogym.experiments.report import write_report
+from promogym.experiments.report import load_run, write_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     folder = Path(args.run)
     if not (folder / "experiment.yml").is_file():
         raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")
-    out = output_dir(args.out or folder / "report", "--out", force=args.force, holds=report_marker(folder))
+    target = Path(args.out or folder / "report")
+    check_output_dir(target, "--out", args.force, report_marker(folder))
+    try:
+        load_run(folder)  # a damaged run folder is named before anything is written
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    out = output_dir(target, "--out", force=args.force, holds=report_marker(folder))
     try:
         path = write_report(folder, out)
-    except FileNotFoundError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(f"report: {path}")
     return 0

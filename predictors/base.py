@@ -18,6 +18,9 @@ OFFER_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "user_text", "item_text"
                                   "coupon", "day")
 OPTIONAL_COLUMNS: dict[str, float] = {"coupons_last_7d": 0.0}
 TRUTH_COLUMNS: tuple[str, ...] = ("true_proba", "revealed_proba")
+# numeric columns that must be finite wherever a table carries them (a NaN or inf there poisons a fit)
+FINITE_COLUMNS: tuple[str, ...] = ("price", "list_price", "coupon", "unit_cost", "day", "coupons_last_7d",
+                                   "purchased", "propensity")
 EPS = 1e-6
 
 Batch = pd.DataFrame | Mapping[str, Any]
@@ -49,11 +52,18 @@ def validate_batch(batch: Batch, required: tuple[str, ...] = OFFER_COLUMNS, what
     for col in ("price", "list_price"):
         if col in required:
             values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
-            if np.isnan(values).any():
-                raise ValueError(f"{what}: column {col} has {int(np.isnan(values).sum())} NaN or non-numeric value(s)")
+            if not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise ValueError(f"{what}: column {col} has {bad} NaN, infinite or non-numeric value(s)")
             if (values <= 0).any():
                 bad = int((values <= 0).sum())
                 raise ValueError(f"{what}: column {col} has {bad} value(s) <= 0; prices must be > 0")
+    for col in FINITE_COLUMNS:
+        if col in df.columns and col not in ("price", "list_price"):
+            values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+            if not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise ValueError(f"{what}: column {col} has {bad} NaN, infinite or non-numeric value(s)")
     if "coupon" in required:
         coupon = pd.to_numeric(df["coupon"], errors="coerce").to_numpy(dtype=float)
         if np.isnan(coupon).any() or (coupon < 0).any() or (coupon >= 1).any():

@@ -6,11 +6,20 @@
   the offer's numeric features and their interactions with the text.
 * ``TruthModel`` (the Bayes-optimal oracle) and ``RevealedTruthModel`` (the ceiling for a model that
   reads the texts and the offer) read the market's truth.
+
+Model files (also the uplift two-model files of ``promogym.predictors.uplift``) are zip archives that
+cannot run code when read: ``promogym.json``, a manifest naming the format, its version, the task and
+kind, and the wrapper's own state as JSON (feature names, seed, encoders' tables, the training data's
+sha256, ...), checked before anything else is read; and ``estimators.skops``, the scikit-learn
+estimators in skops's format, loaded with an explicit list of trusted types. The pipelines name them
+``model.skops.zip`` (:data:`MODEL_FILE`). A file of the old pickle format is refused, never unpickled.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
+import zipfile
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,32 +33,145 @@ from promogym.predictors.base import Batch, as_frame, clip_proba, validate_batch
 from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
 from promogym.predictors.registry import register_model
 
-PICKLE_MAGIC = "promogym-baseline-v1"
+MODEL_FILE = "model.skops.zip"  # what the pipelines name a gbdt or logistic model file
+ARCHIVE_FORMAT = "promogym-sklearn-model"
+ARCHIVE_VERSION = 1
+MANIFEST = "promogym.json"
+ESTIMATORS = "estimators.skops"
+# the types of our fitted estimators outside skops's default trust (a partial is checked with its function);
+# a file holding any other type is refused before anything is built from it
+TRUSTED_TYPES: tuple[str, ...] = (
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+)
+_OLD_FORMATS = (b"\x80", b"promogym-uplift-v1\n")  # a pickle (protocol 2+) and the old uplift files
 
 
-class _Pickled:
-    """Save/load for sklearn-based baselines: one pickle written atomically with a schema tag."""
+def save_archive(path: str | Path, *, task: str, kind: str, state: Mapping[str, Any],
+                 estimators: Mapping[str, Any]) -> None:
+    """Write a model archive atomically: the manifest with ``state`` (JSON) and the estimators (skops)."""
+    import skops.io as sio
+
+    manifest = {"format": ARCHIVE_FORMAT, "format_version": ARCHIVE_VERSION, "task": task, "kind": kind,
+                "state": dict(state), "estimators": sorted(estimators)}
+    blob = sio.dumps(dict(estimators))
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
+        zf.writestr(ESTIMATORS, blob)
+
+
+def load_archive(path: str | Path, *, task: str, what: str, refit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(manifest, estimators) of a model archive. The manifest's format, version and task are checked
+    first; the estimators are loaded only when every type they hold is trusted. FileNotFoundError, or a
+    one-line ValueError naming the file and saying how to regenerate it (``refit``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    if not zipfile.is_zipfile(p):
+        with open(p, "rb") as fh:
+            old = fh.read(32).startswith(_OLD_FORMATS)
+        why = "it is of the old pickle format, which is never loaded (unpickling can run code)" if old \
+            else "it is no promogym model archive (another format, or truncated)"
+        raise ValueError(f"{p} is not a promogym {what} file: {why}; {refit}")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = set(zf.namelist())
+            if MANIFEST not in names or ESTIMATORS not in names:
+                raise ValueError(f"{p} is not a promogym {what} file: it lacks {MANIFEST} or {ESTIMATORS}; {refit}")
+            manifest = json.loads(zf.read(MANIFEST))
+            if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT \
+                    or not isinstance(manifest.get("state"), dict):
+                raise ValueError(f"{p} is not a promogym {what} file (format {ARCHIVE_FORMAT} expected); {refit}")
+            if manifest.get("format_version") != ARCHIVE_VERSION:
+                raise ValueError(f"{p} has format version {manifest.get('format_version')!r}, this promogym reads "
+                                 f"{ARCHIVE_VERSION}; {refit}")
+            if manifest.get("task") != task:
+                raise ValueError(f"{p} holds a model for the {manifest.get('task')} task, not the {task} task; "
+                                 f"{refit}")
+            blob = zf.read(ESTIMATORS)
+    except ValueError:
+        raise
+    except Exception as exc:  # a damaged archive: bad CRC, truncated member, undecodable manifest
+        raise ValueError(f"{p}: unreadable {what} file ({_brief(exc)}); {refit}") from exc
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=blob)
+    except Exception as exc:
+        raise ValueError(f"{p}: unreadable estimators in {ESTIMATORS} ({_brief(exc)}); {refit}") from exc
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ValueError(f"{p} holds types promogym does not trust ({', '.join(refused)}); {refit}")
+    try:
+        estimators = sio.loads(blob, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:
+        raise ValueError(f"{p}: unreadable estimators in {ESTIMATORS} ({_brief(exc)}); {refit}") from exc
+    if not isinstance(estimators, dict) or sorted(estimators) != manifest.get("estimators"):
+        raise ValueError(f"{p}: its estimators do not match its manifest; {refit}")
+    return manifest, estimators
+
+
+def _brief(exc: BaseException) -> str:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _refit_hint(kind: str) -> str:
+    return f"refit with `promogym fit --kind {kind} --data <logs> --out <file>`"
+
+
+class _Archived:
+    """Save/load of the sklearn-based baselines as a model archive (see the module docstring)."""
 
     name = "baseline"
     data_sha256: str | None = None  # the training data's hash, set by `promogym fit`
 
+    def _state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _estimators(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _restore(cls, state: dict[str, Any], estimators: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            pickle.dump({"magic": PICKLE_MAGIC, "class": type(self).__name__, "model": self}, fh)
+        save_archive(path, task="conversion", kind=self.name,
+                     state={**self._state(), "data_sha256": self.data_sha256}, estimators=self._estimators())
 
     @staticmethod
-    def load(path: str | Path) -> Any:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"model file not found: {p}")
-        with open(p, "rb") as fh:
-            try:
-                blob = pickle.load(fh)
-            except Exception as exc:
-                raise ValueError(f"{p} is not a promogym baseline model: {exc}") from exc
-        if not isinstance(blob, dict) or blob.get("magic") != PICKLE_MAGIC:
-            raise ValueError(f"{p} is not a promogym baseline model (schema {PICKLE_MAGIC} expected)")
-        return blob["model"]
+    def load(path: str | Path, kind: str | None = None) -> Any:
+        """The baseline in ``path``; with ``kind``, ValueError unless the file holds that kind."""
+        manifest, estimators = load_archive(path, task="conversion", what="baseline model",
+                                            refit=_refit_hint(kind or "gbdt"))
+        held = manifest.get("kind")
+        classes: dict[str, type[_Archived]] = {"gbdt": GBDTConversionModel, "logistic": LogisticConversionModel}
+        if held not in classes:
+            raise ValueError(f"{path} holds a {held!r} model, not a promogym baseline; {_refit_hint(kind or 'gbdt')}")
+        if kind is not None and held != kind:
+            raise ValueError(f"{path} holds a {held} model, not {kind}")
+        try:
+            model = classes[held]._restore(manifest["state"], estimators)
+            sha = manifest["state"].get("data_sha256")
+            model.data_sha256 = None if sha is None else str(sha)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: malformed {held} model state ({_brief(exc)}); {_refit_hint(held)}") from exc
+        return model
+
+
+def _check_features(state: Mapping[str, Any]) -> None:
+    if state["numeric_features"] != list(NUMERIC_FEATURES):
+        raise ValueError(f"written with the numeric features {state['numeric_features']}, "
+                         f"this promogym has {list(NUMERIC_FEATURES)}")
+
+
+def _check_type(obj: Any, cls: type, what: str) -> Any:
+    if not isinstance(obj, cls):
+        raise TypeError(f"{what} is a {type(obj).__name__}, not a {cls.__name__}")
+    return obj
 
 
 class _TargetEncoder:
@@ -80,8 +202,22 @@ class _TargetEncoder:
     def transform(self, ids: np.ndarray) -> np.ndarray:
         return pd.Series(ids).map(self.table).fillna(self.prior).to_numpy(dtype=float)
 
+    def to_dict(self) -> dict[str, Any]:
+        keys = list(self.table)
+        return {"strength": float(self.strength), "prior": float(self.prior),
+                "ids": np.asarray(keys).tolist(), "values": [float(self.table[k]) for k in keys]}
 
-class GBDTConversionModel(_Pickled):
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> _TargetEncoder:
+        enc = cls(float(d["strength"]))
+        enc.prior = float(d["prior"])
+        if len(d["ids"]) != len(d["values"]):
+            raise ValueError("target encoder ids and values differ in length")
+        enc.table = dict(zip(d["ids"], map(float, d["values"]), strict=True))
+        return enc
+
+
+class GBDTConversionModel(_Archived):
     """Gradient boosting on ids, product category and price, and offer features; no text."""
 
     name = "gbdt"
@@ -117,8 +253,29 @@ class GBDTConversionModel(_Pickled):
                            self.item_enc.transform(df["item_id"].to_numpy()))
         return clip_proba(self.model.predict_proba(x)[:, 1])
 
+    def _state(self) -> dict[str, Any]:
+        return {"seed": int(self.seed), "categories": [str(c) for c in self.categories],
+                "numeric_features": list(NUMERIC_FEATURES),
+                "user_encoder": self.user_enc.to_dict(), "item_encoder": self.item_enc.to_dict()}
 
-class LogisticConversionModel(_Pickled):
+    def _estimators(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    @classmethod
+    def _restore(cls, state: dict[str, Any], estimators: dict[str, Any]) -> GBDTConversionModel:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        _check_features(state)
+        model = cls.__new__(cls)
+        model.seed = int(state["seed"])
+        model.categories = [str(c) for c in state["categories"]]
+        model.user_enc = _TargetEncoder.from_dict(state["user_encoder"])
+        model.item_enc = _TargetEncoder.from_dict(state["item_encoder"])
+        model.model = _check_type(estimators["model"], HistGradientBoostingClassifier, "the gbdt estimator")
+        return model
+
+
+class LogisticConversionModel(_Archived):
     """Logistic regression on TF-IDF of both texts, offer features, and text x price interactions."""
 
     name = "logistic"
@@ -157,6 +314,32 @@ class LogisticConversionModel(_Pickled):
         df = validate_batch(batch, ("user_text", "item_text", "list_price", "price", "coupon", "day"))
         return clip_proba(self.model.predict_proba(self._design(df))[:, 1])
 
+    def _state(self) -> dict[str, Any]:
+        assert self.scale is not None, "fit the model before saving it"
+        return {"c": float(self.c), "max_features": int(self.max_features),
+                "numeric_features": list(NUMERIC_FEATURES), "scale": [float(v) for v in self.scale],
+                "scale_dtype": str(self.scale.dtype)}
+
+    def _estimators(self) -> dict[str, Any]:
+        return {"vectorizer": self.vectorizer, "model": self.model}
+
+    @classmethod
+    def _restore(cls, state: dict[str, Any], estimators: dict[str, Any]) -> LogisticConversionModel:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        _check_features(state)
+        model = cls(c=float(state["c"]), max_features=int(state["max_features"]))
+        dtype = str(state.get("scale_dtype", "float64"))
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"scale dtype {dtype!r}")
+        model.scale = np.asarray(state["scale"], dtype=dtype)
+        if model.scale.shape != (len(NUMERIC_FEATURES),):
+            raise ValueError(f"scale has shape {model.scale.shape}")
+        model.vectorizer = _check_type(estimators["vectorizer"], TfidfVectorizer, "the vectorizer")
+        model.model = _check_type(estimators["model"], LogisticRegression, "the logistic estimator")
+        return model
+
 
 class TruthModel:
     """The world's true purchase probability for each logged row (Bayes-optimal).
@@ -191,11 +374,8 @@ class RevealedTruthModel(TruthModel):
 
 
 # ---------------------------------------------------------------------------------------- registry
-def _load_pickled(path: str, kind: str) -> Any:
-    model = _Pickled.load(path)
-    if getattr(model, "name", None) != kind:
-        raise ValueError(f"{path} holds a {getattr(model, 'name', '?')} model, not {kind}")
-    return model
+def _load_archived(path: str, kind: str) -> Any:
+    return _Archived.load(path, kind)
 
 
 def fit_gbdt(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0) -> GBDTConversionModel:
@@ -215,9 +395,9 @@ def fit_logistic(train: pd.DataFrame, out_path: str | Path | None = None, seed: 
 
 
 def _register() -> None:
-    register_model("gbdt", task="conversion", load=partial(_load_pickled, kind="gbdt"), fit=fit_gbdt,
+    register_model("gbdt", task="conversion", load=partial(_load_archived, kind="gbdt"), fit=fit_gbdt,
                    help="gradient boosting on ids, category and offer (a file written by `promogym fit`)")
-    register_model("logistic", task="conversion", load=partial(_load_pickled, kind="logistic"), fit=fit_logistic,
+    register_model("logistic", task="conversion", load=partial(_load_archived, kind="logistic"), fit=fit_logistic,
                    help="logistic regression on TF-IDF of the texts and the offer (a file written by `promogym fit`)")
     register_model("truth", task="conversion", load=lambda _path, market: TruthModel(market), needs_path=False,
                    needs=("market",), aliases=("world",), oracle=True,

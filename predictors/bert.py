@@ -32,7 +32,14 @@ from torch.nn import functional as F
 from promogym.core.io import atomic_dir, atomic_path
 from promogym.predictors.base import Batch, validate_batch
 from promogym.predictors.calibration import Calibrator
-from promogym.predictors.encoder import autocast, check_bert_folder, mean_pool, pick_device
+from promogym.predictors.encoder import (
+    autocast,
+    brief,
+    load_bert_folder,
+    load_head_weights,
+    mean_pool,
+    pick_device,
+)
 from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
 from promogym.predictors.registry import register_model
 from promogym.predictors.scrub import scrub
@@ -44,6 +51,8 @@ CHECKPOINT_KIND = "promogym-bert-conversion"
 META_FILE = "promogym.json"
 HEAD_FILE = "head.pt"
 TOWER_CACHE_FILE = "tower_cache.pt"  # optional: tower embeddings of known texts (see save_tower_cache)
+TOWER_CACHE_FORMAT = "promogym-tower-cache-v2"
+REFIT = "refit with `promogym fit --kind bert`"
 PAIR_TABLE_CELLS = 10_000_000
 _F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
 
@@ -385,51 +394,50 @@ class BertConversionModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> BertConversionModel:
-        from transformers import AutoTokenizer, BertModel
+        """Read a checkpoint folder: promogym.json is checked first; the encoder is read from safetensors and
+        the head with ``torch.load(weights_only=True)`` (no code runs). A missing, truncated or incomplete
+        weight file raises FileNotFoundError or ValueError naming it; an unusable tower cache is ignored."""
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         p = Path(path)
         meta = read_meta(p)
-        enc_dir = check_bert_folder(p / "encoder")
-        tokenizer = AutoTokenizer.from_pretrained(str(enc_dir))
-        encoder = BertModel.from_pretrained(str(enc_dir), add_pooling_layer=False)
-        net = build_net(encoder, meta["mode"], meta.get("net", {}))
-        net.load_state_dict(torch.load(p / HEAD_FILE, map_location="cpu", weights_only=True), strict=False)
+        encoder, tokenizer = load_bert_folder(p / "encoder", REFIT)
+        try:
+            net = build_net(encoder, meta["mode"], meta.get("net", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{p / META_FILE}: bad network settings ({brief(exc)}); {REFIT}") from exc
+        load_head_weights(net, p / HEAD_FILE, REFIT)
         dev = pick_device(device)
         bf16 = bool(meta.get("bf16", False)) and dev.type == "cuda"
         model = cls(net, tokenizer, meta["mode"], meta["max_length"], Calibrator.from_dict(meta["calibration"]),
                     meta, dev, bf16, segment=bool(meta.get("segment", False)))
-        cache_file = p / TOWER_CACHE_FILE
-        if cache_file.is_file():
-            saved = torch.load(cache_file, map_location="cpu", weights_only=True)
-            if saved.get("fingerprint") == _weights_fingerprint(p) and not bf16:
-                for which in ("user", "item"):
-                    texts, mat = saved[which]
-                    model._cache[which] = {t: k for k, t in enumerate(texts)}
-                    on_device = mat.to(dev)
-                    model._cache_mat[which] = on_device
-                    model._cache_rows[which] = [on_device]
-            else:
-                log.warning("%s does not match the checkpoint's weights; ignored", cache_file)
+        cache = _read_tower_cache(p, net) if (p / TOWER_CACHE_FILE).is_file() and not bf16 else None
+        for which, (texts, mat) in (cache or {}).items():
+            model._cache[which] = {t: k for k, t in enumerate(texts)}
+            on_device = mat.to(dev)
+            model._cache_mat[which] = on_device
+            model._cache_rows[which] = [on_device]
         return model
 
     def save_tower_cache(self, path: str | Path, user_texts: Sequence[str], item_texts: Sequence[str]) -> Path:
         """Store the tower embeddings of these texts beside the checkpoint at ``path`` (hybrid mode), so
         that loading it and binding a market with these texts skips the encoder (~17 s for 5,000
-        profiles on one CPU thread). The file carries a fingerprint of the weights and is ignored if
-        they change."""
+        profiles on one CPU thread). The file carries a fingerprint of the weights and of its own contents
+        (texts and embeddings) and is ignored when either changed."""
         if self.mode != "hybrid":
             raise ValueError("tower caches exist in hybrid mode only")
         self.cached("user", [scrub(t) for t in user_texts])
         self.cached("item", [scrub(t) for t in item_texts])
         p = Path(path)
-        data: dict[str, Any] = {"fingerprint": _weights_fingerprint(p)}
+        entries: dict[str, tuple[list[str], torch.Tensor]] = {}
         for which in ("user", "item"):
             mat = self._cache_mat[which]
             assert mat is not None
-            data[which] = (list(self._cache[which]), mat.float().cpu())
+            entries[which] = (list(self._cache[which]), mat.float().cpu().contiguous())
+        data: dict[str, Any] = {"format": TOWER_CACHE_FORMAT, **entries,
+                                "fingerprint": _cache_fingerprint(_weights_fingerprint(p), entries)}
         with atomic_path(p / TOWER_CACHE_FILE) as tmp:
             torch.save(data, tmp)
         return p / TOWER_CACHE_FILE
@@ -443,6 +451,54 @@ def _weights_fingerprint(path: Path) -> str:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _cache_fingerprint(weights: str, entries: Mapping[str, tuple[list[str], torch.Tensor]]) -> str:
+    """sha256 over the weights' fingerprint and the cache's own texts and embeddings."""
+    h = hashlib.sha256(weights.encode())
+    for which in ("user", "item"):
+        texts, mat = entries[which]
+        arr = mat.detach().cpu().float().contiguous().numpy()
+        h.update(json.dumps([which, texts, list(arr.shape)]).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _read_tower_cache(path: Path, net: HybridNet | TextNet) -> dict[str, tuple[list[str], torch.Tensor]] | None:
+    """The stored tower embeddings of the checkpoint at ``path``, or None (with a logged warning) when the
+    file is unreadable, malformed, or its fingerprint does not cover these weights and these contents:
+    the embeddings are then computed afresh."""
+    f = path / TOWER_CACHE_FILE
+
+    def ignored(why: str) -> None:
+        log.warning("%s %s; ignored (the tower embeddings are recomputed)", f, why)
+
+    if not isinstance(net, HybridNet):
+        ignored("is for hybrid checkpoints only")
+        return None
+    try:
+        saved = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        ignored(f"is unreadable ({brief(exc)})")
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != TOWER_CACHE_FORMAT:
+        ignored(f"is not a tower cache of format {TOWER_CACHE_FORMAT}")
+        return None
+    entries: dict[str, tuple[list[str], torch.Tensor]] = {}
+    for which in ("user", "item"):
+        entry: Any = saved.get(which)
+        ok = isinstance(entry, tuple | list) and len(entry) == 2
+        texts, mat = entry if ok else ([], None)
+        if not (ok and isinstance(texts, list) and all(isinstance(t, str) for t in texts)
+                and len(set(texts)) == len(texts) and isinstance(mat, torch.Tensor) and mat.is_floating_point()
+                and tuple(mat.shape) == (len(texts), net.dim)):
+            ignored(f"has a malformed {which} table")
+            return None
+        entries[which] = (texts, mat.float())
+    if saved.get("fingerprint") != _cache_fingerprint(_weights_fingerprint(path), entries):
+        ignored("does not match the checkpoint's weights or its own contents")
+        return None
+    return entries
 
 
 def build_net(encoder: Any, mode: str, net_cfg: dict[str, Any]) -> HybridNet | TextNet:
@@ -468,7 +524,12 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint folder not found: {path}")
     if not f.is_file():
         raise ValueError(f"{path} is not a promogym BERT checkpoint: {META_FILE} is missing")
-    meta = json.loads(f.read_text())
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{f}: unreadable checkpoint metadata ({brief(exc)}); {REFIT}") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{f}: checkpoint metadata must be a JSON object; {REFIT}")
     if meta.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path} is not a promogym BERT checkpoint (kind {meta.get('kind')!r})")
     if meta.get("schema_version") != SCHEMA_VERSION or meta.get("numeric_features") != list(NUMERIC_FEATURES):

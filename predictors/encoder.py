@@ -63,9 +63,81 @@ def load_encoder(spec: str, seed: int = 0) -> tuple[Any, Any]:
         model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **TINY_CONFIG), add_pooling_layer=False)
         return model, tokenizer
     path = minilm_path() if spec == "minilm" else check_bert_folder(spec)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = BertModel.from_pretrained(str(path), add_pooling_layer=False)
+    return load_bert_folder(path)
+
+
+def weights_file(folder: Path) -> Path:
+    """The weights file of a Hugging Face folder (safetensors first), or the folder when it has none."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder
+
+
+def brief(exc: BaseException) -> str:
+    """An exception as one short line (torch's and transformers' messages run over several)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_bert_folder(path: str | Path, regenerate: str = "") -> tuple[Any, Any]:
+    """(BertModel, tokenizer) from a local folder; ValueError naming the weights file when they are
+    unreadable, truncated or incomplete (a missing tensor would otherwise be initialised at random).
+    transformers reads safetensors, or a ``.bin`` with ``torch.load(weights_only=True)``: no code runs."""
+    from transformers import AutoTokenizer, BertModel
+
+    p = check_bert_folder(path)
+    weights = weights_file(p)
+    hint = f"; {regenerate}" if regenerate else ""
+    if weights == p:
+        raise FileNotFoundError(f"encoder folder {p} has no weights (model.safetensors){hint}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(p))
+        loaded: Any = BertModel.from_pretrained(str(p), add_pooling_layer=False, output_loading_info=True)
+        model, info = loaded
+    except Exception as exc:
+        raise ValueError(f"{weights}: unreadable or truncated encoder weights ({brief(exc)}){hint}") from exc
+    missing = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
+    if missing:
+        raise ValueError(f"{weights} lacks {len(missing)} encoder tensor(s) (e.g. {missing[0]}){hint}")
     return model, tokenizer
+
+
+def load_tensor_file(path: str | Path, what: str, regenerate: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers, strings and containers only,
+    never code. FileNotFoundError or a one-line ValueError naming the file."""
+    p = Path(path)
+    hint = f"; {regenerate}" if regenerate else ""
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}{hint}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{p}: unreadable {what} ({brief(exc)}){hint}") from exc
+
+
+def load_head_weights(net: torch.nn.Module, path: str | Path, regenerate: str = "") -> None:
+    """Load the non-encoder weights of ``net`` from ``path`` (a ``torch.save``d dict of tensors), after
+    checking that it holds exactly those tensors with their shapes: an empty or foreign file must not
+    leave a randomly initialised head behind."""
+    p = Path(path)
+    hint = f"; {regenerate}" if regenerate else ""
+    state = load_tensor_file(p, "head weights", regenerate)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{p} is not a dict of named tensors (head weights expected){hint}")
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith("encoder.")}
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else [])
+        raise ValueError(f"{p} does not hold this model's head weights: {', '.join(parts)}{hint}")
+    wrong = [k for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(f"{p}: tensor {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
+                         f"expected {tuple(expected[wrong[0]].shape)}{hint}")
+    net.load_state_dict(state, strict=False)
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -313,5 +313,16 @@ def market_for_data(data: str | Path) -> Market | None:
     side = Path(data).with_suffix(".json")
     if not side.is_file():
         return None
-    meta: dict[str, Any] = json.loads(side.read_text())
-    return Market(meta["world"]) if "world" in meta else None
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{side}: the logs' sidecar is not readable JSON ({exc}); regenerate the logs with "
+                         f"`promogym data`") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: the logs' sidecar must be a JSON object with a `world` config")
+    if "world" not in meta:
+        return None
+    try:
+        return Market(meta["world"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{side}: its world config is not valid: {exc}") from exc

@@ -38,12 +38,13 @@ from promogym.core.io import atomic_dir, file_sha256
 from promogym.predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
 from promogym.predictors.calibration import Calibrator
 from promogym.predictors.data import Split, load_logs, split_rows
-from promogym.predictors.encoder import autocast, load_encoder, pick_device
+from promogym.predictors.encoder import autocast, brief, load_bert_folder, load_encoder, load_tensor_file, pick_device
 from promogym.predictors.features import numeric_features, weekday_index
 from promogym.predictors.metrics import log_loss
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
+PARTIAL_KIND = "promogym-bert-partial"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Fitter:
         return {"data_sha256": self.data_sha, "config": self.cfg.to_dict()}
 
     def _save_partial(self) -> None:
-        meta = {"kind": "promogym-bert-partial", **self._fingerprint()}
+        meta = {"kind": PARTIAL_KIND, **self._fingerprint()}
         with atomic_dir(self.partial) as tmp:
             write_model_files(self.model.net, self.model.tokenizer, meta, tmp)
             # while the encoder is frozen (stage A) its weights are the ones in encoder/: not stored twice
@@ -154,21 +155,47 @@ class Fitter:
                        tmp / STATE_FILE)
 
     def _load_partial(self) -> None:
+        """Continue from ``<out>.partial``: its promogym.json (kind, data and settings) is checked first, then
+        train_state.pt is read with ``torch.load(weights_only=True)`` (tensors, numbers and containers only:
+        no code runs) and its structure checked; anything unreadable raises ValueError naming the file."""
         f = self.partial / STATE_FILE
         if not f.is_file():
             log.info("no interrupted fit at %s; starting afresh", self.partial)
             return
-        meta = json.loads((self.partial / "promogym.json").read_text())
+        afresh = "run without --resume to start the fit afresh"
+        meta_file = self.partial / "promogym.json"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot resume from {meta_file}: unreadable ({brief(exc)}); {afresh}") from exc
+        if not isinstance(meta, dict) or meta.get("kind") != PARTIAL_KIND:
+            raise ValueError(f"cannot resume from {self.partial}: {meta_file} is not an interrupted promogym fit; "
+                             f"{afresh}")
         if meta.get("data_sha256") != self.data_sha or meta.get("config") != self.cfg.to_dict():
             raise ValueError(f"cannot resume from {self.partial}: it was started with other data or settings")
-        blob = torch.load(f, map_location="cpu", weights_only=False)
-        from transformers import BertModel
+        blob = load_tensor_file(f, "training state", afresh)
+        net_keys = set(self.model.net.state_dict())
+        head_keys = {k for k in net_keys if not k.startswith("encoder.")}
 
-        encoder = BertModel.from_pretrained(str(self.partial / "encoder"), add_pooling_layer=False)
-        self.model.net.encoder.load_state_dict(encoder.state_dict())
-        self.model.net.load_state_dict(blob["net"], strict=False)
-        self.state = TrainState(**blob["state"])
-        self.opt_state = blob["opt"]
+        def tensors(x: Any) -> bool:
+            return isinstance(x, dict) and all(isinstance(k, str) and k in net_keys and isinstance(v, torch.Tensor)
+                                               for k, v in x.items()) and head_keys <= x.keys()
+
+        fields = {fl.name for fl in dataclasses.fields(TrainState)}
+        opt = blob.get("opt") if isinstance(blob, dict) else None
+        if not (isinstance(blob, dict) and {"state", "best", "opt", "net"} <= blob.keys()
+                and isinstance(blob["state"], dict) and set(blob["state"]) == fields and tensors(blob["net"])
+                and (blob["best"] is None or tensors(blob["best"]))
+                and (opt is None or (isinstance(opt, dict) and {"stage", "opt", "sched"} <= opt.keys()))):
+            raise ValueError(f"cannot resume from {f}: not the training state of this model; {afresh}")
+        encoder, _ = load_bert_folder(self.partial / "encoder", afresh)
+        try:
+            self.model.net.encoder.load_state_dict(encoder.state_dict())
+            self.model.net.load_state_dict(blob["net"], strict=False)
+            self.state = TrainState(**blob["state"])
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot resume from {f}: {brief(exc)}; {afresh}") from exc
+        self.opt_state = opt
         if blob["best"] is not None:  # complete a head-only best state with the (frozen) encoder
             self.best = {**copy.deepcopy(self.model.net.state_dict()), **blob["best"]}
         log.info("resuming at stage %s epoch %d", self.state.stage, self.state.epoch)

@@ -14,6 +14,11 @@ of an e-mail is its difference to "none". Three kinds:
 * ``TwoModelUplift("logistic")``: the same with logistic regressions.
 
 Expected spend = P(conversion | arm) x mean spend of converters (train split, pooled over arms).
+
+Files: a two-model is a model archive (``promogym.json`` manifest + skops estimators, see
+``promogym.predictors.baselines``; the pipelines name it ``model.skops.zip``); a BERT model is a folder
+(``promogym.json``, ``head.pt`` read with ``torch.load(weights_only=True)``, the encoder as safetensors).
+No file of either runs code when read.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import pickle
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from promogym.predictors.baselines import load_archive, save_archive
 from promogym.predictors.calibration import Calibrator
 from promogym.predictors.hillstrom import ARM_NAMES, ARM_SENTENCES, profile_sentences, tabular_features
 from promogym.predictors.metrics import log_loss
@@ -41,7 +46,8 @@ from promogym.predictors.registry import register_model
 
 BINARY = ("visit", "conversion")
 N_ARMS = len(ARM_NAMES)
-MAGIC = b"promogym-uplift-v1\n"
+REFIT_UPLIFT = "refit with `promogym hillstrom` (or TwoModelUplift(kind).fit(train, valid).save(path))"
+REFIT_BERT_UPLIFT = "refit with `promogym hillstrom` (or BertUplift().fit(train, valid).save(folder))"
 
 
 class UpliftModel:
@@ -85,6 +91,7 @@ class TwoModelUplift(UpliftModel):
         self.name = f"two_model_{kind}"
         self.models: dict[tuple[str, int], Any] = {}
         self.chosen: dict[str, Any] = {}
+        self.data_sha256: str | None = None
 
     def _make(self, params: dict[str, Any]) -> Any:
         if self.kind == "gbdt":
@@ -123,7 +130,45 @@ class TwoModelUplift(UpliftModel):
                 for o in BINARY}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(MAGIC + pickle.dumps(self))
+        """A model archive (atomically): settings as JSON, the classifiers in skops's format."""
+        state = {"kind": self.kind, "seed": int(self.seed), "chosen": self.chosen,
+                 "spend_per_conversion": float(self.spend_per_conversion),
+                 "data_sha256": getattr(self, "data_sha256", None),
+                 "models": [[o, int(a)] for o, a in self.models]}
+        save_archive(path, task="uplift", kind=self.kind, state=state,
+                     estimators={f"{o}/{a}": m for (o, a), m in self.models.items()})
+
+    @classmethod
+    def load(cls, path: str | Path, kind: str | None = None) -> TwoModelUplift:
+        """The two-model in ``path`` (see :meth:`save`); with ``kind``, ValueError unless it is of that kind."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.pipeline import Pipeline
+
+        manifest, estimators = load_archive(path, task="uplift", what="uplift model", refit=REFIT_UPLIFT)
+        held = manifest.get("kind")
+        if held not in ("gbdt", "logistic"):
+            raise ValueError(f"{path} holds a {held!r} model, not a two-model uplift; {REFIT_UPLIFT}")
+        if kind is not None and held != kind:
+            raise ValueError(f"{path} holds a two_model_{held}, not a {kind} model")
+        state = manifest["state"]
+        expected = HistGradientBoostingClassifier if held == "gbdt" else Pipeline
+        try:
+            model = cls(held, seed=int(state["seed"]))
+            model.spend_per_conversion = float(state["spend_per_conversion"])
+            model.chosen = dict(state["chosen"])
+            model.data_sha256 = state.get("data_sha256")
+            keys = [(str(o), int(a)) for o, a in state["models"]]
+            if sorted(keys) != sorted((o, a) for o in BINARY for a in range(N_ARMS)):
+                raise ValueError(f"models for {keys}, expected one per outcome and arm")
+            for o, a in keys:
+                m = estimators[f"{o}/{a}"]
+                if not isinstance(m, expected):
+                    raise TypeError(f"the {o}/{ARM_NAMES[a]} model is a {type(m).__name__}, not a {expected.__name__}")
+                model.models[(o, a)] = m
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: malformed two-model state ({type(exc).__name__}: {exc}); "
+                             f"{REFIT_UPLIFT}") from exc
+        return model
 
 
 class CellMeans(UpliftModel):
@@ -359,41 +404,51 @@ class BertUplift(UpliftModel):
         self.net.encoder.save_pretrained(str(p / "encoder"))
         self.tokenizer.save_pretrained(str(p / "encoder"))
         torch.save({k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}, p / "head.pt")
-        meta = {"kind": "bert_uplift", "settings": self.settings, "history": self.history,
+        meta = {"kind": "bert_uplift", "format_version": 1, "settings": self.settings, "history": self.history,
                 "calibration": {o: c.to_dict() for o, c in self.calibrators.items()},
                 "spend_per_conversion": self.spend_per_conversion}
         (p / "promogym.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> BertUplift:
+        """Read a folder written by :meth:`save`: promogym.json is checked first, the encoder and ``head.pt``
+        are read as weights only (no code runs); a missing, truncated or incomplete file raises
+        FileNotFoundError or ValueError naming it."""
+        from promogym.predictors.encoder import brief, load_head_weights
+
         p = Path(path)
         meta_file = p / "promogym.json"
         if not meta_file.is_file():
             raise FileNotFoundError(f"{p} is not a BERT uplift checkpoint (no promogym.json)")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("kind") != "bert_uplift":
-            raise ValueError(f"{p} holds a {meta.get('kind')!r} checkpoint, not a BERT uplift model")
-        settings = {**meta["settings"], "encoder": str(p / "encoder")}
-        model = cls(device=device, **settings)
-        model.net.load_state_dict(torch.load(p / "head.pt", map_location=model.device), strict=False)
-        model.calibrators = {o: Calibrator.from_dict(d) for o, d in meta["calibration"].items()}
-        model.spend_per_conversion = meta["spend_per_conversion"]
-        model.history = meta["history"]
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{meta_file}: unreadable ({brief(exc)}); {REFIT_BERT_UPLIFT}") from exc
+        if not isinstance(meta, dict) or meta.get("kind") != "bert_uplift":
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise ValueError(f"{p} holds a {kind!r} checkpoint, not a BERT uplift model")
+        if meta.get("format_version", 1) != 1:
+            raise ValueError(f"{meta_file}: format version {meta.get('format_version')!r}, this promogym reads 1; "
+                             f"{REFIT_BERT_UPLIFT}")
+        try:
+            settings = {**meta["settings"], "encoder": str(p / "encoder")}
+            calibrators = {o: Calibrator.from_dict(meta["calibration"][o]) for o in BINARY}
+            spend = float(meta["spend_per_conversion"])
+            history = list(meta["history"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{meta_file}: malformed ({brief(exc)}); {REFIT_BERT_UPLIFT}") from exc
+        try:  # the encoder's weights: ValueError naming the file when unreadable or incomplete
+            model = cls(device=device, **settings)
+        except TypeError as exc:
+            raise ValueError(f"{meta_file}: malformed settings ({brief(exc)}); {REFIT_BERT_UPLIFT}") from exc
+        load_head_weights(model.net, p / "head.pt", REFIT_BERT_UPLIFT)
+        model.calibrators, model.spend_per_conversion, model.history = calibrators, spend, history
         return model
 
 
 def _load_two_model(path: str, kind: str) -> TwoModelUplift:
     """A ``TwoModelUplift`` of ``kind`` from a file written by its ``save``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such model file")
-    blob = p.read_bytes()
-    if not blob.startswith(MAGIC):
-        raise ValueError(f"{p} is not a promogym uplift model file")
-    model = pickle.loads(blob[len(MAGIC):])
-    if not isinstance(model, TwoModelUplift) or model.kind != kind:
-        raise ValueError(f"{p} holds a {getattr(model, 'name', type(model).__name__)}, not a {kind} model")
-    return model
+    return TwoModelUplift.load(path, kind)
 
 
 def _fit_two_model(kind: str) -> Callable[..., TwoModelUplift]:

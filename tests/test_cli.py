@@ -44,8 +44,8 @@ def test_data_writes_logs_and_sidecar_reproducibly(tmp_path, world_file, capsys)
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--rows", "0"], "--rows must be >= 1"),
-    (["--rows", "-5"], "--rows must be >= 1"),
+    (["--rows", "0"], "--rows must be between 1 and"),
+    (["--rows", "-5"], "--rows must be between 1 and"),
     (["--rows", "10", "--seed", "-1"], "--seed must be >= 0"),
 ])
 def test_data_bad_numbers(tmp_path, capsys, args, needle):

@@ -1,7 +1,6 @@
 """`promogym train`: SB3 agents on the envs, run folders, resume, and errors before training."""
 
 import json
-import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -27,8 +26,8 @@ def _train(tmp_path, algo, env, extra, steps=128, name=None):
 def test_ppo_run_folder_and_learned_policy(tmp_path, capsys):
     code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v0", FAST_ENV + PPO_SMALL)
     assert code == 0 and "ppo on promogym/DynamicPricing-v0" in capsys.readouterr().out
-    for f in ("config.yml", "model.zip", "best_model.zip", "best_vecnormalize.pkl", "vecnormalize.pkl",
-              "evaluations.npz", "metadata.json"):
+    for f in ("config.yml", "model.zip", "best_model.zip", "best_vecnormalize.json", "vecnormalize.json",
+              "evaluations.npz", "metadata.json", "manifest.json"):
         assert (out / f).is_file(), f
     cfg = yaml.safe_load((out / "config.yml").read_text())
     assert cfg["hyperparams"]["n_steps"] == 64 and cfg["hyperparams"]["gamma"] == 0.99  # YAML + overrides
@@ -39,11 +38,12 @@ def test_ppo_run_folder_and_learned_policy(tmp_path, capsys):
     row = run_episode(env, policy, seed=0)
     assert row["steps"] == 8 and np.isfinite(row["return"])
     # the best model is read with the statistics it was evaluated with, the final model with the final ones
-    best_stats = pickle.loads((out / "best_vecnormalize.pkl").read_bytes()).obs_rms.mean
+    best_stats = json.loads((out / "best_vecnormalize.json").read_text())["obs_rms"]["mean"]
     np.testing.assert_array_equal(policy.norm.obs_rms.mean, best_stats)
     final = LearnedPolicy(out, env, best=False)
-    final_stats = pickle.loads((out / "vecnormalize.pkl").read_bytes()).obs_rms.mean
+    final_stats = json.loads((out / "vecnormalize.json").read_text())["obs_rms"]["mean"]
     np.testing.assert_array_equal(final.norm.obs_rms.mean, final_stats)
+    assert not list(out.rglob("*.pkl"))  # nothing the project reads is a pickle of its own
 
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path):

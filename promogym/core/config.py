@@ -35,12 +35,20 @@ def _describe(f: dataclasses.Field[Any]) -> str:
     return "any value"
 
 
+def _integer_field(f: dataclasses.Field[Any]) -> bool:
+    """A field annotated ``int`` (or ``tuple[int, ...]``): its values must be integers, not 1.5."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    return kind in ("int", "int | None", "tuple[int, ...]")
+
+
 def _check_number(owner: str, name: str, value: Any, f: dataclasses.Field[Any]) -> None:
     lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
     if lo is None and hi is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{owner}.{name} must be a number {_describe(f)}, got {value!r}")
+    if _integer_field(f) and not isinstance(value, int):
+        raise ValueError(f"{owner}.{name} must be an integer {_describe(f)}, got {value!r}")
     if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{owner}.{name} must be {_describe(f)}, got {value!r}")
 
