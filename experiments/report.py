@@ -260,11 +260,10 @@ def _duration(seconds: float) -> str:
 
 
 def _trace_plot_files() -> list[str]:
-    """The file stems of every env family's trace plots."""
-    from promogym.envs import families
+    """The file stems of the trace plots of every registered env's family."""
+    from promogym.envs import ENV_IDS
 
-    return sorted({plot.file for f in vars(families).values() if isinstance(f, families.EnvFamily)
-                   for plot in f.trace_plots})
+    return sorted({plot.file for env_id in ENV_IDS for plot in family_of(env_id).trace_plots})
 
 
 def write_report(run: str | Path, out: str | Path) -> Path:

@@ -217,6 +217,18 @@ def test_report_command_redraws_the_report(smoke_run, tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
     assert "report:" in capsys.readouterr().out
     assert (tmp_path / "again" / "report.md").is_file() and (tmp_path / "again" / "summary.json").is_file()
+    # redrawing the same run's report is the same work; a stale plot of the report's goes, a user's file stays
+    plots = tmp_path / "again" / "plots"
+    (plots / "profit_Gone-v0.png").write_bytes(b"a plot an earlier report drew")
+    (plots / "my_notes.png").write_bytes(b"someone's picture")
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert not (plots / "profit_Gone-v0.png").exists() and (plots / "my_notes.png").read_bytes() == b"someone's picture"
+    # another run's report folder is not overwritten without --force
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.md").write_text("another report")
+    assert main(["report", str(out), "--out", str(other)]) == 2
+    assert (other / "report.md").read_text() == "another report"
 
 
 def test_policy_analysis_notebook_runs_on_the_smoke_experiment(smoke_run):
