@@ -12,7 +12,7 @@ from promogym.experiments.agents_report import DEFAULT_ENVS, agents_config, writ
 from promogym.experiments.agents_report import __doc__ as AGENTS_DOC
 from promogym.experiments.errors import CLIError
 from promogym.experiments.experiment import Experiment
-from promogym.experiments.paths import add_force, check_output_dir, input_file, output_dir, report_marker, run_marker
+from promogym.experiments.paths import add_force, input_file, run_and_report_dirs, run_marker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +41,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = agents_config(env_ids, args.seeds, args.timesteps, args.episodes, args.jobs, args.logs)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    marker = run_marker("experiment", cfg.name)
-    check_output_dir(args.runs, "--runs", args.force, marker)  # both checked before either is created
-    check_output_dir(args.out or Path(args.runs) / "report", "--out", args.force, report_marker(args.runs))
-    runs = output_dir(args.runs, "--runs", force=args.force, holds=marker)
-    out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
+    runs, out = run_and_report_dirs(args.runs, "--runs", args.out or Path(args.runs) / "report", "--out", args.force,
+                                    run_marker("experiment", cfg.name))
     start = time.perf_counter()
     try:
         Experiment(cfg, runs, progress=False).run(report_out=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 from promogym.experiments.errors import CLIError
 from promogym.experiments.experiment import CONFIG_DIR, Experiment, ExperimentConfig
 from promogym.experiments.experiment import __doc__ as EXPERIMENT_DOC
-from promogym.experiments.paths import add_force, check_output_dir, output_dir, report_marker, run_marker
+from promogym.experiments.paths import add_force, run_and_report_dirs, run_marker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,14 +49,9 @@ def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config, args)
     run_folder = Path(args.out or Path("runs") / cfg.name)
-    marker = run_marker("experiment", cfg.name)
-    report = None if args.no_report else Path(args.report or run_folder / "report")
-    check_output_dir(run_folder, "--out", args.force, marker)  # both checked before either is created
-    if report is not None:
-        check_output_dir(report, "--report", args.force, report_marker(run_folder))
-    out = output_dir(run_folder, "--out", force=args.force, holds=marker)
-    if report is not None:
-        output_dir(report, "--report", force=args.force, holds=report_marker(out))
+    report_folder = None if args.no_report else args.report or run_folder / "report"
+    out, report = run_and_report_dirs(run_folder, "--out", report_folder, "--report", args.force,
+                                      run_marker("experiment", cfg.name))
     start = time.perf_counter()
     try:
         written = Experiment(cfg, out, progress=not args.no_progress).run(report)

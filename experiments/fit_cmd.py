@@ -10,7 +10,14 @@ from typing import Any
 
 from promogym.core.io import file_sha256
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides, torch_device
+from promogym.experiments.paths import (
+    add_force,
+    input_file,
+    output_file,
+    parse_overrides,
+    resumable_dir,
+    torch_device,
+)
 from promogym.predictors.data import load_logs, split_rows
 
 KINDS = ("bert", "gbdt", "logistic")
@@ -67,17 +74,10 @@ def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
 
     from promogym.predictors.train import FitConfig, fit
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()):
-        if not (args.resume or args.force):
-            raise CLIError(f"--out folder {out} exists and is not empty; pass --resume to continue a fit there "
-                           f"or --force to replace it")
-        if not ((out / "promogym.json").is_file() or any(out.glob("train_state*"))):
-            # --force replaces a checkpoint folder the project wrote, never a folder of other files
-            raise CLIError(f"--out folder {out} holds files that are not a promogym checkpoint; choose another "
-                           f"--out")
+    # --force replaces a checkpoint folder the project wrote, never a folder of other files
+    out = resumable_dir(args.out, "--out", resume=args.resume, force=args.force, again="replace it",
+                        ours=lambda p: (p / "promogym.json").is_file() or any(p.glob("train_state*")),
+                        kind="a promogym checkpoint")
     if not out.exists():
         output_file(out, "--out")  # its folder must exist and be writable
     try:

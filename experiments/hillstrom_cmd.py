@@ -13,7 +13,7 @@ from promogym.core.io import write_json
 from promogym.experiments.errors import CLIError
 from promogym.experiments.hillstrom import TrackSettings, markdown, run_track
 from promogym.experiments.hillstrom import __doc__ as TRACK_DOC
-from promogym.experiments.paths import add_force, check_output_dir, output_dir, report_marker, run_marker
+from promogym.experiments.paths import add_force, run_and_report_dirs, run_marker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,11 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seeds must be >= 0, --timesteps >= 1 and --bootstrap >= 10")
     if args.train_rows is not None and args.train_rows < 500:
         raise CLIError(f"--train-rows must be at least 500, got {args.train_rows}")
-    marker = run_marker("hillstrom", "hillstrom")
-    check_output_dir(args.runs, "--runs", args.force, marker)  # both checked before either is created
-    check_output_dir(args.out or Path(args.runs) / "report", "--out", args.force, report_marker(args.runs))
-    runs = output_dir(args.runs, "--runs", force=args.force, holds=marker)
-    out = output_dir(args.out or runs / "report", "--out", force=args.force, holds=report_marker(runs))
+    runs, out = run_and_report_dirs(args.runs, "--runs", args.out or Path(args.runs) / "report", "--out", args.force,
+                                    run_marker("hillstrom", "hillstrom"))
     start = time.perf_counter()
     settings = TrackSettings(args.outcome, args.email_cost, args.budget_share, args.seeds, args.timesteps,
                              args.bootstrap)

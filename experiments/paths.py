@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from promogym.experiments.errors import CLIError
 
@@ -79,6 +79,23 @@ def output_dir(path: str | os.PathLike[str], what: str = "output", create: bool 
     return p
 
 
+def resumable_dir(path: str | os.PathLike[str], what: str, *, resume: bool, force: bool, again: str,
+                  ours: Any = None, kind: str = "") -> Path:
+    """The folder of a command that can resume: new or empty; a non-empty one only with ``resume`` (to
+    continue) or ``force`` (``again``), and then only when ``ours(folder)`` says it holds ``kind`` (a folder
+    the project wrote) where ``ours`` is given."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"{what} exists and is not a folder: {p}")
+    if p.is_dir() and any(p.iterdir()):
+        if not (resume or force):
+            raise CLIError(f"{what} folder {p} exists and is not empty; pass --resume to continue there or --force "
+                           f"to {again}")
+        if ours is not None and not ours(p):
+            raise CLIError(f"{what} folder {p} holds files that are not {kind}; choose another {what}")
+    return p
+
+
 def run_marker(kind: str, name: str) -> dict[str, Any]:
     """The marker of a pipeline's run folder: a rerun of the same pipeline and name is the same work."""
     return {"kind": kind, "name": name}
@@ -87,6 +104,26 @@ def run_marker(kind: str, name: str) -> dict[str, Any]:
 def report_marker(run: str | os.PathLike[str]) -> dict[str, Any]:
     """The marker of a report folder: a report redrawn from the same run folder is the same work."""
     return {"kind": "report", "run": str(Path(run).resolve())}
+
+
+@overload
+def run_and_report_dirs(run: str | os.PathLike[str], run_flag: str, report: str | os.PathLike[str],
+                        report_flag: str, force: bool, marker: dict[str, Any]) -> tuple[Path, Path]: ...
+@overload
+def run_and_report_dirs(run: str | os.PathLike[str], run_flag: str, report: None,
+                        report_flag: str, force: bool, marker: dict[str, Any]) -> tuple[Path, None]: ...
+@overload
+def run_and_report_dirs(run: str | os.PathLike[str], run_flag: str, report: str | os.PathLike[str] | None,
+                        report_flag: str, force: bool, marker: dict[str, Any]) -> tuple[Path, Path | None]: ...
+def run_and_report_dirs(run: str | os.PathLike[str], run_flag: str, report: str | os.PathLike[str] | None,
+                        report_flag: str, force: bool, marker: dict[str, Any]) -> tuple[Path, Path | None]:
+    """A pipeline's run folder (holding ``marker``) and its report folder (None: no report), both checked
+    before either is created, so a refusal leaves nothing behind."""
+    check_output_dir(run, run_flag, force, marker)
+    if report is not None:
+        check_output_dir(report, report_flag, force, report_marker(run))
+    out = output_dir(run, run_flag, force=force, holds=marker)
+    return out, None if report is None else output_dir(report, report_flag, force=force, holds=report_marker(out))
 
 
 def add_force(p: Any) -> None:

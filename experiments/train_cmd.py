@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, parse_overrides
+from promogym.experiments.paths import add_force, parse_overrides, resumable_dir
 
 TRUST_HELP = ("read checkpoints that no valid manifest.json lists: SB3 model zips hold pickles, so this runs "
               "code from the folder's files; only for run folders you trust")
@@ -66,10 +66,8 @@ def run(args: argparse.Namespace) -> int:
         check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides})
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from exc
-    out = Path(args.out) if args.out else Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{seed}"
-    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
-        raise CLIError(f"run folder {out} exists and is not empty; pass --resume to continue that run or --force "
-                       f"to train into it anew")
+    out = resumable_dir(args.out or Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{seed}",
+                        "run", resume=args.resume, force=args.force, again="train into it anew")
     from promogym import envs
 
     response = args.response or ("world" if args.env in envs.MARKET_ENV_IDS else "cells")
