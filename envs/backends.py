@@ -1,8 +1,10 @@
 """Response backends: who decides whether a simulated customer buys.
 
 A backend turns offers (customer ids, product ids, shelf prices, coupon shares, market state) into
-log-odds of buying; environments feed them to a multinomial logit with an outside option (a customer
-shown several products) or a sigmoid (a customer shown one). Chosen by a string — ``world`` (the
+log-odds of buying; environments feed them to a multinomial logit with an outside option over the
+products a visitor views (one product: the sigmoid), the choice the logs record. A model reads what
+the shop observes of the state: the day, coupons each customer received in the last 7 days and its own
+price history of each product (``MarketState.price_features``), never reference prices or fatigue. Chosen by a string — ``world`` (the
 ground truth) or a conversion model spec resolved by ``promogym.predictors.registry``
 (``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` or a registered kind) — or by passing
 any ``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
@@ -66,6 +68,7 @@ class ModelBackend:
             "user_id": u, "item_id": i, "list_price": self.market.catalog.list_price[i],
             "price": np.ravel(price).astype(float), "coupon": np.ravel(coupon).astype(float),
             "day": np.full(len(u), state.day), "coupons_last_7d": state.coupons_last_7d()[u],
+            **state.price_features(i),
         }
         if self._by_id:
             return np.asarray(self.model.predict_logits_ids(u, i, offers)).reshape(shape)

@@ -16,11 +16,13 @@ import pandas as pd
 # Columns every conversion model may read: who, what and the offer.
 OFFER_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "user_text", "item_text", "list_price", "price",
                                   "coupon", "day")
-OPTIONAL_COLUMNS: dict[str, float] = {"coupons_last_7d": 0.0}
+# optional offer columns and their values when absent: no coupons received; a price history at list price
+OPTIONAL_COLUMNS: dict[str, float] = {"coupons_last_7d": 0.0, "price_hist_fast": 1.0, "price_hist_mid": 1.0,
+                                      "price_hist_slow": 1.0}
 TRUTH_COLUMNS: tuple[str, ...] = ("true_proba", "revealed_proba")
 # numeric columns that must be finite wherever a table carries them (a NaN or inf there poisons a fit)
 FINITE_COLUMNS: tuple[str, ...] = ("price", "list_price", "coupon", "unit_cost", "day", "coupons_last_7d",
-                                   "purchased", "propensity")
+                                   "purchased", "propensity", "price_hist_fast", "price_hist_mid", "price_hist_slow")
 EPS = 1e-6
 
 Batch = pd.DataFrame | Mapping[str, Any]

@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from promogym.envs.market.world import WEEKDAYS
+from promogym.envs.market.world import PRICE_HISTORY_NAMES, WEEKDAYS
 from promogym.predictors.base import OPTIONAL_COLUMNS
 
-# Numeric offer features, in this order, for the hybrid head and the baselines.
+# Numeric offer features, in this order, for the hybrid head and the baselines. The last three are the
+# shelf price relative to the shop's own price history (log of shelf price / its EWMA at three rates).
+HISTORY_FEATURES: tuple[str, ...] = ("log_shelf_vs_fast", "log_shelf_vs_mid", "log_shelf_vs_slow")
 NUMERIC_FEATURES: tuple[str, ...] = ("log_shelf_rel", "log_paid_rel", "coupon", "has_coupon", "log_list_price",
-                                     "coupons_last_7d", "weekend")
+                                     "coupons_last_7d", "weekend", *HISTORY_FEATURES)
 
 
 def column(df: Mapping[str, Any] | pd.DataFrame, name: str) -> np.ndarray:
@@ -38,6 +40,7 @@ def numeric_features(df: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
         np.log(lst) - 3.5,
         column(df, "coupons_last_7d"),
         (day % 7 >= 5).astype(float),
+        *(log_shelf - np.log(column(df, name)) for name in PRICE_HISTORY_NAMES),
     ], axis=1)
     return out.astype(np.float32)
 

@@ -1,12 +1,22 @@
 """Interaction logs of the market under a randomized logging policy with known propensities.
 
-Each visit shows a customer a few products of one category. The logging policy randomizes each
-shown shelf price over a ladder of multipliers of the list price (a price test) and gives each visit
-one coupon level, with probabilities that depend on an observable segment (the customer's visit
-frequency); the product of the two probabilities is the row's propensity, so any other policy can
-be evaluated on the logs by inverse-propensity weighting. The logging shop restocks every night, so
-stock-outs never censor the logs; reference prices and fatigue evolve as in the world. The shop's own
-record of coupons sent to each customer in the previous 7 days is logged as an observable feature.
+Each visit is drawn by the world's one visit process (:meth:`Market.sample_visits`): a customer browses
+one category and views a few of its products; the customer buys at most one of them or nothing, by the
+world's multinomial logit over the viewed products (the same choice the environments simulate). One
+row per viewed product; ``purchased`` is 1 on the chosen product's row; ``true_proba`` is the row's
+choice probability within its visit.
+
+The logging policy randomizes prices in two ways with the same ladder of multipliers of the list price:
+a per-view price test (each view draws its own price), and a switchback test that holds a product's
+price for ``switchback_days`` days (every block, a ``switchback_share`` of the products draw one price
+for the whole block), so the logs cover reference prices moved by sustained price changes. Either way a
+row's price has marginal probability ``price_probs`` of its multiplier (``price_propensity``). Each visit
+gets one coupon level with probabilities that depend on an observable segment (the customer's visit
+frequency); the product of the two is the row's propensity, so other policies can be evaluated on the
+logs by inverse-propensity weighting. The logging shop restocks every night, so stock-outs never censor
+the logs; reference prices and fatigue evolve as in the world. The shop's own records are logged as
+observable features: coupons sent to each customer in the previous 7 days and its price history of each
+product (exponentially weighted averages of the shelf price relative to list at three rates).
 """
 
 from __future__ import annotations
@@ -19,13 +29,15 @@ import pandas as pd
 
 from promogym.core.config import ConfigBase, param
 from promogym.envs.market.customers import CUSTOMER_TYPES
-from promogym.envs.market.world import WEEKDAYS, Market
+from promogym.envs.market.world import PRICE_HISTORY_NAMES, WEEKDAYS, Market, mnl_from_utility
 
+LOG_FORMAT = 2  # 1: an independent purchase per row; 2: one choice per visit, price history, switchback tests
 LOG_COLUMNS: tuple[str, ...] = (
     "day", "weekday", "visit_id", "user_id", "item_id", "user_text", "item_text", "category",
-    "is_new_product", "list_price", "unit_cost", "price", "discount", "coupon", "price_paid",
-    "price_propensity", "coupon_propensity", "propensity", "coupons_last_7d", "true_customer_type",
-    "reference_price", "fatigue", "true_proba", "revealed_proba", "purchased", "revenue", "coupon_cost", "profit",
+    "is_new_product", "list_price", "unit_cost", "price", "discount", "coupon", "price_paid", "views", "held_price",
+    "price_propensity", "coupon_propensity", "propensity", "coupons_last_7d", *PRICE_HISTORY_NAMES,
+    "true_customer_type", "reference_price", "fatigue", "true_proba", "revealed_proba", "purchased", "revenue",
+    "coupon_cost", "profit",
 )
 
 
@@ -35,10 +47,14 @@ class LoggingPolicy(ConfigBase):
 
     price_multipliers: tuple[float, ...] = param(
         None, "shelf price ladder, as multiples of list price", lo=0.1, hi=5.0,
-        factory=lambda: (0.8, 0.9, 1.0, 1.1, 1.2))
+        factory=lambda: (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3))
     price_probs: tuple[float, ...] = param(
         None, "probability of each price multiplier", lo=0.0, hi=1.0,
-        factory=lambda: (0.15, 0.2, 0.3, 0.2, 0.15))
+        factory=lambda: (0.06, 0.12, 0.17, 0.3, 0.17, 0.12, 0.06))
+    switchback_share: float = param(
+        0.5, "share of products whose price is held for a whole switchback block (the rest: a price per view)",
+        lo=0.0, hi=1.0)
+    switchback_days: int = param(7, "days a held price lasts (a switchback block)", lo=1, hi=365)
     coupon_levels: tuple[float, ...] = param(
         None, "coupon shares of the shelf price", lo=0.0, hi=0.9, factory=lambda: (0.0, 0.05, 0.1, 0.2))
     coupon_probs_frequent: tuple[float, ...] = param(
@@ -63,7 +79,8 @@ class LoggingPolicy(ConfigBase):
 
 def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy | None = None,
                   progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Simulate days of the market until ``n_rows`` offers have been logged.
+    """Simulate days of the market until ``n_rows`` viewed products have been logged (the last visit may
+    be cut).
 
     ``progress`` is called with the number of rows added after each simulated day.
     The same market, row count, seed and policy always give the same table.
@@ -73,51 +90,66 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
     policy = policy or LoggingPolicy()
     rng = np.random.default_rng(seed)
     state = market.initial_state()
-    cat, cus = market.catalog, market.customers
+    cus = market.customers
+    list_price = market.catalog.list_price
     mult = np.asarray(policy.price_multipliers)
     price_p = np.asarray(policy.price_probs)
     levels = np.asarray(policy.coupon_levels)
     coupon_p = np.stack([policy.coupon_probs_frequent, policy.coupon_probs_other])
     coupon_cdf = np.cumsum(coupon_p, axis=1)
     price_cdf = np.cumsum(price_p)
+
+    def draw_prices(size: int) -> np.ndarray:
+        return np.searchsorted(price_cdf, rng.random(size), side="right").clip(max=len(mult) - 1)
+
+    held = np.zeros(market.n_products, bool)
+    held_idx = np.zeros(market.n_products, np.int64)
     chunks: list[dict[str, np.ndarray]] = []
     total = visit_offset = 0
-    extra_views = market.config.views_per_visit
     while total < n_rows:
-        visitors = market.sample_visitors(state.day, rng)
-        coupons_last_7d = state.coupons_last_7d()
+        if state.day % policy.switchback_days == 0:  # a new switchback block
+            held = rng.random(market.n_products) < policy.switchback_share
+            held_idx = draw_prices(market.n_products)
+        visits = market.sample_visits(state.day, rng)
+        visitors, views = visits.users, visits.views
+        shown = views >= 0
         n_vis = len(visitors)
+        coupons_last_7d = state.coupons_last_7d()
         segment = (cus.visit_band[visitors] != 0).astype(np.int64)
         coupon_idx = (rng.random(n_vis)[:, None] > coupon_cdf[segment]).sum(axis=1)
-        views = 1 + rng.poisson(extra_views, size=n_vis)
-        visit = np.repeat(np.arange(n_vis), views)
-        users = visitors[visit]
-        categories = np.repeat(market.sample_categories(visitors, rng), views)
-        items = market.sample_items_in(categories, rng)
-        price_idx = np.searchsorted(price_cdf, rng.random(len(items)), side="right").clip(max=len(mult) - 1)
-        price = np.round(cat.list_price[items] * mult[price_idx], 2)
-        coupon = levels[coupon_idx[visit]]
-        true_p = market.true_purchase_proba(users, items, price, coupon, state)
-        revealed_p = market.revealed_purchase_proba(users, items, price, coupon, state)
-        bought = rng.random(len(items)) < true_p
-        cp = coupon_p[segment[visit], coupon_idx[visit]]
+        items2 = np.maximum(views, 0)
+        price_idx2 = np.where(held[items2], held_idx[items2], draw_prices(views.size).reshape(views.shape))
+        price2 = np.round(list_price[items2] * mult[price_idx2], 2)
+        coupon2 = np.broadcast_to(levels[coupon_idx][:, None], views.shape)
+        users2 = np.broadcast_to(visitors[:, None], views.shape)
+        choice_p = mnl_from_utility(market.utility(users2, items2, price2, coupon2, state), shown)
+        revealed_p = market.revealed_choice_proba(users2, items2, price2, coupon2, state, shown,
+                                                  seed=int(rng.integers(2**31)))
+        pos = (rng.random(n_vis)[:, None] > np.cumsum(choice_p, axis=1)).sum(axis=1)  # == width: nothing bought
+        bought2 = np.arange(views.shape[1])[None, :] == pos[:, None]
+        visit = np.broadcast_to(np.arange(n_vis)[:, None], views.shape)[shown]
+        items = views[shown]
+        history = state.price_features(items)
         chunks.append({
             "day": np.full(len(items), state.day, dtype=np.int64),
             "visit_id": visit + visit_offset,
-            "user_id": users,
+            "user_id": visitors[visit],
             "item_id": items,
-            "price": price,
-            "coupon": coupon,
-            "price_propensity": price_p[price_idx],
-            "coupon_propensity": cp,
-            "coupons_last_7d": coupons_last_7d[users],
+            "price": price2[shown],
+            "coupon": coupon2[shown],
+            "views": shown.sum(axis=1)[visit],
+            "held_price": held[items],
+            "price_propensity": price_p[price_idx2[shown]],
+            "coupon_propensity": coupon_p[segment[visit], coupon_idx[visit]],
+            "coupons_last_7d": coupons_last_7d[visitors[visit]],
+            **{k: v.copy() for k, v in history.items()},
             "reference_price": state.reference_price[items].copy(),
-            "fatigue": state.fatigue[users].copy(),
-            "true_proba": true_p,
-            "revealed_proba": revealed_p,
-            "purchased": bought,
+            "fatigue": state.fatigue[visitors[visit]].copy(),
+            "true_proba": choice_p[shown],
+            "revealed_proba": revealed_p[shown],
+            "purchased": bought2[shown],
         })
-        market.end_of_day(state, items, price, visitors[coupon_idx > 0])
+        market.end_of_day(state, items, price2[shown], visitors[coupon_idx > 0])
         visit_offset += n_vis
         total += len(items)
         if progress is not None:
@@ -152,10 +184,13 @@ def _assemble(market: Market, c: dict[str, np.ndarray]) -> pd.DataFrame:
         "discount": np.round(1.0 - price / list_price, 4),
         "coupon": coupon,
         "price_paid": np.round(price * (1.0 - coupon), 2),
+        "views": c["views"].astype(np.int64),
+        "held_price": c["held_price"].astype(bool),
         "price_propensity": c["price_propensity"],
         "coupon_propensity": c["coupon_propensity"],
         "propensity": c["price_propensity"] * c["coupon_propensity"],
         "coupons_last_7d": c["coupons_last_7d"].astype(np.int64),
+        **{name: c[name] for name in PRICE_HISTORY_NAMES},
         "true_customer_type": pd.Categorical.from_codes(cus.ctype[users], categories=pd.Index(type_names)),
         "reference_price": c["reference_price"],
         "fatigue": c["fatigue"],

@@ -5,6 +5,12 @@ offer, state)``. A logged row is one customer shown one offer, who buys with pro
 ``sigmoid(u)``. Where several products are shown at once, the choice among them is a multinomial
 logit with an outside option over the same utilities (:meth:`Market.choice_proba`).
 
+Each visit follows one process, in the logs and in every environment (:meth:`Market.sample_visits`):
+a visitor arrives (by activity), browses one category (a favourite most of the time), views
+``1 + Poisson(views_per_visit)`` distinct products of it, and buys at most one of them or nothing, by
+the multinomial logit with an outside option over the viewed products' utilities (one product
+viewed: ``sigmoid(u)``).
+
 Utility of customer ``c`` for product ``j`` at shelf price ``p``, coupon share ``k`` on day ``d``::
 
     u = a_type + taste_c                                       (taste_c hidden)
@@ -54,23 +60,49 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+# Daily rates of the shop's exponentially weighted averages of each product's shelf price (half-lives of
+# about 1, 4 and 14 days). The world's own reference-price adaptation rate is none of them: it stays hidden.
+PRICE_HISTORY_RATES: tuple[float, ...] = (0.5, 0.15, 0.05)
+PRICE_HISTORY_NAMES: tuple[str, ...] = ("price_hist_fast", "price_hist_mid", "price_hist_slow")
+
+
 @dataclasses.dataclass
 class MarketState:
     """The market's dynamic state: everything that changes as days pass."""
 
     day: int
-    reference_price: np.ndarray  # per product
+    reference_price: np.ndarray  # per product (latent)
     fatigue: np.ndarray          # per customer (latent)
     stock: np.ndarray            # per product, int64
     coupon_days: np.ndarray      # (7, customers): coupons each customer got on each of the last 7 days
+    price_history: np.ndarray    # (len(PRICE_HISTORY_RATES), products): the shop's EWMAs of shelf price / list
 
     def copy(self) -> MarketState:
         return MarketState(self.day, self.reference_price.copy(), self.fatigue.copy(), self.stock.copy(),
-                           self.coupon_days.copy())
+                           self.coupon_days.copy(), self.price_history.copy())
 
     def coupons_last_7d(self) -> np.ndarray:
         """Coupons each customer received in the previous 7 days: the shop's own, observable record."""
         return self.coupon_days.sum(axis=0)
+
+    def price_features(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        """The shop's own price history of ``items`` (observable): EWMAs of shelf price / list price, by
+        name (:data:`PRICE_HISTORY_NAMES`)."""
+        items = np.asarray(items)
+        return {name: self.price_history[k][items] for k, name in enumerate(PRICE_HISTORY_NAMES)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Visits:
+    """A batch of visits: who came, the category each browses and the products each views
+    (``views``: (visits, width) product ids, -1 padding, each row's distinct products first)."""
+
+    users: np.ndarray
+    categories: np.ndarray
+    views: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +151,7 @@ class Market:
         self._items_by_category = order
         self._category_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._category_count = counts
+        self.catalog_pool = self.category_pool(np.arange(self.n_products))
 
     # ------------------------------------------------------------------ sizes and state
     @property
@@ -135,7 +168,8 @@ class Market:
         return MarketState(day=day, reference_price=self.catalog.list_price.copy(),
                            fatigue=np.zeros(self.n_customers),
                            stock=np.full(self.n_products, stock, dtype=np.int64),
-                           coupon_days=np.zeros((7, self.n_customers)))
+                           coupon_days=np.zeros((7, self.n_customers)),
+                           price_history=np.ones((len(PRICE_HISTORY_RATES), self.n_products)))
 
     # ------------------------------------------------------------------ utilities
     def _context_arrays(self, users: np.ndarray, items: np.ndarray,
@@ -229,6 +263,38 @@ class Market:
         z = m[..., None] + np.sqrt(2.0) * s[..., None] * _GH_NODES
         return sigmoid(z) @ _GH_WEIGHTS / np.sqrt(np.pi)
 
+    def revealed_choice_proba(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                              context: MarketState | Mapping[str, Any] | None = None,
+                              available: np.ndarray | None = None, draws: int = 128, seed: int = 0) -> np.ndarray:
+        """:meth:`choice_proba` in expectation over the hidden taste, appeal and price-sensitivity deviation:
+        the ceiling for a model that reads the texts, the offer and the state (arrays (visits, shown)).
+
+        One shown product: :meth:`revealed_purchase_proba` (quadrature, exact). Several: the customer's
+        taste and price deviation are shared by the visit's products, each product's appeal its own, so
+        the expectation is taken by Monte Carlo over ``draws`` antithetic Gaussian draws per visit (a
+        fixed ``seed``: the same arrays give the same values)."""
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if users.shape[-1] == 1:
+            return self.revealed_purchase_proba(users, items, price, coupon, context)
+        cfg = self.config
+        m = self._utility(users, items, price, coupon, context, revealed_only=True)
+        log_rel = (np.log(np.asarray(price, float)) + np.log1p(-np.asarray(coupon, float))
+                   - self._log_list[items])
+        slope = self._eta_type[users] * log_rel                       # hidden term: -slope * dev
+        rng = np.random.default_rng(seed)
+        out = np.zeros(m.shape)
+        half = max(1, draws // 2)
+        for _ in range(half):
+            z_taste = rng.standard_normal((m.shape[0], 1))
+            z_dev = rng.standard_normal((m.shape[0], 1))
+            z_app = rng.standard_normal(m.shape)
+            for sign in (1.0, -1.0):
+                hidden = sign * (cfg.customer_noise * z_taste + cfg.product_noise * z_app
+                                 - cfg.price_sensitivity_noise * slope * z_dev)
+                out += mnl_from_utility(m + hidden, available)
+        return out / (2 * half)
+
     def choice_proba(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
                      context: MarketState | Mapping[str, Any] | None = None,
                      available: np.ndarray | None = None) -> np.ndarray:
@@ -263,6 +329,78 @@ class Market:
                                                   * self._category_count[categories]).astype(np.int64)
         return self._items_by_category[pos]
 
+    def category_pool(self, products: np.ndarray) -> np.ndarray:
+        """(n_categories, width) the given products grouped by category (-1 padding): the assortment a
+        visitor of each category views products from (:meth:`sample_views`)."""
+        products = np.asarray(products, dtype=np.int64)
+        cats = self.catalog.category[products]
+        counts = np.bincount(cats, minlength=self.config.n_categories)
+        pool = np.full((self.config.n_categories, max(int(counts.max()), 1)), -1, dtype=np.int64)
+        for c in range(self.config.n_categories):
+            ids = products[cats == c]
+            pool[c, : len(ids)] = ids
+        return pool
+
+    def browse_share(self, categories: np.ndarray | None = None) -> float:
+        """The share of visits (weighted by activity) that browse one of ``categories`` (all: 1)."""
+        if categories is None:
+            return 1.0
+        k = self.config.n_categories
+        inside = np.isin(np.arange(k), np.asarray(categories))
+        fav = self.customers.favourites
+        w = self.customers.activity / self.customers.activity.sum()
+        share = 0.5 * inside[fav[:, 0]] + 0.3 * inside[fav[:, 1]] + 0.2 * inside.mean()
+        return float((w * share).sum())
+
+    def sample_views(self, categories: np.ndarray, rng: np.random.Generator, pool: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """(visits, width) the products each visitor views: ``1 + Poisson(views_per_visit)`` distinct
+        products (at most as many as the category holds) drawn uniformly from the browsed category's
+        products in ``pool`` (:meth:`category_pool`; default the whole catalog), -1 padding."""
+        pool = self.catalog_pool if pool is None else pool
+        categories = np.asarray(categories, dtype=np.int64)
+        n = len(categories)
+        rows = pool[categories]                                        # (n, W)
+        valid = rows >= 0
+        k = np.minimum(1 + rng.poisson(self.config.views_per_visit, size=n), valid.sum(axis=1))
+        keys = np.where(valid, rng.random(rows.shape), 2.0)            # a random order of the valid products
+        order = np.argsort(keys, axis=1, kind="stable")
+        picked = np.take_along_axis(rows, order, axis=1)
+        width = int(k.max()) if n else 1
+        picked = picked[:, :width]
+        return np.where(np.arange(width)[None, :] < k[:, None], picked, -1)
+
+    def sample_visits(self, day: int, rng: np.random.Generator, *, categories: np.ndarray | None = None,
+                      scale: float = 1.0, n: int | None = None, pool: np.ndarray | None = None) -> Visits:
+        """The day's visits, the same process for the logs and every env: Poisson(``scale`` x arrival rate)
+        visitors by activity (or exactly ``n`` visits), the category each browses
+        (:meth:`sample_categories`), and the products each views (:meth:`sample_views` over ``pool``).
+
+        With ``categories`` (a shop that sells only these) the visits to other categories are dropped:
+        a thinning of the same process, never a visitor sent to a category they would not browse; with
+        ``n`` visitors are drawn until ``n`` visits browse one of ``categories``."""
+        keep_cats = None if categories is None else np.isin(np.arange(self.config.n_categories), categories)
+        if n is None:
+            users = self.sample_visitors(day, rng, n=int(rng.poisson(scale * self.arrival_rate(day))))
+            cats = self.sample_categories(users, rng)
+            if keep_cats is not None:
+                users, cats = users[keep_cats[cats]], cats[keep_cats[cats]]
+        else:
+            got_u: list[np.ndarray] = []
+            got_c: list[np.ndarray] = []
+            have = 0
+            while have < n:
+                draw = max(16, int(1.2 * (n - have) / max(self.browse_share(categories), 1e-3)))
+                u = self.sample_visitors(day, rng, n=draw)
+                c = self.sample_categories(u, rng)
+                if keep_cats is not None:
+                    u, c = u[keep_cats[c]], c[keep_cats[c]]
+                got_u.append(u)
+                got_c.append(c)
+                have += len(u)
+            users, cats = np.concatenate(got_u)[:n], np.concatenate(got_c)[:n]
+        return Visits(users, cats, self.sample_views(cats, rng, pool))
+
     def items_in_category(self, category: int) -> np.ndarray:
         start = self._category_start[category]
         return self._items_by_category[start:start + self._category_count[category]]
@@ -272,7 +410,8 @@ class Market:
                    coupon_users: np.ndarray) -> None:
         """Advance ``state`` by one day, in place.
 
-        Reference prices move toward the mean shelf price each product was shown at today;
+        Reference prices (latent) and the shop's price-history averages (observable, at their own rates)
+        move toward the mean shelf price each product was shown at today;
         fatigue decays, then grows by one for each coupon a customer received today; today's coupons
         replace those of 7 days ago in the shop's record.
         """
@@ -283,6 +422,9 @@ class Market:
             shown = counts > 0
             mean_price = sums[shown] / counts[shown]
             state.reference_price[shown] += cfg.reference_adaptation * (mean_price - state.reference_price[shown])
+            rel = mean_price / self.catalog.list_price[shown]
+            for k, rate in enumerate(PRICE_HISTORY_RATES):
+                state.price_history[k, shown] += rate * (rel - state.price_history[k, shown])
         state.fatigue *= cfg.fatigue_decay
         today = np.bincount(coupon_users, minlength=self.n_customers) if len(coupon_users) else 0.0
         state.fatigue += today
