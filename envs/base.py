@@ -167,6 +167,24 @@ class DayOutcome:
     expected_profit_world: float  # the world's expectation for the same decisions (nan: no world)
 
 
+@dataclasses.dataclass
+class Offers:
+    """The offers of the last step, shaped (visitors, products viewed): who, what, at which shelf price and
+    coupon share, which products could be bought (viewed and in stock), each one's choice probability under
+    the env's backend and under the world, its margin, and the shop's price history of the product at the
+    time (the mid-rate EWMA of shelf price / list, ``price_hist_mid``). Read by `promogym fidelity`."""
+
+    users: np.ndarray
+    items: np.ndarray
+    price: np.ndarray
+    coupon: np.ndarray
+    available: np.ndarray
+    proba: np.ndarray
+    proba_world: np.ndarray
+    margin: np.ndarray
+    price_hist: np.ndarray
+
+
 class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
     """Base class: builds the world and the response backend from the config."""
 
@@ -181,26 +199,13 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
         self.backend: ResponseBackend = make_backend(self.config.response, self.market)
         self.world: ResponseBackend = self.backend if self.backend.is_world else WorldBackend(self.market)
         self.state: MarketState = self.market.initial_state()
+        self.last_offers: Offers | None = None
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         return cls.config_class().to_dict()
 
     # ------------------------------------------------------------------ visitors and choices
-    def _visitors(self, expected: float, categories: np.ndarray, rng: np.random.Generator | None = None,
-                  n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Visitors of the day (Poisson, weekly seasonality; or exactly ``n``) and the env category each
-        one browses: a favourite one when the env sells it, otherwise one of the env's categories."""
-        rng = self.np_random if rng is None else rng
-        if n is None:
-            n = int(rng.poisson(expected * self.season_factor(self.state.day)))
-        users = self.market.sample_visitors(self.state.day, rng, n=n)
-        fav = self.market.customers.favourites[users]
-        pick = np.where(rng.random(len(users)) < 0.6, fav[:, 0], fav[:, 1])
-        ok = np.isin(pick, categories)
-        cats = np.where(ok, pick, categories[rng.integers(0, len(categories), len(users))])
-        return users, cats
-
     def season_factor(self, day: int) -> float:
         """Expected visitors on ``day`` relative to the average day (weekly seasonality)."""
         return float(self.market.arrival_rate(day) / self.market.config.daily_arrivals)

@@ -12,6 +12,7 @@ from promogym.core.config import param
 from promogym.envs.base import (
     OBS_BOUND,
     DayOutcome,
+    Offers,
     MarketEnv,
     MarketEnvConfig,
     check_action,
@@ -77,13 +78,11 @@ class _SeasonEnv(MarketEnv):
         n = cfg.n_products
         self.env_index = np.full(self.market.n_products, -1)
         self.env_index[self.products] = np.arange(n)
-        cats = self.market.catalog.category[self.products]
-        width = max(int((cats == c).sum()) for c in self.categories)
-        self.choice_sets = np.full((len(self.categories), width), -1)
-        for k, c in enumerate(self.categories):
-            ids = self.products[cats == c]
-            self.choice_sets[k, : len(ids)] = ids
-        self.cat_pos = {int(c): k for k, c in enumerate(self.categories)}
+        # the assortment visitors view products from: the env's products of each category they browse
+        self.pool = self.market.category_pool(self.products)
+        # visits of the whole market, thinned to those browsing the env's categories, average daily_customers
+        self.arrival_scale = cfg.daily_customers / (self.market.config.daily_arrivals
+                                                    * self.market.browse_share(self.categories))
         self.list_price = self.market.catalog.list_price[self.products]
         n_segments = len(VISIT_BANDS) if self.with_coupons else 0
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n + n_segments,), dtype=np.float32)
@@ -117,15 +116,18 @@ class _SeasonEnv(MarketEnv):
         idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
         return levels[idx]
 
-    def _sets_for(self, cats: np.ndarray) -> np.ndarray:
-        """The product set (env product ids, -1 padding) a visitor browsing each category chooses from."""
-        if len(cats) == 0:
-            return np.zeros((0, self.choice_sets.shape[1]), int)
-        return self.choice_sets[[self.cat_pos[int(c)] for c in cats]]
+    def _visits(self, rng: np.random.Generator | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The day's visitors browsing the env's categories and the products each views (catalog ids,
+        -1 padding), by the market's one visit process (:meth:`Market.sample_visits`): a thinning of the
+        whole market's visits, never a visitor sent to a category they would not browse."""
+        v = self.market.sample_visits(self.state.day, self.np_random if rng is None else rng,
+                                      categories=self.categories, scale=self.arrival_scale, n=n, pool=self.pool)
+        return v.users, v.views
 
     def _price_by_item(self, prices: np.ndarray) -> np.ndarray:
-        """Env prices (per env product) spread over the catalog's product ids."""
-        out = np.zeros(self.market.n_products)
+        """Env prices (per env product) spread over the catalog's product ids (list price elsewhere: a
+        padding entry of a view set needs a valid price, though it is never available)."""
+        out = self.market.catalog.list_price.copy()
         out[self.products] = prices
         return out
 
@@ -143,10 +145,9 @@ class _SeasonEnv(MarketEnv):
         return p, items, price2, coupon2, available
 
     def visitor_sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """A fixed sample of ``n`` visitors drawn as daily visitors are (own RNG), with the product set
-        (env product ids, -1 padding) each one chooses from: for planners and myopic baselines."""
-        users, cats = self._visitors(0.0, self.categories, rng=np.random.default_rng(seed), n=n)
-        return users, self._sets_for(cats)
+        """A fixed sample of ``n`` visits drawn as daily visits are (own RNG): the visitors and the products
+        each views (catalog ids, -1 padding), for planners and myopic baselines."""
+        return self._visits(rng=np.random.default_rng(seed), n=n)
 
     def expected_outcome(self, backend: Any, state: Any, users: np.ndarray, sets: np.ndarray, prices: np.ndarray,
                          segment_coupons: np.ndarray | None = None, scale: float = 1.0
@@ -227,8 +228,7 @@ class _SeasonEnv(MarketEnv):
     def _simulate_day(self, prices: np.ndarray, segment_coupons: np.ndarray | None) -> DayOutcome:
         cfg = self.config
         cat = self.market.catalog
-        users, cats = self._visitors(cfg.daily_customers, self.categories)
-        sets = self._sets_for(cats)
+        users, sets = self._visits()
         price_by_item = self._price_by_item(prices)
         coupon = np.zeros(len(users))
         clipped = 0
@@ -259,16 +259,17 @@ class _SeasonEnv(MarketEnv):
         expected profit under the backend and under the world, and a stock-out flag per visitor."""
         if len(users) == 0:
             return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
-        p, items, price2, coupon2, _ = self._choice_proba(self.backend, self.state, users, sets,
-                                                          price_by_item, coupon)
+        p, items, price2, coupon2, available = self._choice_proba(self.backend, self.state, users, sets,
+                                                                  price_by_item, coupon)
         margin = price2 * (1 - coupon2) - (self.market.catalog.unit_cost[items]
                                            if self.config.reward == "profit" else 0.0)
         expected = float((p * margin).sum())
-        if self.backend is self.world:
-            expected_world = expected
-        else:
-            pw = self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
-            expected_world = float((pw * margin).sum())
+        pw = p if self.backend is self.world else \
+            self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
+        expected_world = float((pw * margin).sum())
+        self.last_offers = Offers(users=users, items=items, price=price2, coupon=coupon2, available=available,
+                                  proba=p, proba_world=pw, margin=margin,
+                                  price_hist=self.state.price_features(items)["price_hist_mid"])
         cum = np.cumsum(p, axis=1)
         pos = (self.np_random.random(len(users))[:, None] > cum).sum(axis=1)  # == n_options: nothing bought
         bought = pos < sets.shape[1]
@@ -322,10 +323,13 @@ class DynamicPricingEnv(_SeasonEnv):
     """Dynamic pricing of a few products with finite stock over a selling season.
 
     ## Description
-    Each day of the season the agent sets a price for each product. A seasonal number of customers
-    arrives; each browses the agent's products of one category they care about and buys at most one
-    of them or none, by multinomial logit with an outside option over the response backend's
-    log-odds, so products substitute for one another. Stock is finite and never restocked;
+    Each day of the season the agent sets a price for each product. Visits follow the market's one
+    visit process, the one the logs record: the shop's visitors arrive (weekly seasonality), each
+    browses one category (a favourite most of the time), and the visits to the env's categories
+    (``daily_customers`` a day on average) view ``1 + Poisson`` distinct products of the agent's products
+    in that category; each visitor buys at most one of the viewed products or none, by multinomial
+    logit with an outside option over the response backend's log-odds, so products substitute for one
+    another. Stock is finite and never restocked;
     reference prices adapt to the prices shown (loss aversion around them).
 
     ## Action Space
@@ -357,7 +361,10 @@ class DynamicPricingEnv(_SeasonEnv):
     with the keys of :class:`DynamicPricingConfig` (``response`` picks the backend).
 
     ## Version History
-    * v0: initial version.
+    * v1: visitors come from the market's visit process (only those browsing the env's categories, none
+      sent to a category they would not browse) and view 1 + Poisson of its products, as in the logs;
+      models read the shop's price history.
+    * v0: initial version (every visitor put on one of the env's categories and shown all its products).
     """
 
     config_class = DynamicPricingConfig
@@ -398,6 +405,7 @@ class PricePromoEnv(_SeasonEnv):
     ``config`` with the keys of :class:`PricePromoConfig`.
 
     ## Version History
+    * v1: the visit process of DynamicPricing-v1.
     * v0: initial version.
     """
 
