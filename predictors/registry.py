@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -310,19 +309,12 @@ def load_uplift_model(spec: Any, data: Any = None) -> Any:
 
 def market_for_data(data: str | Path) -> Market | None:
     """The market that generated a log file, from its sidecar JSON (None when there is none)."""
-    side = Path(data).with_suffix(".json")
-    if not side.is_file():
+    from promogym.predictors.data import read_world_config
+
+    world = read_world_config(data)
+    if world is None:
         return None
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{side}: the logs' sidecar is not readable JSON ({exc}); regenerate the logs with "
-                         f"`promogym data`") from exc
-    if not isinstance(meta, dict):
-        raise ValueError(f"{side}: the logs' sidecar must be a JSON object with a `world` config")
-    if "world" not in meta:
-        return None
-    try:
-        return Market(meta["world"])
+        return Market(world)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{side}: its world config is not valid: {exc}") from exc
+        raise ValueError(f"{Path(data).with_suffix('.json')}: its world config is not valid: {exc}") from exc
