@@ -60,21 +60,61 @@ class ModelBackend:
         if self._by_id:
             model.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
 
-    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
-               state: MarketState) -> np.ndarray:
-        shape = np.shape(users)
+    @property
+    def ensemble_size(self) -> int:
+        """Members of the model's ensemble (0: none), whose spread measures the model's uncertainty."""
+        return int(getattr(self.model, "ensemble_size", 0)) if self._by_id else 0
+
+    def member_logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                      state: MarketState) -> np.ndarray:
+        """(members, *users.shape) log-odds of each ensemble member (see :attr:`ensemble_size`)."""
+        if not self.ensemble_size:
+            raise ValueError(f"response model {self.name} has no ensemble; refit it with `--set ensemble=5`")
         u, i = np.ravel(users), np.ravel(items)
-        offers: dict[str, Any] = {
+        z = self.model.predict_member_logits_ids(u, i, self._offers(u, i, price, coupon, state))
+        return np.asarray(z).reshape((-1, *np.shape(users)))
+
+    def _offers(self, u: np.ndarray, i: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                state: MarketState) -> dict[str, Any]:
+        return {
             "user_id": u, "item_id": i, "list_price": self.market.catalog.list_price[i],
             "price": np.ravel(price).astype(float), "coupon": np.ravel(coupon).astype(float),
             "day": np.full(len(u), state.day), "coupons_last_7d": state.coupons_last_7d()[u],
             **state.price_features(i),
         }
+
+    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+               state: MarketState) -> np.ndarray:
+        shape = np.shape(users)
+        u, i = np.ravel(users), np.ravel(items)
+        offers = self._offers(u, i, price, coupon, state)
         if self._by_id:
             return np.asarray(self.model.predict_logits_ids(u, i, offers)).reshape(shape)
         offers.update(user_text=self._user_text[u], item_text=self._item_text[i], category=self._category[i])
         p = np.clip(self.model.predict_proba(offers), _EPS, 1 - _EPS)
         return (np.log(p) - np.log1p(-p)).reshape(shape)
+
+
+def check_world(model: Any, market: Market, name: str) -> None:
+    """ValueError when ``model`` was fitted on logs of another world than ``market`` (its recorded
+    ``world_config`` differs), naming the settings that differ on both sides. A model that records no
+    world (fitted on a table without a sidecar) is accepted."""
+    recorded = getattr(model, "world_config", None)
+    if not recorded:
+        return
+    from promogym.envs.market import MarketConfig
+
+    try:
+        theirs = MarketConfig.coerce(dict(recorded)).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"response {name}: its recorded world config is not valid ({exc})") from exc
+    mine = market.config.to_dict()
+    diff = [k for k in mine if theirs.get(k) != mine[k]]
+    if diff:
+        shown = "; ".join(f"{k}: model's world {theirs.get(k)!r}, env's world {mine[k]!r}" for k in diff[:4])
+        raise ValueError(f"response {name} was fitted on logs of another world than the env's ({shown}"
+                         f"{'; …' if len(diff) > 4 else ''}); fit a model on logs of this world "
+                         "(`promogym data --world FILE` with the env's market settings)")
 
 
 def make_backend(spec: Any, market: Market) -> ResponseBackend:
@@ -90,4 +130,6 @@ def make_backend(spec: Any, market: Market) -> ResponseBackend:
         model = load_model(spec, market)
     except FileNotFoundError as exc:
         raise ValueError(f"response: {exc}") from exc
-    return ModelBackend(model, market, name=spec if isinstance(spec, str) else None)
+    name = spec if isinstance(spec, str) else str(getattr(model, "name", type(model).__name__))
+    check_world(model, market, name)
+    return ModelBackend(model, market, name=name)

@@ -11,7 +11,7 @@ import numpy as np
 
 from promogym.core.config import ConfigBase, param
 from promogym.envs.backends import ResponseBackend, WorldBackend, make_backend
-from promogym.envs.market import WEEKDAYS, Market, MarketState
+from promogym.envs.market import WEEKDAYS, Market, MarketState, mnl_from_utility
 
 OBS_BOUND = 10.0
 
@@ -27,6 +27,10 @@ class MarketEnvConfig(ConfigBase):
                  "or a ConversionModel")
     reward: str = param("profit", "reward: profit (revenue - unit cost - coupon cost) or revenue",
                         choices=("profit", "revenue"))
+    uncertainty_penalty: float = param(
+        0.0, "lambda: the reward minus lambda x the response model's ensemble standard deviation of the step's "
+             "expected profit (pessimism where the model is unsure, as in model-based offline RL); needs a model "
+             "fitted with an ensemble", lo=0.0, hi=1e6)
 
     def validate(self) -> None:
         if not isinstance(self.market, Mapping):
@@ -40,6 +44,9 @@ class MarketEnvConfig(ConfigBase):
                            other="a ConversionModel")
         elif not hasattr(r, "predict_proba"):
             raise ValueError(f"{type(self).__name__}.response must be a string or a ConversionModel, got {r!r}")
+        if self.uncertainty_penalty > 0 and isinstance(r, str) and r == "world":
+            raise ValueError(f"{type(self).__name__}.uncertainty_penalty needs a learned response model with an "
+                             "ensemble; the world has no uncertainty")
 
 
 def resolve_config(config_class: type[ConfigBase], config: ConfigBase | Mapping[str, Any] | None,
@@ -198,6 +205,9 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
         self.market = Market(self.config.market)
         self.backend: ResponseBackend = make_backend(self.config.response, self.market)
         self.world: ResponseBackend = self.backend if self.backend.is_world else WorldBackend(self.market)
+        if self.config.uncertainty_penalty > 0 and not getattr(self.backend, "ensemble_size", 0):
+            raise ValueError(f"{type(self.config).__name__}.uncertainty_penalty needs a response model fitted with an "
+                             f"ensemble (`promogym fit --set ensemble=5`); {self.backend.name} has none")
         self.state: MarketState = self.market.initial_state()
         self.last_offers: Offers | None = None
 
@@ -206,6 +216,16 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
         return cls.config_class().to_dict()
 
     # ------------------------------------------------------------------ visitors and choices
+    def profit_spread(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                      available: np.ndarray, margin: np.ndarray) -> float:
+        """The ensemble's standard deviation of the expected profit of these offers ((visitors, viewed) arrays,
+        MNL over each row's available products); 0 without an uncertainty penalty."""
+        if self.config.uncertainty_penalty <= 0 or users.size == 0:
+            return 0.0
+        z = self.backend.member_logits(users, items, price, coupon, self.state)  # type: ignore[attr-defined]
+        per_member = [(mnl_from_utility(zk, available) * margin).sum() for zk in z]
+        return float(np.std(per_member))
+
     def season_factor(self, day: int) -> float:
         """Expected visitors on ``day`` relative to the average day (weekly seasonality)."""
         return float(self.market.arrival_rate(day) / self.market.config.daily_arrivals)

@@ -207,6 +207,7 @@ class _SeasonEnv(MarketEnv):
         self.prices = self.prices_from_action(action)
         out = self._simulate_day(self.prices, self.coupon_levels_from_action(action) if self.with_coupons else None)
         reward = out.revenue - out.cost - out.coupon_spend if cfg.reward == "profit" else out.revenue
+        reward -= cfg.uncertainty_penalty * out.profit_spread
         self.last_units = out.units.astype(float)
         self.t += 1
         # the season's end is a terminal state of the MDP (days left are in the observation; nothing is
@@ -219,7 +220,7 @@ class _SeasonEnv(MarketEnv):
                 "prices": self.prices.copy(), "units": out.units.copy(), "visitors": out.visitors,
                 "coupons_given": out.coupons_given, "coupons_clipped": out.coupons_clipped,
                 "expected_profit": out.expected_profit, "expected_profit_world": out.expected_profit_world,
-                "day": self.state.day - 1}
+                "profit_spread": out.profit_spread, "day": self.state.day - 1}
         self.history.append({"day": self.state.day - 1, "prices": self.prices.copy(),
                              "stock": self.state.stock[self.products].copy(), "units": out.units.copy(),
                              "reward": reward, "visitors": out.visitors})
@@ -239,6 +240,9 @@ class _SeasonEnv(MarketEnv):
             coupon = np.where(ok, wanted, 0.0)
             clipped = int(((wanted > 0) & ~ok).sum())
         chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon)
+        o = self.last_offers
+        spread = 0.0 if o is None or not len(users) else \
+            self.profit_spread(o.users, o.items, o.price, o.coupon, o.available, o.margin)
         bought = chosen >= 0
         units = np.bincount(chosen[bought], minlength=cfg.n_products)
         paid_price = prices[chosen[bought]]
@@ -250,7 +254,8 @@ class _SeasonEnv(MarketEnv):
         self.market.end_of_day(self.state, shown, price_by_item[shown], users[coupon > 0])
         return DayOutcome(visitors=len(users), units=units, revenue=revenue, cost=cost, coupon_spend=spend,
                           stockouts=int(stockout.sum()), coupons_given=int((coupon > 0).sum()),
-                          coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world)
+                          coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world,
+                          profit_spread=spread)
 
     def _serve(self, users: np.ndarray, sets: np.ndarray, price_by_item: np.ndarray, coupon: np.ndarray
                ) -> tuple[np.ndarray, float, float, np.ndarray]:
@@ -258,6 +263,7 @@ class _SeasonEnv(MarketEnv):
         while stock lasts. Returns the chosen env-product index per visitor (-1: none or sold out), the
         expected profit under the backend and under the world, and a stock-out flag per visitor."""
         if len(users) == 0:
+            self.last_offers = None
             return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
         p, items, price2, coupon2, available = self._choice_proba(self.backend, self.state, users, sets,
                                                                   price_by_item, coupon)
@@ -267,7 +273,7 @@ class _SeasonEnv(MarketEnv):
         pw = p if self.backend is self.world else \
             self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
         expected_world = float((pw * margin).sum())
-        self.last_offers = Offers(users=users, items=items, price=price2, coupon=coupon2, available=available,
+        self.last_offers = Offers(users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2, coupon=coupon2, available=available,
                                   proba=p, proba_world=pw, margin=margin,
                                   price_hist=self.state.price_features(items)["price_hist_mid"])
         cum = np.cumsum(p, axis=1)
@@ -344,7 +350,9 @@ class DynamicPricingEnv(_SeasonEnv):
     yesterday's units per product (relative to an even sell-through).
 
     ## Rewards
-    The day's profit: revenue - unit cost (or revenue with ``reward="revenue"``).
+    The day's profit: revenue - unit cost (or revenue with ``reward="revenue"``), minus
+    ``uncertainty_penalty`` x the response model's ensemble standard deviation of the day's expected profit
+    (``info["profit_spread"]``; 0 by default).
     ``info["components"]`` has revenue, cost, coupon_spend, units, stockouts and budget_left;
     ``info["expected_profit_world"]`` is the world's expected profit of the same prices.
 
