@@ -39,14 +39,19 @@ def choice_nll(logits: torch.Tensor, visit_index: torch.Tensor, y: torch.Tensor,
     logits never overflow. When every visit shows one product this is binary cross-entropy with logits,
     exactly (mean per visit = mean per row).
     """
-    z = logits.float()
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     idx = visit_index.to(z.device).long()
     v = int(n_visits) if n_visits is not None else int(idx.max().item()) + 1 if len(idx) else 0
     shift = torch.zeros(v, dtype=z.dtype, device=z.device).scatter_reduce(
         0, idx, z.detach(), reduce="amax", include_self=True)  # max(0, max_j z_j) per visit
-    sums = torch.zeros(v, dtype=z.dtype, device=z.device).index_add(0, idx, torch.exp(z - shift[idx]))
-    log_norm = shift + torch.log(torch.exp(-shift) + sums)       # log(1 + sum_j e^{z_j})
-    return (log_norm.sum() - (y.to(z.dtype) * z).sum()) / max(v, 1)
+    centred = z - shift[idx]
+    y = y.to(device=z.device, dtype=z.dtype)
+    sums = torch.zeros(v, dtype=z.dtype, device=z.device).index_add(0, idx, torch.exp(centred))
+    bought = torch.zeros(v, dtype=z.dtype, device=z.device).index_add(0, idx, y)
+    chosen = torch.zeros(v, dtype=z.dtype, device=z.device).index_add(0, idx, y * centred)
+    # log(1 + sum_j e^{z_j}) - sum_j y_j z_j, with the shift cancelled where the visit bought
+    per_visit = torch.log(torch.exp(-shift) + sums) + shift * (1 - bought) - chosen
+    return per_visit.sum() / max(v, 1)
 
 
 def visit_choice_proba(logits: np.ndarray, visit_ids: np.ndarray | pd.Series) -> np.ndarray:
