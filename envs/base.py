@@ -172,6 +172,7 @@ class DayOutcome:
     coupons_clipped: int
     expected_profit: float     # under the env's response backend, before sampling
     expected_profit_world: float  # the world's expectation for the same decisions (nan: no world)
+    profit_spread: float = 0.0    # the response model's ensemble sd of expected_profit (0: no penalty asked)
 
 
 @dataclasses.dataclass
