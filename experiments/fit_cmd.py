@@ -105,6 +105,6 @@ def _fit_bert(args: argparse.Namespace, data: Path, start: float) -> int:
             bar.close()
     hist = model.meta["history"]
     print(f"wrote {out} (bert {cfg.mode}, encoder {cfg.encoder}, {len(hist)} epochs, "
-          f"best validation log-loss {model.meta['best_val_log_loss_uncalibrated']:.5f}, "
+          f"best validation choice NLL per visit {model.meta['best_val_choice_nll_uncalibrated']:.5f}, "
           f"calibration {model.calibrator.method}, {time.perf_counter() - start:.0f} s)")
     return 0

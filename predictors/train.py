@@ -9,11 +9,19 @@ B. end to end: the top ``finetune_layers`` encoder layers are unfrozen (AdamW at
    the head at ``lr_head``); each step encodes the distinct user and product texts of a batch
    built from ``finetune_users`` users, so every encoded profile gets the gradient of many rows.
 
-Text mode trains stage B only, on sentences holding user, product and offer. Both use binary
-cross-entropy, AdamW, linear warm-up then linear decay, dropout, gradient clipping and early stopping
-on validation log-loss; the best state is kept, then calibrated on validation data. A checkpoint is
-written atomically after every epoch, and ``resume`` continues an interrupted fit where it stopped.
-Randomness is drawn per (stage, epoch) from the seed, so a resumed fit reaches the same state.
+The logs hold one multinomial-logit choice per visit (buy one of the viewed products or nothing), and
+the model's logit of a row is that product's utility. Hybrid stages A and B batch whole visits (a
+batch samples visits and keeps all their rows; stage B samples users, then whole visits of each) and
+minimise the conditional-logit likelihood :func:`~promogym.predictors.choice.choice_nll`. Text mode
+(stage B only, on sentences holding user, product and offer) minimises binary cross-entropy on the
+IIA rows of the training visits (:func:`~promogym.predictors.choice.iia_rows`: the visit bought this
+row's product or nothing), where ``P(buy) = sigmoid(utility)`` exactly, so both modes estimate the
+same utility. Every mode uses AdamW, linear warm-up then linear decay, dropout, gradient clipping and
+early stopping on the validation visits' choice likelihood (mean per visit); the best state is kept,
+then calibrated (temperature or isotonic) on the validation IIA rows, where the sigmoid of the
+utility is exact. A checkpoint is written atomically after every epoch, and ``resume`` continues an
+interrupted fit where it stopped. Randomness is drawn per (stage, epoch) from the seed, so a resumed
+fit reaches the same state.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn import functional as F
 
@@ -37,10 +44,10 @@ from promogym.core.config import ConfigBase, param
 from promogym.core.io import atomic_dir, file_sha256
 from promogym.predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
 from promogym.predictors.calibration import Calibrator
+from promogym.predictors.choice import choice_nll, iia_rows, visit_codes
 from promogym.predictors.data import Split, load_logs, split_rows
 from promogym.predictors.encoder import autocast, brief, load_bert_folder, load_encoder, load_tensor_file, pick_device
 from promogym.predictors.features import numeric_features, weekday_index
-from promogym.predictors.metrics import log_loss
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -65,9 +72,10 @@ class FitConfig(ConfigBase):
     finetune_epochs: int = param(0, "stage B epochs (encoder layers trained)", lo=0, hi=1000)
     finetune_steps: int = param(40, "optimizer steps per stage B epoch", lo=1, hi=1_000_000)
     finetune_layers: int = param(2, "top encoder layers unfrozen in stage B (0 = all)", lo=0, hi=48)
-    batch_size: int = param(1024, "rows per step in stage A; sentences per step in text mode / 32", lo=8, hi=65536)
+    batch_size: int = param(1024, "rows per step in stage A (whole visits, about this many rows)", lo=8, hi=65536)
     finetune_users: int = param(32, "users per stage B step (hybrid)", lo=1, hi=4096)
-    rows_per_user: int = param(16, "rows per user in a stage B step (hybrid)", lo=1, hi=4096)
+    rows_per_user: int = param(16, "rows per user in a stage B step (whole visits, at least one; hybrid)",
+                               lo=1, hi=4096)
     text_batch: int = param(32, "sentences per step (text mode)", lo=1, hi=4096)
     lr_head: float = param(1e-3, "AdamW learning rate of pooling and head", lo=1e-6, hi=1.0)
     lr_encoder: float = param(2e-5, "AdamW learning rate of the encoder", lo=1e-7, hi=1e-2)
@@ -78,10 +86,72 @@ class FitConfig(ConfigBase):
     patience: int = param(3, "epochs without validation improvement before stopping", lo=1, hi=100)
     calibration: str = param("temperature", "calibration on validation data",
                              choices=("none", "temperature", "isotonic"))
-    val_rows: int = param(40_000, "validation rows used for early stopping (sampled)", lo=100, hi=10_000_000)
-    max_train_rows: int = param(0, "cap on training rows, sampled (0 = all)", lo=0, hi=100_000_000)
+    val_rows: int = param(40_000, "validation rows used for early stopping (whole visits, sampled)", lo=100,
+                          hi=10_000_000)
+    max_train_rows: int = param(0, "cap on training rows (whole visits, sampled; 0 = all)", lo=0, hi=100_000_000)
     bf16: str = param("auto", "bf16 autocast: auto (CUDA only), on, off", choices=("auto", "on", "off"))
     seed: int = param(0, "seed of the split, initialisation and batches", lo=0, hi=2**32 - 1)
+
+
+class VisitIndex:
+    """The visits of a set of rows: each visit's rows, its user, and batches of whole visits."""
+
+    def __init__(self, rows: np.ndarray, visit_code: np.ndarray, user_code: np.ndarray) -> None:
+        self._codes = (visit_code, user_code)
+        rows = np.asarray(rows, np.int64)
+        codes = visit_code[rows]
+        order = np.argsort(codes, kind="stable")
+        self.rows = rows[order]                               # rows grouped by visit
+        self.visits, self.starts, self.counts = np.unique(codes[order], return_index=True, return_counts=True)
+        self.user = user_code[self.rows[self.starts]]         # a visit's user
+        by_user = np.argsort(self.user, kind="stable")
+        self.users, user_start = np.unique(self.user[by_user], return_index=True)
+        self._user_visits = np.split(by_user, user_start[1:]) if len(by_user) else []
+
+    def __len__(self) -> int:
+        return len(self.visits)
+
+    def rows_of(self, positions: np.ndarray) -> np.ndarray:
+        """Rows of the visits at ``positions`` (indices into this index's visits), visit by visit."""
+        positions = np.asarray(positions, np.int64)
+        if len(positions) == 0:
+            return np.zeros(0, np.int64)
+        counts = self.counts[positions]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.rows[np.repeat(self.starts[positions], counts) + offsets]
+
+    def cap(self, rng: np.random.Generator, max_rows: int) -> VisitIndex:
+        """A random subset of whole visits with at most ``max_rows`` rows (at least one visit)."""
+        perm = rng.permutation(len(self))
+        keep = perm[np.cumsum(self.counts[perm]) <= max_rows]
+        keep = keep if len(keep) else perm[:1]
+        return VisitIndex(np.sort(self.rows_of(keep)), *self._codes)
+
+    def batches(self, rng: np.random.Generator, rows_per_batch: int) -> list[np.ndarray]:
+        """The visits in a random order cut into batches of about ``rows_per_batch`` rows (never a visit
+        split); at most ``ceil(rows / rows_per_batch)`` batches."""
+        perm = rng.permutation(len(self))
+        sizes = self.counts[perm]
+        batch = (np.cumsum(sizes) - sizes) // rows_per_batch
+        cuts = np.flatnonzero(np.diff(batch)) + 1
+        return [np.sort(self.rows_of(part)) for part in np.split(perm, cuts) if len(part)]
+
+    def user_sample(self, rng: np.random.Generator, users: int, rows_per_user: int) -> np.ndarray:
+        """Rows of whole visits of ``users`` random users: per user, visits in a random order while the
+        rows stay within ``rows_per_user`` (at least one visit)."""
+        picked = rng.choice(len(self.users), size=min(users, len(self.users)), replace=False)
+        positions = []
+        for u in picked:
+            visits = rng.permutation(self._user_visits[u])
+            keep = visits[np.cumsum(self.counts[visits]) <= rows_per_user]
+            positions.append(keep if len(keep) else visits[:1])
+        return np.sort(self.rows_of(np.concatenate(positions)))
+
+    def bootstrap(self, rng: np.random.Generator) -> np.ndarray:
+        """Visit positions of a bootstrap resample of the users (drawn with replacement; each keeps all
+        its visits, repeated as often as it was drawn)."""
+        picked = rng.integers(0, len(self.users), len(self.users))
+        return np.concatenate([self._user_visits[u] for u in picked])
 
 
 @dataclasses.dataclass
@@ -128,13 +198,16 @@ class Fitter:
         self.num = torch.as_tensor(numeric_features(self.df))
         self.wd = torch.as_tensor(weekday_index(self.df))
         self.y = torch.as_tensor(self.df["purchased"].to_numpy(dtype=np.float32))
+        self.visit_code = visit_codes(self.df["visit_id"].to_numpy())[0]
         rng = np.random.default_rng([cfg.seed, 99])
-        train_idx = np.flatnonzero(self.split.train)
-        if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
-            train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
-        self.train_idx = train_idx
-        val_idx = np.flatnonzero(self.split.val)
-        self.val_idx = np.sort(rng.choice(val_idx, min(cfg.val_rows, len(val_idx)), replace=False))
+        # training and validation are choice subsets of visits (see Split): batches keep visits whole
+        train = VisitIndex(np.flatnonzero(self.split.train), self.visit_code, self.user_code)
+        if cfg.max_train_rows and len(train.rows) > cfg.max_train_rows:
+            train = train.cap(rng, cfg.max_train_rows)
+        self.train = train
+        self.train_idx = np.sort(train.rows)
+        val = VisitIndex(np.flatnonzero(self.split.val), self.visit_code, self.user_code)
+        self.val_idx = np.sort(val.cap(rng, cfg.val_rows).rows if len(val.rows) > cfg.val_rows else val.rows)
         if resume:
             self._load_partial()
 
@@ -252,6 +325,16 @@ class Fitter:
         t = torch.as_tensor(idx)
         return self.num[t].to(self.device), self.wd[t].to(self.device), self.y[t].to(self.device)
 
+    def _choice_loss(self, z: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """The choice likelihood (mean per visit) of rows ``idx`` (whole visits) given their logits."""
+        codes, n = visit_codes(self.visit_code[idx])
+        return choice_nll(z, torch.as_tensor(codes, device=z.device), self.y[torch.as_tensor(idx)].to(z.device), n)
+
+    def _val_loss(self, z: np.ndarray | torch.Tensor) -> float:
+        """Validation choice likelihood (mean per visit) from the validation rows' logits."""
+        with torch.no_grad():
+            return float(self._choice_loss(torch.as_tensor(z, dtype=torch.float64).cpu(), self.val_idx))
+
     # ------------------------------------------------------------------ hybrid
     @torch.no_grad()
     def _token_cache(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +363,7 @@ class Fitter:
         uh, um = self._token_cache(self.user_texts)
         ih, im = self._token_cache(self.item_texts)
         log.info("stage A: token states of %d + %d texts in %.1fs", len(uh), len(ih), time.perf_counter() - t0)
-        steps_per_epoch = int(np.ceil(len(self.train_idx) / cfg.batch_size))
+        steps_per_epoch = int(np.ceil(len(self.train_idx) / cfg.batch_size))  # an upper bound (whole visits)
         opt, sched = self._optimizer("A", steps_per_epoch * cfg.head_epochs)
 
         cache = {"user": (uh, um), "item": (ih, im)}
@@ -297,28 +380,25 @@ class Fitter:
             net.eval()
             with torch.no_grad():
                 z = torch.cat([logits(self.val_idx[s:s + 8192]) for s in range(0, len(self.val_idx), 8192)])
-            return log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), torch.sigmoid(z).cpu().numpy())
+            return self._val_loss(z)
 
         while self.state.stage == "A" and self.state.epoch < cfg.head_epochs:
             rng = self._epoch_seed()
-            order = rng.permutation(self.train_idx)
+            batches = self.train.batches(rng, cfg.batch_size)
             net.train()
             net.encoder.eval()
             total = 0.0
-            for k, start in enumerate(range(0, len(order), cfg.batch_size)):
-                idx = np.sort(order[start:start + cfg.batch_size])
-                loss = F.binary_cross_entropy_with_logits(logits(idx), self._rows(idx)[2])
+            for k, idx in enumerate(batches):
+                loss = self._choice_loss(logits(idx), idx)
                 self._step(opt, sched, loss)
                 total += float(loss.detach())
                 if self.progress:
-                    self.progress("A", k + 1, steps_per_epoch)
-            self._end_epoch(val_loss(), total / steps_per_epoch, opt, sched, cfg.head_epochs)
+                    self.progress("A", k + 1, len(batches))
+            self._end_epoch(val_loss(), total / len(batches), opt, sched, cfg.head_epochs)
 
     def _stage_b_hybrid(self) -> None:
         cfg, net = self.cfg, self.model.net
         assert isinstance(net, HybridNet)
-        train_users = np.unique(self.user_code[self.train_idx])
-        rows_by_user = pd.Series(self.train_idx).groupby(self.user_code[self.train_idx]).apply(np.asarray)
         opt, sched = self._optimizer("B", cfg.finetune_steps * cfg.finetune_epochs)
 
         texts = {"user": self.user_texts, "item": self.item_texts}
@@ -327,20 +407,15 @@ class Fitter:
             return self.model.hidden_states([texts[which][c] for c in codes])
 
         def val_loss() -> float:
-            z = self._hybrid_val_logits()
-            return log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), torch.sigmoid(torch.as_tensor(z)).numpy())
+            return self._val_loss(self._hybrid_val_logits())
 
         while self.state.stage == "B" and self.state.epoch < cfg.finetune_epochs:
             rng = self._epoch_seed()
             net.train()
             total = 0.0
             for k in range(cfg.finetune_steps):
-                users = rng.choice(train_users, size=min(cfg.finetune_users, len(train_users)), replace=False)
-                idx = np.sort(np.concatenate([
-                    rng.choice(rows_by_user[u], size=min(cfg.rows_per_user, len(rows_by_user[u])), replace=False)
-                    for u in users]))
-                loss = F.binary_cross_entropy_with_logits(self._hybrid_logits(idx, encoded_states),
-                                                          self._rows(idx)[2])
+                idx = self.train.user_sample(rng, cfg.finetune_users, cfg.rows_per_user)
+                loss = self._choice_loss(self._hybrid_logits(idx, encoded_states), idx)
                 self._step(opt, sched, loss)
                 total += float(loss.detach())
                 if self.progress:
@@ -371,10 +446,12 @@ class Fitter:
         cfg, net = self.cfg, self.model.net
         assert isinstance(net, TextNet)
         per_epoch = cfg.finetune_steps * cfg.text_batch
+        # binary cross-entropy on the IIA rows, where P(buy) = sigmoid(utility) exactly
+        iia = self.train_idx[iia_rows(self.df.iloc[self.train_idx])]
         opt, sched = self._optimizer("B", cfg.finetune_steps * cfg.finetune_epochs)
         while self.state.stage == "B" and self.state.epoch < cfg.finetune_epochs:
             rng = self._epoch_seed()
-            idx_all = rng.choice(self.train_idx, size=min(per_epoch, len(self.train_idx)), replace=False)
+            idx_all = rng.choice(iia, size=min(per_epoch, len(iia)), replace=False)
             net.train()
             total = 0.0
             for k in range(cfg.finetune_steps):
@@ -389,15 +466,14 @@ class Fitter:
                 total += float(loss.detach())
                 if self.progress:
                     self.progress("B", k + 1, cfg.finetune_steps)
-            z = self.model.predict_logits(self.df.iloc[self.val_idx])
-            val = log_loss(self.y[torch.as_tensor(self.val_idx)].numpy(), 1 / (1 + np.exp(-z)))
+            val = self._val_loss(self.model.predict_logits(self.df.iloc[self.val_idx]))
             self._end_epoch(val, total / cfg.finetune_steps, opt, sched, cfg.finetune_epochs)
 
     # ------------------------------------------------------------------ epochs and the whole fit
     def _end_epoch(self, val: float, train: float, opt: torch.optim.Optimizer, sched: Any, epochs: int) -> None:
         s = self.state
-        s.history.append({"stage": s.stage, "epoch": s.epoch, "train_loss": train, "val_log_loss": val})
-        log.info("stage %s epoch %d: train %.5f, validation log-loss %.5f", s.stage, s.epoch, train, val)
+        s.history.append({"stage": s.stage, "epoch": s.epoch, "train_loss": train, "val_choice_nll": val})
+        log.info("stage %s epoch %d: train %.5f, validation choice NLL per visit %.5f", s.stage, s.epoch, train, val)
         if val < s.best_loss - 1e-6:
             s.best_loss, s.bad_epochs = val, 0
             self.best = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.net.state_dict().items()})
@@ -436,15 +512,17 @@ class Fitter:
             self.model.net.load_state_dict(self.best)
         self.model.net.eval()
         self.model.clear_cache()
+        # calibrated on the validation IIA rows, where P(buy) = sigmoid(utility) exactly
         val_df = self.df.iloc[self.val_idx]
-        val_logits = self.model.predict_logits(val_df)
-        self.model.calibrator = Calibrator.fit(cfg.calibration, val_logits, val_df["purchased"].to_numpy(float))
+        iia = iia_rows(val_df)
+        val_logits = self.model.predict_logits(val_df[iia])
+        self.model.calibrator = Calibrator.fit(cfg.calibration, val_logits, val_df["purchased"].to_numpy(float)[iia])
         self.model.meta = {
             "net": self.net_cfg, "encoder": cfg.encoder, "fit_config": cfg.to_dict(), "data": str(self.data_path),
             "data_sha256": self.data_sha, "split": {"seed": cfg.seed, "val_share": 0.1, "test_share": 0.1,
                                                       "sizes": self.split.sizes()},
             "history": self.state.history, "fit_seconds": time.perf_counter() - start,
-            "best_val_log_loss_uncalibrated": self.state.best_loss,
+            "loss": "choice", "best_val_choice_nll_uncalibrated": self.state.best_loss,
         }
         return self.model
 

@@ -102,7 +102,7 @@ def test_resume_after_interruption_reaches_the_same_state(small_logs, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     hist_a, hist_b = straight.meta["history"], resumed.meta["history"]
     assert [(h["stage"], h["epoch"]) for h in hist_a] == [(h["stage"], h["epoch"]) for h in hist_b]
-    np.testing.assert_allclose([h["val_log_loss"] for h in hist_a], [h["val_log_loss"] for h in hist_b], rtol=1e-6)
+    np.testing.assert_allclose([h["val_choice_nll"] for h in hist_a], [h["val_choice_nll"] for h in hist_b], rtol=1e-6)
     assert not (tmp_path / "resumed.partial").exists()
 
 
