@@ -1,4 +1,4 @@
-"""Coupon baselines for CouponAllocation-v0: myopic greedy and two-model uplift targeting."""
+"""Coupon baselines for CouponAllocation-v0: myopic greedy, two-model uplift targeting and the oracle."""
 
 from __future__ import annotations
 
@@ -11,22 +11,30 @@ import pandas as pd
 from promogym.agents.base import EnvPolicy
 from promogym.agents.registry import PolicyContext, register_policy
 from promogym.envs.coupons import marketer_features
-from promogym.envs.market import sigmoid
 
 
 def level_outcomes(env: Any, backend: Any, state: Any) -> tuple[np.ndarray, np.ndarray]:
     """(cohort, levels) expected profit after the coupon and expected coupon cost of giving each level to
-    each customer of the current cohort, under ``backend`` and ``state``."""
-    price = env.market.catalog.list_price[env.items]
-    cost = env.market.catalog.unit_cost[env.items]
-    p = np.stack([sigmoid(backend.logits(env.users, env.items, price, np.full(len(price), lvl), state))
-                  for lvl in env.levels], axis=1)
-    return p * (price[:, None] * (1 - env.levels[None, :]) - cost[:, None]), p * price[:, None] * env.levels[None, :]
+    each customer of the current cohort, under ``backend`` and ``state``: sums over the customer's viewed
+    products of the multinomial-logit choice probability x margin (x coupon cost)."""
+    e = env.unwrapped if hasattr(env, "unwrapped") else env
+    cat = e.market.catalog
+    shown = e.views >= 0
+    price = np.where(shown, cat.list_price[np.maximum(e.views, 0)], 0.0)
+    cost = np.where(shown, cat.unit_cost[np.maximum(e.views, 0)], 0.0)
+    profit = np.empty((len(e.users), len(e.levels)))
+    spend = np.empty_like(profit)
+    for k, lvl in enumerate(e.levels):
+        p = e.choice_proba(np.full(len(e.users), lvl), backend, state)
+        profit[:, k] = (p * (price * (1 - lvl) - cost)).sum(axis=1)
+        spend[:, k] = (p * price * lvl).sum(axis=1)
+    return profit, spend
 
 
 class MyopicCoupons(EnvPolicy):
     """Gives each customer the level that maximises the training simulator's expected profit of this
-    step (purchase probability x margin after the coupon), blind to fatigue and to the budget."""
+    step (choice probabilities over the viewed products x margin after the coupon), blind to fatigue and
+    to the budget."""
 
     name = "myopic"
 
@@ -43,11 +51,46 @@ class MyopicCoupons(EnvPolicy):
         return level_outcomes(e, self.simulator, blind)[0].argmax(axis=1).astype(np.int64)
 
 
+def _log_visits(market: Any, logs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One record per logged visit: the customer, the browsed category (the market's id), the viewed
+    products ((visits, width), -1 padding), coupons in the last 7 days, the coupon level, the mean shelf
+    price relative to list over the viewed products and whether anything was bought."""
+    need = ("visit_id", "user_id", "item_id", "category", "coupons_last_7d", "coupon", "price", "list_price",
+            "purchased")
+    missing = [c for c in need if c not in logs.columns]
+    if missing:
+        raise ValueError(f"the logs lack column(s) {', '.join(missing)}: uplift targeting learns from visits "
+                         "(logs of one choice per visit)")
+    names = pd.Index(market.catalog.category_names)
+    category = names.get_indexer(logs["category"].astype(str))
+    if (category < 0).any():
+        unknown = sorted(set(logs["category"].astype(str)[category < 0]))
+        raise ValueError(f"the logs name categories the market does not have: {', '.join(unknown[:5])}")
+    visit = logs["visit_id"].to_numpy()
+    ids, row_visit = np.unique(visit, return_inverse=True)
+    n = len(ids)
+    order = np.argsort(row_visit, kind="stable")
+    starts = np.searchsorted(row_visit[order], np.arange(n))
+    slot = np.empty(len(visit), np.int64)
+    slot[order] = np.arange(len(visit)) - np.repeat(starts, np.bincount(row_visit, minlength=n))
+    views = np.full((n, int(slot.max()) + 1), -1, np.int64)
+    views[row_visit, slot] = logs["item_id"].to_numpy()
+    first = order[starts]
+    rel = (logs["price"] / logs["list_price"]).to_numpy()
+    return {"users": logs["user_id"].to_numpy()[first], "categories": category[first], "views": views,
+            "coupons_last_7d": logs["coupons_last_7d"].to_numpy()[first],
+            "coupon": logs["coupon"].to_numpy()[first],
+            "price_rel": np.bincount(row_visit, weights=rel, minlength=n) / np.bincount(row_visit, minlength=n),
+            "bought": np.bincount(row_visit, weights=logs["purchased"].to_numpy(), minlength=n) > 0}
+
+
 class UpliftTargeting(EnvPolicy):
-    """Two-model uplift targeting learned from logs: one purchase model without a coupon and one per
-    coupon level, on what a marketer sees. Each step it ranks customers by expected profit uplift per
-    expected coupon cost and hands out each customer's best level, best ratio first, while the expected
-    cost fits the step's share of the budget left (even pacing over the steps left)."""
+    """Two-model uplift targeting learned from logs: one model of buying anything in a visit without a
+    coupon and one per coupon level, on what a marketer sees of a visit (one training row per logged
+    visit). A purchase is valued at the mean margin after the coupon of the customer's viewed products.
+    Each step it ranks customers by expected profit uplift per expected coupon cost and hands out each
+    customer's best level, best ratio first, while the expected cost fits the step's share of the budget
+    left (even pacing over the steps left)."""
 
     name = "uplift"
 
@@ -56,27 +99,28 @@ class UpliftTargeting(EnvPolicy):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         e = self.env
-        x = marketer_features(e.market, logs["user_id"].to_numpy(), logs["item_id"].to_numpy(),
-                              logs["coupons_last_7d"].to_numpy())
-        y = logs["purchased"].to_numpy()
-        # price effects are the env's to set (list price); learn at list-price-like rows: all rows,
-        # with the price relative to list as a feature held at 1 when predicting
-        rel = (logs["price"] / logs["list_price"]).to_numpy()[:, None]
-        coupon = logs["coupon"].to_numpy()
+        v = _log_visits(e.market, logs)
+        x = marketer_features(e.market, v["users"], v["categories"], v["views"], v["coupons_last_7d"])
+        # price effects are the env's to set (list price); learn on every visit, with the mean price relative
+        # to list as a feature held at 1 when predicting
+        x = np.hstack([x, v["price_rel"][:, None]])
         self.models = {}
         for lvl in e.levels:
-            rows = np.isclose(coupon, lvl)
+            rows = np.isclose(v["coupon"], lvl)
             if rows.sum() < 100:
-                raise ValueError(f"the logs have only {int(rows.sum())} rows with coupon level {lvl}")
+                raise ValueError(f"the logs have only {int(rows.sum())} visits with coupon level {lvl}")
             m = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
-            m.fit(np.hstack([x[rows], rel[rows]]), y[rows])
+            m.fit(x[rows], v["bought"][rows])
             self.models[float(lvl)] = m
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         e = self.env
         x = np.hstack([e.customer_features(), np.ones((len(e.users), 1), np.float32)])
-        price = e.market.catalog.list_price[e.items]
-        cost = e.market.catalog.unit_cost[e.items]
+        shown = e.views >= 0
+        items = np.maximum(e.views, 0)
+        n_shown = shown.sum(axis=1)
+        price = np.where(shown, e.market.catalog.list_price[items], 0.0).sum(axis=1) / n_shown
+        cost = np.where(shown, e.market.catalog.unit_cost[items], 0.0).sum(axis=1) / n_shown
         p = {lvl: m.predict_proba(x)[:, 1] for lvl, m in self.models.items()}
         base = p[0.0] * (price - cost)
         best_lvl = np.zeros(len(price), dtype=np.int64)

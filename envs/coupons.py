@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from promogym.core.config import param
+from promogym.envs.backends import ResponseBackend
 from promogym.envs.base import (
     OBS_BOUND,
     MarketEnv,
@@ -18,25 +19,53 @@ from promogym.envs.base import (
     figure_to_array,
 )
 from promogym.envs.families import COUPONS
-from promogym.envs.market import Market, sigmoid
+from promogym.envs.market import Market, MarketState, mnl_from_utility
 from promogym.envs.market.customers import QUALITY_TASTES
 
 N_FEATURES = 13  # per customer, see CouponAllocationEnv's docstring
+_LOG_PRICE_CENTRE = 3.5
 
 
-def marketer_features(market: Market, users: np.ndarray, items: np.ndarray, coupons_last_7d: np.ndarray
-                      ) -> np.ndarray:
-    """(rows, 13) what a marketer sees of a customer viewing a product (never the latent type): visit
-    frequency, quality taste and tier preference (one-hot), favourite-category match, coupons in the last
-    7 days (/7), centred log list price, and a constant."""
+def marketer_features(market: Market, users: np.ndarray, categories: np.ndarray, views: np.ndarray,
+                      coupons_last_7d: np.ndarray) -> np.ndarray:
+    """(visits, 13) what a marketer sees of a visit (never the customer's latent type): visit frequency,
+    quality taste and tier preference (one-hot), whether the browsed category is a favourite, coupons in the
+    last 7 days (/7), the centred mean log list price of the viewed products, and a constant.
+
+    ``views`` is (visits, width) product ids with -1 padding (:attr:`promogym.envs.market.Visits.views`);
+    every visit views at least one product."""
     cus, cat = market.customers, market.catalog
-    u, i = np.asarray(users), np.asarray(items)
+    u = np.asarray(users, dtype=np.int64)
+    c = np.asarray(categories, dtype=np.int64)
+    v = np.asarray(views, dtype=np.int64).reshape(len(u), -1)
+    shown = v >= 0
+    n_shown = shown.sum(axis=1)
+    if (n_shown == 0).any():
+        raise ValueError("every visit must view at least one product")
     eye3 = np.eye(3, dtype=np.float32)
     taste = np.searchsorted(np.asarray(QUALITY_TASTES), cus.quality_taste[u])
-    fav = (cus.favourites[u] == cat.category[i][:, None]).any(axis=1)
+    fav = (cus.favourites[u] == c[:, None]).any(axis=1)
+    log_price = np.where(shown, np.log(cat.list_price[np.maximum(v, 0)]), 0.0).sum(axis=1) / n_shown
     return np.column_stack([eye3[cus.visit_band[u]], eye3[taste], eye3[cus.tier_pref[u]], fav,
-                            np.asarray(coupons_last_7d, dtype=float) / 7.0, np.log(cat.list_price[i]) - 3.5,
+                            np.asarray(coupons_last_7d, dtype=float) / 7.0, log_price - _LOG_PRICE_CENTRE,
                             np.ones(len(u))]).astype(np.float32)
+
+
+def visit_choice_proba(backend: ResponseBackend, market: Market, users: np.ndarray, views: np.ndarray,
+                       coupon: np.ndarray | float, state: MarketState) -> np.ndarray:
+    """(visits, width) the probability that each visitor buys each viewed product at list price with the
+    visit's coupon share (``coupon``: one per visit, or one for all), by the multinomial logit with an
+    outside option over ``backend``'s logits of the viewed products (padding: probability 0). Rows sum to at
+    most 1."""
+    views = np.asarray(views, dtype=np.int64)
+    shown = views >= 0
+    rows = np.broadcast_to(np.arange(len(views))[:, None], views.shape)[shown]
+    items = views[shown]
+    price = market.catalog.list_price[items]
+    coupon_rows = np.broadcast_to(np.asarray(coupon, dtype=float), (len(views),))[rows]
+    logit = np.zeros(views.shape)
+    logit[shown] = backend.logits(np.asarray(users)[rows], items, price, coupon_rows, state)
+    return mnl_from_utility(logit, shown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +88,18 @@ class CouponAllocationEnv(MarketEnv):
     """Give each arriving customer a coupon level, or none, within a campaign budget.
 
     ## Description
-    Each step a cohort of ``cohort_size`` customers arrives, each looking at one product (at list
-    price) of a category they browse. The agent picks a coupon level per customer. A coupon costs
-    the shop only when redeemed (level x price), but it is handed out only when the budget can pay
-    it even if every coupon of the cohort were redeemed; a coupon that cannot be paid is not given
-    (``info["coupons_clipped"]``) and ``action_masks()`` marks such levels for MaskablePPO. Customers
-    return across steps and carry promotion fatigue; some are put off by coupons.
+    Each step a cohort of ``cohort_size`` visits arrives, drawn by the world's one visit process (the
+    logs' own, :meth:`Market.sample_visits`): each customer browses a category and views ``1 +
+    Poisson(views_per_visit)`` distinct products of it at list price (``views``). The agent picks a
+    coupon level per customer; it applies to every product the customer views. Each customer buys at
+    most one viewed product, or nothing, by a multinomial logit with an outside option over the response
+    backend's logits of the viewed products. A coupon costs the shop only when redeemed (level x the
+    price of the product bought), but it is handed out only when the budget can pay it even if every
+    coupon of the cohort were redeemed on the customer's dearest viewed product (``worst_case_cost()``);
+    a coupon that cannot be paid is not given (``info["coupons_clipped"]``) and ``action_masks()`` marks
+    such levels for MaskablePPO. Customers return across steps and carry promotion fatigue; some are put
+    off by coupons. At the end of each day reference prices move toward the list prices of every product
+    viewed that day.
 
     ## Action Space
     ``MultiDiscrete([len(coupon_levels)] * cohort_size)``: a coupon level index per customer of the
@@ -74,14 +109,19 @@ class CouponAllocationEnv(MarketEnv):
     budget cannot pay is allowed in the action but not given (see ``action_masks()``).
 
     ## Observation Space
-    ``Box(-10, 10, (13 cohort_size + 2,))`` float32. Per customer, what a marketer can see (never the
-    latent type): visit frequency (one-hot, 3), quality taste (one-hot, 3), brand-tier preference
-    (one-hot, 3), whether the viewed product is in a favourite category, coupons received in the last
-    7 days (/7), log list price of the viewed product (centred) and a constant 1; then the share of
-    the budget left and the share of steps left.
+    ``Box(-10, 10, (13 cohort_size + 2,))`` float32. Per customer, what a marketer can see of the visit
+    (never the latent type): visit frequency (one-hot, 3), quality taste (one-hot, 3), brand-tier
+    preference (one-hot, 3), whether the browsed category is a favourite, coupons received in the last 7
+    days (/7), the mean log list price of the viewed products (centred) and a constant 1; then the share
+    of the budget left and the share of steps left.
 
     ## Rewards
-    Profit of the cohort: revenue - unit cost - coupon cost (or revenue).
+    Profit of the cohort: revenue - unit cost - coupon cost of the products bought (or revenue).
+    ``info["expected_profit"]`` is its expectation under the backend (the sum over viewed products of
+    choice probability x margin after the coupon), ``info["expected_profit_world"]`` under the world.
+    ``info`` also holds, per customer, ``users``, ``coupon`` (the share given), ``bought`` and ``chosen``
+    (the product bought or -1), and the cohort's ``views`` ((cohort_size, width) product ids, -1 padding;
+    width: the size of the largest category, the most products a visit can view).
 
     ## Starting State
     Day 0, the whole budget, no fatigue.
@@ -95,6 +135,9 @@ class CouponAllocationEnv(MarketEnv):
 
     ## Version History
     * v0: initial version.
+    * v1: customers view 1 + Poisson products of the category they browse (the logs' visit process) and
+      choose among them by multinomial logit; the viewed-product price feature is the mean over the viewed
+      products.
     """
 
     config_class = CouponAllocationConfig
@@ -105,6 +148,8 @@ class CouponAllocationEnv(MarketEnv):
         super().__init__(config, render_mode, **overrides)
         cfg = self.config
         self.levels = np.asarray(cfg.coupon_levels)
+        # the most products a visit can view (the largest category): ``views`` keeps one shape across steps
+        self.view_width = int(self.market.catalog_pool.shape[1])
         self.action_space = spaces.MultiDiscrete([len(self.levels)] * cfg.cohort_size)
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(N_FEATURES * cfg.cohort_size + 2,),
                                             dtype=np.float32)
@@ -113,21 +158,32 @@ class CouponAllocationEnv(MarketEnv):
     def _new_cohort_placeholders(self) -> None:
         n = self.config.cohort_size
         self.users = np.zeros(n, np.int64)
-        self.items = np.zeros(n, np.int64)
+        self.categories = np.zeros(n, np.int64)
+        self.views = np.full((n, self.view_width), -1, np.int64)
         self.budget_left = self.config.budget
         self.t = 0
         self._day_coupons: list[np.ndarray] = []
-        self._day_items: list[np.ndarray] = []
+        self._day_views: list[np.ndarray] = []
         self.history: list[dict[str, Any]] = []
 
     def _draw_cohort(self) -> None:
-        rng = self.np_random
-        self.users = self.market.sample_visitors(self.state.day, rng, n=self.config.cohort_size)
-        self.items = self.market.sample_items_in(self.market.sample_categories(self.users, rng), rng)
+        visits = self.market.sample_visits(self.state.day, self.np_random, n=self.config.cohort_size)
+        self.users, self.categories = visits.users, visits.categories
+        self.views = np.full((len(visits), self.view_width), -1, np.int64)
+        self.views[:, : visits.views.shape[1]] = visits.views
 
     def customer_features(self) -> np.ndarray:
-        """(cohort_size, 13) marketer-visible features of the current cohort."""
-        return marketer_features(self.market, self.users, self.items, self.state.coupons_last_7d()[self.users])
+        """(cohort_size, 13) marketer-visible features of the current cohort's visits."""
+        return marketer_features(self.market, self.users, self.categories, self.views,
+                                 self.state.coupons_last_7d()[self.users])
+
+    def choice_proba(self, coupon: np.ndarray | float, backend: ResponseBackend | None = None,
+                     state: MarketState | None = None) -> np.ndarray:
+        """(cohort_size, width) each customer's probability of buying each viewed product at list price with
+        coupon share ``coupon`` (per customer, or one for all) under ``backend`` (default the env's) and
+        ``state`` (default the current one)."""
+        return visit_choice_proba(self.backend if backend is None else backend, self.market, self.users,
+                                  self.views, coupon, self.state if state is None else state)
 
     def _obs(self) -> np.ndarray:
         cfg = self.config
@@ -135,8 +191,10 @@ class CouponAllocationEnv(MarketEnv):
         return self._clip_obs(np.concatenate([self.customer_features().ravel(), np.asarray(tail, np.float32)]))
 
     def worst_case_cost(self) -> np.ndarray:
-        """(cohort_size, levels): the cost of each level for each customer if redeemed."""
-        return self.levels[None, :] * self.market.catalog.list_price[self.items][:, None]
+        """(cohort_size, levels): the cost of each level for each customer if redeemed on the dearest product
+        the customer views."""
+        top = np.where(self.views >= 0, self.market.catalog.list_price[np.maximum(self.views, 0)], 0.0).max(axis=1)
+        return self.levels[None, :] * top[:, None]
 
     def action_masks(self) -> np.ndarray:
         """Flattened (cohort_size x levels) booleans: a level is allowed iff the budget left can pay it."""
@@ -148,47 +206,51 @@ class CouponAllocationEnv(MarketEnv):
         self.state = self.market.initial_state()
         self._new_cohort_placeholders()
         self._draw_cohort()
-        return self._obs(), {"users": self.users.copy(), "items": self.items.copy()}
+        return self._obs(), {"users": self.users.copy(), "views": self.views.copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         cfg = self.config
         a = check_action(self, action)
-        price = self.market.catalog.list_price[self.items]
+        cat = self.market.catalog
+        views, shown = self.views, self.views >= 0
+        items = np.maximum(views, 0)
         wanted = self.levels[a]
-        ok = self._reserve(wanted * price, self.budget_left)
+        ok = self._reserve(self.worst_case_cost()[np.arange(len(a)), a], self.budget_left)
         coupon = np.where(ok, wanted, 0.0)
         clipped = int(((wanted > 0) & ~ok).sum())
-        logit = self.backend.logits(self.users, self.items, price, coupon, self.state)
-        p = sigmoid(logit)
-        bought = self.np_random.random(len(p)) < p
-        unit_cost = self.market.catalog.unit_cost[self.items]
-        margin = price * (1 - coupon) - (unit_cost if cfg.reward == "profit" else 0.0)
+        p = self.choice_proba(coupon)
+        pos = (self.np_random.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)  # == width: none
+        bought = pos < views.shape[1]
+        chosen = np.where(bought, views[np.arange(len(pos)), np.minimum(pos, views.shape[1] - 1)], -1)
+        price = np.where(shown, cat.list_price[items], 0.0)
+        unit_cost = np.where(shown, cat.unit_cost[items], 0.0)
+        margin = price * (1 - coupon[:, None]) - (unit_cost if cfg.reward == "profit" else 0.0)
         expected = float((p * margin).sum())
         if self.backend is self.world:
             expected_world = expected
         else:
-            expected_world = float((sigmoid(self.world.logits(self.users, self.items, price, coupon, self.state))
-                                    * margin).sum())
-        revenue = float(price[bought].sum())
-        cost = float(unit_cost[bought].sum())
-        spend = float((price * coupon)[bought].sum())
+            expected_world = float((self.choice_proba(coupon, self.world) * margin).sum())
+        got = chosen[bought]
+        revenue = float(cat.list_price[got].sum())
+        cost = float(cat.unit_cost[got].sum())
+        spend = float((cat.list_price[got] * coupon[bought]).sum())
         self.budget_left = max(0.0, self.budget_left - spend)
         reward = revenue - cost - spend if cfg.reward == "profit" else revenue
         self._day_coupons.append(self.users[coupon > 0])
-        self._day_items.append(self.items)
+        self._day_views.append(views[shown])
         self.t += 1
         if self.t % cfg.cohorts_per_day == 0:
-            items = np.concatenate(self._day_items)
-            self.market.end_of_day(self.state, items, self.market.catalog.list_price[items],
-                                   np.concatenate(self._day_coupons))
-            self._day_coupons, self._day_items = [], []
-        info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": spend, "units": int(bought.sum()),
+            seen = np.concatenate(self._day_views)
+            self.market.end_of_day(self.state, seen, cat.list_price[seen], np.concatenate(self._day_coupons))
+            self._day_coupons, self._day_views = [], []
+        units = int(bought.sum())
+        info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": spend, "units": units,
                                "stockouts": 0, "budget_left": self.budget_left},
                 "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped, "coupon": coupon,
-                "users": self.users.copy(), "items": self.items.copy(), "bought": bought, "expected_profit": expected,
-                "expected_profit_world": expected_world}
+                "users": self.users.copy(), "views": views.copy(), "bought": bought, "chosen": chosen,
+                "expected_profit": expected, "expected_profit_world": expected_world}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),
-                             "budget_left": self.budget_left, "units": int(bought.sum())})
+                             "budget_left": self.budget_left, "units": units})
         terminated = self.budget_left < cfg.min_budget or self.t >= cfg.horizon  # the campaign's end is terminal
         truncated = False
         self._draw_cohort()

@@ -126,9 +126,9 @@ def coupon_trace_rows(env: Any, seed: int, t: int, info: dict[str, Any]) -> list
     """One record per customer offered: visit band, hidden price-sensitivity tercile, coupon, purchase, spend."""
     u = env.unwrapped
     cust = u.market.customers
-    users, items = np.asarray(info["users"]), np.asarray(info["items"])
+    users, chosen = np.asarray(info["users"]), np.asarray(info["chosen"])
     coupon, bought = np.asarray(info["coupon"]), np.asarray(info["bought"])
-    price = u.market.catalog.list_price[items]
+    price = np.where(bought, u.market.catalog.list_price[np.maximum(chosen, 0)], 0.0)  # of the product bought
     band = sensitivity_band(cust, users)
     return [{"episode": seed, "t": t, "user": int(users[k]), "visit_band": int(cust.visit_band[users[k]]),
              "price_sensitivity": int(band[k]), "coupon": float(coupon[k]), "bought": bool(bought[k]),

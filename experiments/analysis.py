@@ -67,10 +67,10 @@ def pricing_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 
 
 def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1_000_000) -> pd.DataFrame:
     """One row per customer offered: what a marketer sees (visit band), what only the world knows (price
-    sensitivity tercile, the true purchase uplift of each level), and the learned and myopic levels."""
+    sensitivity tercile; the true probability of buying any viewed product without a coupon and its uplift
+    with the top level), and the learned and myopic levels."""
     from promogym.agents.coupons import MyopicCoupons
     from promogym.agents.train import LearnedPolicy
-    from promogym.envs.market.world import sigmoid
 
     run_dir = Path(run_dir)
     env_id, env = _env_for(run_dir)
@@ -84,10 +84,10 @@ def coupon_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1
         obs, _ = env.reset(seed=seed)
         done = False
         while not done:
-            users, items = u.users.copy(), u.items.copy()
-            price = u.market.catalog.list_price[items]
-            p0 = sigmoid(u.world.logits(users, items, price, np.zeros(len(users)), u.state))
-            top = sigmoid(u.world.logits(users, items, price, np.full(len(users), u.levels[-1]), u.state))
+            users = u.users.copy()
+            # P(buy anything in the visit) by the world's multinomial logit over the customer's viewed products
+            p0 = u.choice_proba(0.0, u.world).sum(axis=1)
+            top = u.choice_proba(float(u.levels[-1]), u.world).sum(axis=1)
             action = np.asarray(agent.predict(obs)[0]).reshape(-1)
             theirs = np.asarray(myopic.predict(obs)[0]).reshape(-1)
             t, budget = u.t, u.budget_left
