@@ -5,9 +5,11 @@ Two modes:
 * ``hybrid`` (default in environments): one BERT shared by a user tower and a product tower (each
   pools the token states with a mean and a few learned attention queries), joined in a small head
   that reads the offer's numeric features. The head's logit is non-increasing in price by
-  construction: price enters only through ``- f(log price paid / list) - g(log shelf / list)``
-  with ``f, g`` piecewise linear with non-negative slopes (one kink at list price, where loss
-  aversion bends demand). Tower outputs are cached per distinct text, so the cache grows with
+  construction: price enters only through ``- f(log price paid / list) - g(log shelf / list)
+  - sum_h k_h(log shelf / list - log history_h)`` with ``f, g, k_h`` piecewise linear with
+  non-negative slopes (one kink at list price, where loss aversion bends demand, and one where the
+  shelf price passes each of the shop's recent prices: a price above them lowers demand more than
+  one below raises it). Tower outputs are cached per distinct text, so the cache grows with
   users + products and a prediction over cached users and products costs a head pass only.
 * ``text``: the classic recipe, user, product and offer in one sentence, mean-pooled, one MLP.
 """
@@ -40,13 +42,19 @@ from promogym.predictors.encoder import (
     mean_pool,
     pick_device,
 )
-from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, offer_text, weekday_index
+from promogym.predictors.features import (
+    HISTORY_FEATURES,
+    NUMERIC_FEATURES,
+    numeric_features,
+    offer_text,
+    weekday_index,
+)
 from promogym.predictors.registry import register_model
 from promogym.predictors.scrub import scrub
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: price-history terms in the head, choice likelihood, ensemble heads
 CHECKPOINT_KIND = "promogym-bert-conversion"
 META_FILE = "promogym.json"
 HEAD_FILE = "head.pt"
@@ -78,7 +86,9 @@ class TowerPool(nn.Module):
 class OfferHead(nn.Module):
     """Joins a user and a product embedding with the offer; monotone non-increasing in price."""
 
-    N_OUT = 8  # base, 4 price slopes, coupon effect, fatigue-free coupon effect, fatigue rate
+    # base, 4 price slopes, coupon effect, fatigue-free coupon effect, fatigue rate, then per history
+    # feature a slope and a slope above it (both >= 0)
+    N_OUT = 8 + 2 * len(HISTORY_FEATURES)
 
     def __init__(self, dim: int, width: int, dropout: float) -> None:
         super().__init__()
@@ -93,9 +103,10 @@ class OfferHead(nn.Module):
 
     def pair(self, user: torch.Tensor, item: torch.Tensor, log_list: torch.Tensor) -> torch.Tensor:
         """The head's offer-independent part: (rows, N_OUT) coefficients of one user-product pair:
-        base logit, 4 price slopes (>= 0), coupon effect, fatigue-free coupon effect, fatigue rate (>= 0)."""
+        base logit, 4 price slopes (>= 0), coupon effect, fatigue-free coupon effect, fatigue rate (>= 0),
+        2 slopes (>= 0) per price-history feature."""
         o = self.out(self.joint(torch.cat([user, item, user * item, log_list.reshape(-1, 1)], 1)))
-        return torch.cat([o[:, :1], F.softplus(o[:, 1:5]), o[:, 5:7], F.softplus(o[:, 7:8])], dim=1)
+        return torch.cat([o[:, :1], F.softplus(o[:, 1:5]), o[:, 5:7], F.softplus(o[:, 7:])], dim=1)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor
                 ) -> torch.Tensor:
@@ -107,6 +118,9 @@ class OfferHead(nn.Module):
         paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
         price_term = (slopes[:, 0] * paid + slopes[:, 1] * F.relu(paid)
                       + slopes[:, 2] * shelf + slopes[:, 3] * F.relu(shelf))
+        for k, name in enumerate(HISTORY_FEATURES):  # shelf vs the shop's recent prices, loss-averse
+            x = num[:, _F[name]]
+            price_term = price_term + o[:, 8 + 2 * k] * x + o[:, 9 + 2 * k] * F.relu(x)
         fatigue = torch.exp(-o[:, 7] * num[:, _F["coupons_last_7d"]])
         coupon_term = num[:, _F["has_coupon"]] * (o[:, 5] * fatigue + o[:, 6])
         return o[:, 0] + self.weekday(weekday).squeeze(-1) - price_term + coupon_term
@@ -266,8 +280,8 @@ class BertConversionModel:
 
     @torch.no_grad()
     def predict_logits_ids(self, users: np.ndarray, items: np.ndarray, offers: Mapping[str, Any]) -> np.ndarray:
-        """Calibrated log-odds for offers given by bound ids (see :meth:`bind`) and offer columns
-        (list_price, price, coupon, day, optionally coupons_last_7d)."""
+        """Calibrated log-odds (the product's utility) for offers given by bound ids (see :meth:`bind`) and
+        offer columns (list_price, price, coupon, day, optionally coupons_last_7d and price_hist_*)."""
         if self._bound is None:
             raise RuntimeError("call bind(user_texts, item_texts) before predict_logits_ids")
         assert isinstance(self.net, HybridNet)
@@ -535,7 +549,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     if meta.get("schema_version") != SCHEMA_VERSION or meta.get("numeric_features") != list(NUMERIC_FEATURES):
         raise ValueError(f"{path} was written with an incompatible feature schema "
                          f"(version {meta.get('schema_version')}, features {meta.get('numeric_features')}); "
-                         f"this promogym expects version {SCHEMA_VERSION} with {list(NUMERIC_FEATURES)}")
+                         f"this promogym expects version {SCHEMA_VERSION} with {list(NUMERIC_FEATURES)}; {REFIT}")
     return meta
 
 

@@ -517,6 +517,7 @@ class Fitter:
         iia = iia_rows(val_df)
         val_logits = self.model.predict_logits(val_df[iia])
         self.model.calibrator = Calibrator.fit(cfg.calibration, val_logits, val_df["purchased"].to_numpy(float)[iia])
+        self.model.clear_cache()  # the fitted model then predicts exactly as the checkpoint read back
         self.model.meta = {
             "net": self.net_cfg, "encoder": cfg.encoder, "fit_config": cfg.to_dict(), "data": str(self.data_path),
             "data_sha256": self.data_sha, "split": {"seed": cfg.seed, "val_share": 0.1, "test_share": 0.1,

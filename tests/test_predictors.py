@@ -43,6 +43,7 @@ def test_save_load_gives_identical_predictions(tiny_model, small_logs, tmp_path)
     model, out = tiny_model
     offers = _offers(small_logs)
     loaded = BertConversionModel.load(out)
+    model.clear_cache()  # embeddings of the same texts computed in the same batches on both sides
     np.testing.assert_array_equal(model.predict_proba(offers), loaded.predict_proba(offers))
     np.testing.assert_array_equal(loaded.predict_proba(offers), load_model(f"bert:{out}").predict_proba(offers))
 
@@ -206,7 +207,8 @@ def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkey
     assert (model._pair_table is not None) == table
     model.pair_cache_limit = 500  # forces the memo to be reset on the way
     offers = _offers(small_logs, 400)
-    cols = {k: offers[k].to_numpy() for k in ("price", "list_price", "coupon", "day", "coupons_last_7d")}
+    cols = {k: offers[k].to_numpy() for k in ("price", "list_price", "coupon", "day", "coupons_last_7d",
+                                              "price_hist_fast", "price_hist_mid", "price_hist_slow")}
     users, items = offers["user_id"].to_numpy(), offers["item_id"].to_numpy()
     full = model.predict_logits(offers)
     calibrated = np.log(model.calibrator(full)) - np.log1p(-model.calibrator(full))
