@@ -14,6 +14,7 @@ from promogym.envs.base import (
     OBS_BOUND,
     MarketEnv,
     MarketEnvConfig,
+    Offers,
     check_action,
     check_coupon_levels,
     figure_to_array,
@@ -116,7 +117,9 @@ class CouponAllocationEnv(MarketEnv):
     of the budget left and the share of steps left.
 
     ## Rewards
-    Profit of the cohort: revenue - unit cost - coupon cost of the products bought (or revenue).
+    Profit of the cohort: revenue - unit cost - coupon cost of the products bought (or revenue), minus
+    ``uncertainty_penalty`` x the response model's ensemble standard deviation of the cohort's expected profit
+    (``info["profit_spread"]``; 0 by default).
     ``info["expected_profit"]`` is its expectation under the backend (the sum over viewed products of
     choice probability x margin after the coupon), ``info["expected_profit_world"]`` under the world.
     ``info`` also holds, per customer, ``users``, ``coupon`` (the share given), ``bought`` and ``chosen``
@@ -226,16 +229,21 @@ class CouponAllocationEnv(MarketEnv):
         unit_cost = np.where(shown, cat.unit_cost[items], 0.0)
         margin = price * (1 - coupon[:, None]) - (unit_cost if cfg.reward == "profit" else 0.0)
         expected = float((p * margin).sum())
-        if self.backend is self.world:
-            expected_world = expected
-        else:
-            expected_world = float((self.choice_proba(coupon, self.world) * margin).sum())
+        pw = p if self.backend is self.world else self.choice_proba(coupon, self.world)
+        expected_world = float((pw * margin).sum())
+        users2 = np.broadcast_to(self.users[:, None], views.shape)
+        coupon2 = np.broadcast_to(coupon[:, None], views.shape)
+        self.last_offers = Offers(users=users2, items=items, price=price, coupon=coupon2, available=shown, proba=p,
+                                  proba_world=pw, margin=margin,
+                                  price_hist=self.state.price_features(items)["price_hist_mid"])
+        spread = self.profit_spread(users2, items, np.where(shown, price, 1.0), coupon2, shown, margin)
         got = chosen[bought]
         revenue = float(cat.list_price[got].sum())
         cost = float(cat.unit_cost[got].sum())
         spend = float((cat.list_price[got] * coupon[bought]).sum())
         self.budget_left = max(0.0, self.budget_left - spend)
         reward = revenue - cost - spend if cfg.reward == "profit" else revenue
+        reward -= cfg.uncertainty_penalty * spread
         self._day_coupons.append(self.users[coupon > 0])
         self._day_views.append(views[shown])
         self.t += 1
@@ -248,7 +256,7 @@ class CouponAllocationEnv(MarketEnv):
                                "stockouts": 0, "budget_left": self.budget_left},
                 "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped, "coupon": coupon,
                 "users": self.users.copy(), "views": views.copy(), "bought": bought, "chosen": chosen,
-                "expected_profit": expected, "expected_profit_world": expected_world}
+                "expected_profit": expected, "expected_profit_world": expected_world, "profit_spread": spread}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),
                              "budget_left": self.budget_left, "units": units})
         terminated = self.budget_left < cfg.min_budget or self.t >= cfg.horizon  # the campaign's end is terminal
