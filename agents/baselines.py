@@ -1,9 +1,9 @@
 """Baseline policies a pricing team would really use, behind SB3's ``predict()``.
 
-Pricing (DynamicPricing-v0 and the price part of PricePromo-v0, where these give no coupons):
+Pricing (DynamicPricing-v1 and the price part of PricePromo-v1, where these give no coupons):
 list price, a constant price vector (and the best one found by search on a simulator), a uniform
 discount, cost-plus, a markdown rule, Thompson sampling over a price ladder per product, random.
-Coupons (CouponAllocation-v0): no coupons, one level for everybody, random.
+Coupons (CouponAllocation-v1): no coupons, one level for everybody, random.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from promogym.agents.registry import PolicyContext, register_policy
 
 
 class _PricingPolicy(EnvPolicy):
-    """Sets prices as multiples of list price; on PricePromo-v0 gives no coupons."""
+    """Sets prices as multiples of list price; on PricePromo-v1 gives no coupons."""
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
         raise NotImplementedError

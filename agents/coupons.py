@@ -1,4 +1,4 @@
-"""Coupon baselines for CouponAllocation-v0: myopic greedy, two-model uplift targeting and the oracle."""
+"""Coupon baselines for CouponAllocation-v1: myopic greedy, two-model uplift targeting and the oracle."""
 
 from __future__ import annotations
 

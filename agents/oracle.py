@@ -1,6 +1,6 @@
 """Planners for the season environments: the myopic greedy baseline and the oracle.
 
-Both choose a plan — a price multiplier per product and, on PricePromo-v0, a coupon level per
+Both choose a plan — a price multiplier per product and, on PricePromo-v1, a coupon level per
 segment — by coordinate ascent over a grid, scoring plans with expected outcomes of a fixed sample of
 visitors (scaled to the expected number of visitors). They differ in what they know:
 

@@ -1,7 +1,7 @@
 """promogym environments and the ground-truth market they simulate.
 
 Importing ``promogym.envs`` registers the Gymnasium ids (idempotently):
-``promogym/DynamicPricing-v0``, ``promogym/CouponAllocation-v0``, ``promogym/PricePromo-v0`` (the synthetic
+``promogym/DynamicPricing-v1``, ``promogym/CouponAllocation-v1``, ``promogym/PricePromo-v1`` (the synthetic
 market) and ``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import gymnasium as gym
 
 ENV_IDS: dict[str, str] = {
-    "promogym/DynamicPricing-v0": "promogym.envs.pricing:DynamicPricingEnv",
-    "promogym/CouponAllocation-v0": "promogym.envs.coupons:CouponAllocationEnv",
-    "promogym/PricePromo-v0": "promogym.envs.pricing:PricePromoEnv",
+    "promogym/DynamicPricing-v1": "promogym.envs.pricing:DynamicPricingEnv",
+    "promogym/CouponAllocation-v1": "promogym.envs.coupons:CouponAllocationEnv",
+    "promogym/PricePromo-v1": "promogym.envs.pricing:PricePromoEnv",
     "promogym/HillstromTargeting-v0": "promogym.envs.hillstrom:HillstromTargetingEnv",
 }
 
 # the envs simulating the synthetic market (world or learned backends)
-MARKET_ENV_IDS = ("promogym/DynamicPricing-v0", "promogym/CouponAllocation-v0", "promogym/PricePromo-v0")
+MARKET_ENV_IDS = ("promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1", "promogym/PricePromo-v1")
 
 
 def register_envs() -> None:

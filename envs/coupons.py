@@ -137,10 +137,10 @@ class CouponAllocationEnv(MarketEnv):
     ``config`` with the keys of :class:`CouponAllocationConfig`.
 
     ## Version History
-    * v0: initial version.
     * v1: customers view 1 + Poisson products of the category they browse (the logs' visit process) and
       choose among them by multinomial logit; the viewed-product price feature is the mean over the viewed
       products.
+    * v0: initial version.
     """
 
     config_class = CouponAllocationConfig

@@ -74,7 +74,7 @@ def family_of(env_id: str) -> EnvFamily:
 
 
 def short_name(env_id: str) -> str:
-    """``promogym/DynamicPricing-v0`` -> ``DynamicPricing-v0`` (file and plot names)."""
+    """``promogym/DynamicPricing-v1`` -> ``DynamicPricing-v1`` (file and plot names)."""
     return env_id.split("/")[-1]
 
 

@@ -365,7 +365,7 @@ class DynamicPricingEnv(_SeasonEnv):
     not a time limit; the observation holds the days left).
 
     ## Arguments
-    ``gymnasium.make("promogym/DynamicPricing-v0", config={...}, render_mode="ansi" | "rgb_array")``
+    ``gymnasium.make("promogym/DynamicPricing-v1", config={...}, render_mode="ansi" | "rgb_array")``
     with the keys of :class:`DynamicPricingConfig` (``response`` picks the backend).
 
     ## Version History
@@ -384,26 +384,26 @@ class PricePromoEnv(_SeasonEnv):
     """Prices per product and a coupon rule per customer segment, under inventory and a budget.
 
     ## Description
-    As DynamicPricing-v0, and each day the agent also picks a coupon level for each observed customer
+    As DynamicPricing-v1, and each day the agent also picks a coupon level for each observed customer
     segment (daily, weekly and monthly visitors). A visitor gets their segment's coupon when the
     campaign budget can pay it even if every coupon given were redeemed at the highest price in their
     choice set; otherwise none (counted in ``info["coupons_clipped"]``). Coupons add fatigue.
 
     ## Action Space
-    ``Box(-1, 1, (n_products + 3,))``: prices as in DynamicPricing-v0, then one value per segment
-    mapped to ``coupon_levels`` by equal-width bins of [-1, 1]. As in DynamicPricing-v0, finite values
+    ``Box(-1, 1, (n_products + 3,))``: prices as in DynamicPricing-v1, then one value per segment
+    mapped to ``coupon_levels`` by equal-width bins of [-1, 1]. As in DynamicPricing-v1, finite values
     outside [-1, 1] are clipped into it, and an action of another shape or with NaN or inf raises
     ValueError, leaving the env as it was.
 
     ## Observation Space
-    ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v0's, then the share of the budget
+    ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v1's, then the share of the budget
     left and each segment's mean coupons received in the last 7 days (/7).
 
     ## Rewards
     The day's profit: revenue - unit cost - coupon cost of redeemed coupons.
 
     ## Starting State
-    As DynamicPricing-v0, with the whole ``budget`` left.
+    As DynamicPricing-v1, with the whole ``budget`` left.
 
     ## Episode End
     Terminated when every product is sold out or after ``horizon`` days (the season ends: a terminal state,

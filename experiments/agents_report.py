@@ -20,7 +20,7 @@ from promogym.core.io import atomic_path, write_json
 from promogym.envs.families import family_of, short_name
 from promogym.experiments.experiment import ExperimentConfig
 
-DEFAULT_ENVS = ("promogym/DynamicPricing-v0", "promogym/PricePromo-v0", "promogym/CouponAllocation-v0")
+DEFAULT_ENVS = ("promogym/DynamicPricing-v1", "promogym/PricePromo-v1", "promogym/CouponAllocation-v1")
 
 
 def agents_config(env_ids: list[str], seeds: int, timesteps: int, episodes: int, jobs: int,

@@ -39,7 +39,7 @@ def _check_env(env_id: str) -> None:
 
 # ---------------------------------------------------------------------------------------- CLI
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="a market env id, e.g. promogym/DynamicPricing-v0")
+    p.add_argument("--env", required=True, help="a market env id, e.g. promogym/DynamicPricing-v1")
     p.add_argument("--response", default="world", help="the simulator: world (default), bert:<dir>, gbdt:<file>")
     p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE", help="env config override")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Hyperparameters come from agents/hyperparams.yml (keyed by env id); a run "
                                    "folder holds the resolved config, model, normalization statistics (JSON), "
                                    "evaluations, checkpoints, metadata and a manifest (sha256 of every file).")
-    p.add_argument("--env", required=True, help="env id, e.g. promogym/DynamicPricing-v0")
+    p.add_argument("--env", required=True, help="env id, e.g. promogym/DynamicPricing-v1")
     p.add_argument("--algo", required=True, help="ppo | a2c | sac | td3 | dqn | maskable_ppo | recurrent_ppo")
     p.add_argument("--response", default=None,
                    help="market envs: world (default), bert:<checkpoint dir>, gbdt:<file>; HillstromTargeting-v0: "

@@ -35,7 +35,7 @@ def coupon_logs():
 
 
 def test_myopic_coupons_act_on_expected_profit():
-    env = gym.make("promogym/CouponAllocation-v0", config={**COUPONS, "budget": 1e9})
+    env = gym.make("promogym/CouponAllocation-v1", config={**COUPONS, "budget": 1e9})
     obs, _ = env.reset(seed=0)
     action = MyopicCoupons(env).predict(obs)[0]
     assert env.action_space.contains(action)
@@ -45,7 +45,7 @@ def test_myopic_coupons_act_on_expected_profit():
 
 
 def test_coupon_oracle_paces_the_budget_and_beats_no_coupons():
-    env = gym.make("promogym/CouponAllocation-v0", config=COUPONS)
+    env = gym.make("promogym/CouponAllocation-v1", config=COUPONS)
     oracle = [run_episode(env, CouponOracle(env), seed=s) for s in range(4)]
     none = [run_episode(env, UniformCoupon(env, 0), seed=s) for s in range(4)]
     assert all(r["coupon_spend"] <= 60.0 + 1e-9 for r in oracle)
@@ -53,7 +53,7 @@ def test_coupon_oracle_paces_the_budget_and_beats_no_coupons():
 
 
 def test_uplift_targeting_paces_the_budget(coupon_logs):
-    env = gym.make("promogym/CouponAllocation-v0", config=COUPONS)
+    env = gym.make("promogym/CouponAllocation-v1", config=COUPONS)
     policy = UpliftTargeting(env, coupon_logs)
     row = run_episode(env, policy, seed=0)
     assert 0 < row["coupon_spend"] <= 60.0
@@ -66,20 +66,20 @@ def test_agents_report_on_coupons(tmp_path, capsys, coupon_logs):
 
     logs = tmp_path / "logs.parquet"
     coupon_logs.to_parquet(logs)
-    code = main(["agents-report", "--env", "promogym/CouponAllocation-v0", "--seeds", "1", "--timesteps", "256",
+    code = main(["agents-report", "--env", "promogym/CouponAllocation-v1", "--seeds", "1", "--timesteps", "256",
                  "--episodes", "2", "--jobs", "1", "--logs", str(logs), "--out", str(tmp_path / "rep"),
                  "--runs", str(tmp_path / "runs")])
     assert code == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "maskable_ppo (learned)" in text
     # one reference rule for every report: the best static coupon rule, not a targeting model
-    stats = json.loads((tmp_path / "rep" / "CouponAllocation-v0.json").read_text())
+    stats = json.loads((tmp_path / "rep" / "CouponAllocation-v1.json").read_text())
     means = {name: p["mean"] for name, p in stats["policies"].items()}
     rules = ("no_coupon", "all_5pct", "all_10pct")
     assert stats["reference"] == max(rules, key=means.__getitem__)
     assert f"reference: {stats['reference']}" in text
     # the run folder is the engine's: a second invocation reuses every finished stage and trial
-    assert main(["agents-report", "--env", "promogym/CouponAllocation-v0", "--seeds", "1", "--timesteps", "256",
+    assert main(["agents-report", "--env", "promogym/CouponAllocation-v1", "--seeds", "1", "--timesteps", "256",
                  "--episodes", "2", "--jobs", "1", "--logs", str(logs), "--out", str(tmp_path / "rep"),
                  "--runs", str(tmp_path / "runs")]) == 0
     assert "train: done already" in capsys.readouterr().out

@@ -143,14 +143,14 @@ def test_a_policy_registered_in_one_place_reaches_the_cli_and_experiments(half_p
     env_set = [x for k, v in SMALL.items() if k != "market" for x in ("--env-set", f"{k}={v}")]
     env_set += ["--env-set", "market={n_customers: 600, n_products: 60}"]
     out = tmp_path / "episodes.parquet"
-    assert main(["evaluate", "--env", "promogym/DynamicPricing-v0", *env_set, "--policy", "list_price",
+    assert main(["evaluate", "--env", "promogym/DynamicPricing-v1", *env_set, "--policy", "list_price",
                  "--policy", half_price, "--episodes", "2", "--out", str(out)]) == 0
     table = pd.read_parquet(out)
     means = table.groupby("policy")["return"].mean()
     assert set(means.index) == {"list_price", half_price} and means[half_price] != means["list_price"]
 
     config = {"name": "ext", "logs": {"rows": 1000},
-              "envs": {"promogym/DynamicPricing-v0": {"algos": [], "config": SMALL,
+              "envs": {"promogym/DynamicPricing-v1": {"algos": [], "config": SMALL,
                                                       "baselines": ["list_price", half_price]}},
               "train": {"seeds": 1, "simulators": ["world"]},
               "evaluate": {"episodes": 2, "trace_episodes": 0, "sim_planners": False},
@@ -161,7 +161,7 @@ def test_a_policy_registered_in_one_place_reaches_the_cli_and_experiments(half_p
     summary = (tmp_path / "run" / "report" / "report.md").read_text()
     assert f"| {half_price} |" in summary
     # the same policy name is refused where its family does not play
-    bad = {**config, "envs": {"promogym/CouponAllocation-v0": {"algos": [], "baselines": [half_price]}}}
+    bad = {**config, "envs": {"promogym/CouponAllocation-v1": {"algos": [], "baselines": [half_price]}}}
     cfg.write_text(yaml.safe_dump(bad))
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
     assert f"unknown policy '{half_price}'" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from promogym.agents.baselines import (
 
 SMALL = {"market": {"n_customers": 800, "n_products": 100}, "horizon": 12, "daily_customers": 120,
          "initial_stock": 25}
-PRICING = [("promogym/DynamicPricing-v0", SMALL), ("promogym/PricePromo-v0", SMALL)]
+PRICING = [("promogym/DynamicPricing-v1", SMALL), ("promogym/PricePromo-v1", SMALL)]
 POLICIES = [ListPrice, UniformDiscount, CostPlus, Markdown, ThompsonPricing, RandomPolicy]
 
 
@@ -35,12 +35,12 @@ def test_pricing_baselines_run_with_the_sb3_signature(env_id, cfg, cls):
     assert env.action_space.contains(action) and state is None
     row = run_episode(env, policy, seed=1)
     assert row["steps"] >= 1 and np.isfinite(row["return"])
-    if env_id.endswith("PricePromo-v0") and cls is not RandomPolicy:
+    if env_id.endswith("PricePromo-v1") and cls is not RandomPolicy:
         assert row["coupon_spend"] == 0  # pricing baselines give no coupons
 
 
 def test_price_baselines_set_the_prices_they_promise():
-    env = gym.make("promogym/DynamicPricing-v0", config=SMALL)
+    env = gym.make("promogym/DynamicPricing-v1", config=SMALL)
     obs, _ = env.reset(seed=0)
     lp = env.unwrapped.list_price
     for policy, expected in [(ListPrice(env), lp), (UniformDiscount(env, 0.2), lp * 0.8),
@@ -54,7 +54,7 @@ def test_price_baselines_set_the_prices_they_promise():
 
 
 def test_markdown_cuts_prices_late_when_stock_is_high():
-    env = gym.make("promogym/DynamicPricing-v0", config={**SMALL, "daily_customers": 5, "initial_stock": 200})
+    env = gym.make("promogym/DynamicPricing-v1", config={**SMALL, "daily_customers": 5, "initial_stock": 200})
     policy = Markdown(env, after=0.4, step=0.1, floor=0.6)
     obs, _ = env.reset(seed=0)
     prices = []
@@ -69,7 +69,7 @@ def test_markdown_cuts_prices_late_when_stock_is_high():
 
 
 def test_thompson_prefers_the_profitable_arm_within_an_episode():
-    env = gym.make("promogym/DynamicPricing-v0", config={**SMALL, "horizon": 60, "initial_stock": 10_000})
+    env = gym.make("promogym/DynamicPricing-v1", config={**SMALL, "horizon": 60, "initial_stock": 10_000})
     policy = ThompsonPricing(env, ladder=(0.6, 1.4), seed=0)
     obs, _ = env.reset(seed=0)
     arms = []
@@ -81,7 +81,7 @@ def test_thompson_prefers_the_profitable_arm_within_an_episode():
 
 
 def test_static_price_search_and_common_random_numbers():
-    make = lambda: gym.make("promogym/DynamicPricing-v0", config=SMALL)  # noqa: E731
+    make = lambda: gym.make("promogym/DynamicPricing-v1", config=SMALL)  # noqa: E731
     best, score = search_static_prices(make, seeds=range(3), grid=(0.8, 1.0, 1.2), rounds=1)
     env = make()
     at_list = episode_table(env, ListPrice(env), range(3))["return"].mean()
@@ -92,7 +92,7 @@ def test_static_price_search_and_common_random_numbers():
 
 
 def test_coupon_baselines():
-    env = gym.make("promogym/CouponAllocation-v0",
+    env = gym.make("promogym/CouponAllocation-v1",
                    config={"market": SMALL["market"], "cohort_size": 16, "horizon": 8, "budget": 50.0})
     none = run_episode(env, UniformCoupon(env, 0), seed=0)
     some = run_episode(env, UniformCoupon(env, 3), seed=0)

@@ -18,7 +18,7 @@ import yaml
 
 from promogym.experiments.cli import main
 
-PRICING = "promogym/DynamicPricing-v0"
+PRICING = "promogym/DynamicPricing-v1"
 SMALL_ENV = ["--env-set", "n_products=2", "--env-set", "horizon=3", "--env-set", "daily_customers=30",
              "--env-set", "market={n_customers: 600, n_products: 60}"]
 GOOD_EXPERIMENT = {"name": "bad-input", "logs": {"rows": 1000},
@@ -63,7 +63,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "notempty").mkdir()
     (d / "notempty" / "notes.txt").write_text("someone's notes")
     (d / "dir.parquet").mkdir()
-    for name, env_id, env_config in (("run_other_env", "promogym/CouponAllocation-v0", {}),
+    for name, env_id, env_config in (("run_other_env", "promogym/CouponAllocation-v1", {}),
                                      ("run_other_shape", PRICING, {"n_products": 5})):
         (d / name).mkdir()
         (d / name / "config.yml").write_text(yaml.safe_dump({"env_id": env_id, "algo": "ppo",
@@ -189,7 +189,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("evaluate logs", ["evaluate", "--env", PRICING, *SMALL_ENV, "--policy", "list_price", "--logs", "{d}/no.pq",
                        "--out", "{d}/e.parquet"], "--logs file not found"),
     ("run other env", ["evaluate", "--env", PRICING, *SMALL_ENV, "--policy", "{d}/run_other_env",
-                       "--out", "{d}/e.parquet"], "holds an agent for promogym/CouponAllocation-v0"),
+                       "--out", "{d}/e.parquet"], "holds an agent for promogym/CouponAllocation-v1"),
     ("run other shape", ["evaluate", "--env", PRICING, *SMALL_ENV, "--policy", "{d}/run_other_shape",
                          "--out", "{d}/e.parquet"], "with other settings"),
     ("ab alpha", ["ab", "--env", PRICING, *SMALL_ENV, "--a", "list_price", "--b", "static:1.1", "--alpha", "2"],

@@ -103,7 +103,7 @@ class DearestFirst:
 
 def test_the_top_level_for_everyone_never_spends_more_than_a_tiny_budget():
     budget = 12.0
-    env = gym.make("promogym/CouponAllocation-v0",
+    env = gym.make("promogym/CouponAllocation-v1",
                    config={**SMALL, "cohort_size": 32, "budget": budget, "horizon": 60, "min_budget": 0.0,
                            "response": DearestFirst()})
     u = env.unwrapped
@@ -129,7 +129,7 @@ def test_the_top_level_for_everyone_never_spends_more_than_a_tiny_budget():
 
 @pytest.mark.parametrize("config", [SMALL, {}])
 def test_the_env_checker_is_clean(config):
-    env = gym.make("promogym/CouponAllocation-v0", config={**config, "cohort_size": 16, "horizon": 8})
+    env = gym.make("promogym/CouponAllocation-v1", config={**config, "cohort_size": 16, "horizon": 8})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(env.unwrapped)
@@ -144,7 +144,7 @@ def test_uplift_learns_one_row_per_logged_visit(logs):
     np.testing.assert_array_equal((v["views"] >= 0).sum(axis=1), per_visit.size().to_numpy())
     np.testing.assert_array_equal(v["users"], per_visit["user_id"].first().to_numpy())
     np.testing.assert_array_equal(market.catalog.category[v["views"][:, 0]], v["categories"])
-    env = gym.make("promogym/CouponAllocation-v0", config={"cohort_size": 32, "horizon": 6, "budget": 60.0})
+    env = gym.make("promogym/CouponAllocation-v1", config={"cohort_size": 32, "horizon": 6, "budget": 60.0})
     policy = UpliftTargeting(env, logs)
     obs, _ = env.reset(seed=0)
     action = policy.predict(obs)[0]
@@ -166,7 +166,7 @@ def test_coupon_decisions_reads_probabilities_of_buying_anything(tmp_path, monke
 
     monkeypatch.setattr(train, "LearnedPolicy", NoCoupons)
     (tmp_path / "config.yml").write_text(yaml.safe_dump({
-        "env_id": "promogym/CouponAllocation-v0",
+        "env_id": "promogym/CouponAllocation-v1",
         "env_config": {**SMALL, "cohort_size": 8, "horizon": 3, "budget": 50.0}}))
     df = coupon_decisions(tmp_path, episodes=2)
     assert list(df.columns) == ["episode", "t", "budget_left", "user", "visit_band", "price_sensitivity",

@@ -15,9 +15,9 @@ from promogym.envs.pricing import DynamicPricingEnv
 SMALL = {"market": {"n_customers": 600, "n_products": 60}}
 SEASON = {**SMALL, "n_products": 2, "horizon": 4, "daily_customers": 40, "initial_stock": 30}
 CONFIGS = {
-    "promogym/DynamicPricing-v0": SEASON,
-    "promogym/PricePromo-v0": {**SEASON, "budget": 80.0},
-    "promogym/CouponAllocation-v0": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
+    "promogym/DynamicPricing-v1": SEASON,
+    "promogym/PricePromo-v1": {**SEASON, "budget": 80.0},
+    "promogym/CouponAllocation-v1": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
     "promogym/HillstromTargeting-v0": {"batch_size": 8, "horizon": 10, "budget_share": 0.25},
 }
 IDS = list(envs.ENV_IDS)
@@ -136,7 +136,7 @@ def test_misshapen_actions_are_rejected(env_id, data):
     check_rejected(env_id, data, misshapen_actions)
 
 
-@pytest.mark.parametrize("env_id", ["promogym/CouponAllocation-v0", "promogym/HillstromTargeting-v0"])
+@pytest.mark.parametrize("env_id", ["promogym/CouponAllocation-v1", "promogym/HillstromTargeting-v0"])
 @FAST
 @given(data=st.data())
 def test_out_of_range_indices_are_rejected(env_id, data):
@@ -162,7 +162,7 @@ def test_valid_actions_play_as_documented(env_id, data):
 def test_messages_and_corner_cases():
     env = DynamicPricingEnv(SEASON)  # not made by gym.make: still named by its id
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"^promogym/DynamicPricing-v0: action must be a finite array of shape "
+    with pytest.raises(ValueError, match=r"^promogym/DynamicPricing-v1: action must be a finite array of shape "
                                          r"\(2,\) \(values outside \[-1.0, 1.0\] are clipped\), got nan at index 1"):
         env.step([0.5, np.nan])
     with pytest.raises(ValueError, match=r"got shape \(1,\)$"):
@@ -171,7 +171,7 @@ def test_messages_and_corner_cases():
         env.step(["a", "b"])
     with pytest.raises(ValueError, match="not convertible to an array"):
         env.step([[0.1, 0.2], [0.3]])
-    coupons, _ = pair("promogym/CouponAllocation-v0")
+    coupons, _ = pair("promogym/CouponAllocation-v1")
     coupons.reset(seed=0)
     with pytest.raises(ValueError, match=r"values in \[0, 4\), got 4 at index 2 \(dtype int64; 1 more bad entries\)"):
         coupons.step([0, 0, 4] + [0] * 12 + [9])

@@ -17,9 +17,9 @@ from promogym.envs.pricing import DynamicPricingEnv, PricePromoEnv
 IDS = list(envs.MARKET_ENV_IDS)
 SMALL = {"market": {"n_customers": 800, "n_products": 100}}
 FAST = {
-    "promogym/DynamicPricing-v0": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15},
-    "promogym/CouponAllocation-v0": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
-    "promogym/PricePromo-v0": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15, "budget": 80.0},
+    "promogym/DynamicPricing-v1": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15},
+    "promogym/CouponAllocation-v1": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
+    "promogym/PricePromo-v1": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15, "budget": 80.0},
 }
 
 
@@ -121,8 +121,8 @@ def _check_invariants(env, actions):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(st.floats(-1, 1), min_size=13, max_size=13), min_size=1, max_size=12))
 def test_pricing_invariants_under_random_actions(actions):
-    for cls, cfg in [(DynamicPricingEnv, FAST["promogym/DynamicPricing-v0"]),
-                     (PricePromoEnv, FAST["promogym/PricePromo-v0"])]:
+    for cls, cfg in [(DynamicPricingEnv, FAST["promogym/DynamicPricing-v1"]),
+                     (PricePromoEnv, FAST["promogym/PricePromo-v1"])]:
         env = cls(cfg)
         n = env.action_space.shape[0]
         _check_invariants(env, [np.asarray(a[:n], dtype=np.float32) for a in actions])
@@ -131,12 +131,12 @@ def test_pricing_invariants_under_random_actions(actions):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(st.integers(0, 3), min_size=16, max_size=16), min_size=1, max_size=14))
 def test_coupon_invariants_under_random_actions(actions):
-    env = CouponAllocationEnv(FAST["promogym/CouponAllocation-v0"])
+    env = CouponAllocationEnv(FAST["promogym/CouponAllocation-v1"])
     _check_invariants(env, [np.asarray(a) for a in actions])
 
 
 def test_greedy_coupons_never_overspend_and_terminate_on_budget():
-    env = CouponAllocationEnv({**FAST["promogym/CouponAllocation-v0"], "budget": 30.0, "horizon": 200})
+    env = CouponAllocationEnv({**FAST["promogym/CouponAllocation-v1"], "budget": 30.0, "horizon": 200})
     env.reset(seed=0)
     spent, clipped = 0.0, 0
     for _ in range(200):
@@ -159,7 +159,7 @@ def test_coupons_sell_to_persuadable_customers_and_fatigue():
 
 
 def test_dynamics_reward_components_and_world_expectation():
-    env = DynamicPricingEnv(FAST["promogym/DynamicPricing-v0"])
+    env = DynamicPricingEnv(FAST["promogym/DynamicPricing-v1"])
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros(10, np.float32))
     assert info["expected_profit"] == info["expected_profit_world"]  # world backend
@@ -170,16 +170,16 @@ def test_dynamics_reward_components_and_world_expectation():
 
 
 @pytest.mark.parametrize(("env_id", "bad", "needle"), [
-    ("promogym/DynamicPricing-v0", {"horizn": 5}, "horizn"),
-    ("promogym/DynamicPricing-v0", {"horizon": 0}, "DynamicPricingConfig.horizon must be"),
-    ("promogym/DynamicPricing-v0", {"price_low": 1.5}, "price_low"),
-    ("promogym/DynamicPricing-v0", {"n_products": 50}, "n_products"),
-    ("promogym/DynamicPricing-v0", {"response": "forest:x"}, "response"),
-    ("promogym/DynamicPricing-v0", {"market": {"n_custmers": 5}}, "n_custmers"),
-    ("promogym/CouponAllocation-v0", {"coupon_levels": [0.1, 0.2]}, "coupon_levels"),
-    ("promogym/CouponAllocation-v0", {"budget": -1}, "budget"),
-    ("promogym/CouponAllocation-v0", {"response": "bert:/nonexistent"}, "checkpoint folder not found"),
-    ("promogym/PricePromo-v0", {"reward": "margin"}, "reward"),
+    ("promogym/DynamicPricing-v1", {"horizn": 5}, "horizn"),
+    ("promogym/DynamicPricing-v1", {"horizon": 0}, "DynamicPricingConfig.horizon must be"),
+    ("promogym/DynamicPricing-v1", {"price_low": 1.5}, "price_low"),
+    ("promogym/DynamicPricing-v1", {"n_products": 50}, "n_products"),
+    ("promogym/DynamicPricing-v1", {"response": "forest:x"}, "response"),
+    ("promogym/DynamicPricing-v1", {"market": {"n_custmers": 5}}, "n_custmers"),
+    ("promogym/CouponAllocation-v1", {"coupon_levels": [0.1, 0.2]}, "coupon_levels"),
+    ("promogym/CouponAllocation-v1", {"budget": -1}, "budget"),
+    ("promogym/CouponAllocation-v1", {"response": "bert:/nonexistent"}, "checkpoint folder not found"),
+    ("promogym/PricePromo-v1", {"reward": "margin"}, "reward"),
 ])
 def test_bad_config_names_the_key(env_id, bad, needle):
     with pytest.raises(ValueError, match=needle):
@@ -200,9 +200,9 @@ def test_render_modes(env_id):
 
 
 BERT_CFG = {
-    "promogym/DynamicPricing-v0": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10},
-    "promogym/CouponAllocation-v0": {"horizon": 6, "cohort_size": 16, "budget": 40.0, "cohorts_per_day": 3},
-    "promogym/PricePromo-v0": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10,
+    "promogym/DynamicPricing-v1": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10},
+    "promogym/CouponAllocation-v1": {"horizon": 6, "cohort_size": 16, "budget": 40.0, "cohorts_per_day": 3},
+    "promogym/PricePromo-v1": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10,
                                "budget": 40.0},
 }
 

@@ -15,7 +15,7 @@ FAST = ["--env-set", "market={n_customers: 800, n_products: 100}", "--env-set", 
 
 def test_evaluate_writes_one_row_per_policy_and_episode(tmp_path, capsys):
     out = tmp_path / "ep.parquet"
-    args = ["evaluate", "--env", "promogym/DynamicPricing-v0", "--policy", "list_price", "--policy", "static:1.1",
+    args = ["evaluate", "--env", "promogym/DynamicPricing-v1", "--policy", "list_price", "--policy", "static:1.1",
             "--policy", "myopic", "--episodes", "4", *FAST]
     assert main([*args, "--out", str(out)]) == 0
     df = pd.read_parquet(out)
@@ -34,7 +34,7 @@ def test_evaluate_on_a_learned_simulator_is_scored_in_the_world_too(tmp_path, ti
     _, ckpt = tiny_model
     out = tmp_path / "ep.parquet"
     market = "market={" + ", ".join(f"{k}: {v}" for k, v in SMALL_WORLD.items()) + "}"
-    assert main(["evaluate", "--env", "promogym/DynamicPricing-v0", "--response", f"bert:{ckpt}", "--policy",
+    assert main(["evaluate", "--env", "promogym/DynamicPricing-v1", "--response", f"bert:{ckpt}", "--policy",
                  "list_price", "--policy", "myopic", "--episodes", "3", "--out", str(out), "--env-set", market,
                  "--env-set", "n_products=4", "--env-set", "horizon=5", "--env-set", "daily_customers=60"]) == 0
     df = pd.read_parquet(out)
@@ -45,7 +45,7 @@ def test_evaluate_on_a_learned_simulator_is_scored_in_the_world_too(tmp_path, ti
 
 def test_ab_reports_lift_ci_p_value_and_episodes_needed(tmp_path, capsys):
     out = tmp_path / "ab.json"
-    assert main(["ab", "--env", "promogym/DynamicPricing-v0", "--a", "list_price", "--b", "static:0.6",
+    assert main(["ab", "--env", "promogym/DynamicPricing-v1", "--a", "list_price", "--b", "static:0.6",
                  "--episodes", "12", "--out", str(out), *FAST]) == 0
     res = json.loads(out.read_text())
     lo, hi = res["lift_ci"]
@@ -70,12 +70,12 @@ def test_ab_statistics_on_known_differences():
 
 @pytest.mark.parametrize("args, needle", [
     (["evaluate", "--env", "promogym/Nope-v0", "--policy", "list_price"], "unknown or unsupported env id"),
-    (["evaluate", "--env", "promogym/DynamicPricing-v0", "--policy", "magic"], "unknown policy 'magic'"),
-    (["evaluate", "--env", "promogym/CouponAllocation-v0", "--policy", "list_price"], "unknown policy"),
-    (["evaluate", "--env", "promogym/DynamicPricing-v0", "--policy", "static:cheap"], "needs a number"),
-    (["evaluate", "--env", "promogym/DynamicPricing-v0", "--policy", "list_price", "--env-set", "horizon=-1"],
+    (["evaluate", "--env", "promogym/DynamicPricing-v1", "--policy", "magic"], "unknown policy 'magic'"),
+    (["evaluate", "--env", "promogym/CouponAllocation-v1", "--policy", "list_price"], "unknown policy"),
+    (["evaluate", "--env", "promogym/DynamicPricing-v1", "--policy", "static:cheap"], "needs a number"),
+    (["evaluate", "--env", "promogym/DynamicPricing-v1", "--policy", "list_price", "--env-set", "horizon=-1"],
      "horizon"),
-    (["ab", "--env", "promogym/DynamicPricing-v0", "--a", "list_price", "--b", "random", "--episodes", "1"],
+    (["ab", "--env", "promogym/DynamicPricing-v1", "--a", "list_price", "--b", "random", "--episodes", "1"],
      "paired test"),
 ])
 def test_bad_requests_fail_before_any_episode(args, needle, capsys, tmp_path, monkeypatch):
@@ -88,15 +88,15 @@ def test_bad_requests_fail_before_any_episode(args, needle, capsys, tmp_path, mo
 def test_a_run_folder_of_another_env_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yml").write_text("env_id: promogym/CouponAllocation-v0\n")
-    assert main(["evaluate", "--env", "promogym/DynamicPricing-v0", "--policy", str(run), "--out",
+    (run / "config.yml").write_text("env_id: promogym/CouponAllocation-v1\n")
+    assert main(["evaluate", "--env", "promogym/DynamicPricing-v1", "--policy", str(run), "--out",
                  str(tmp_path / "e.parquet")]) == 2
-    assert "holds an agent for promogym/CouponAllocation-v0" in capsys.readouterr().err
+    assert "holds an agent for promogym/CouponAllocation-v1" in capsys.readouterr().err
 
 
 def test_evaluate_coupon_policies(tmp_path):
     out = tmp_path / "c.parquet"
-    assert main(["evaluate", "--env", "promogym/CouponAllocation-v0", "--policy", "no_coupon", "--policy", "myopic",
+    assert main(["evaluate", "--env", "promogym/CouponAllocation-v1", "--policy", "no_coupon", "--policy", "myopic",
                  "--policy", "oracle", "--episodes", "2", "--out", str(out), "--env-set",
                  "market={n_customers: 800, n_products: 100}", "--env-set", "cohort_size=8", "--env-set", "horizon=6",
                  "--env-set", "budget=30"]) == 0

@@ -43,10 +43,10 @@ def smoke_run(tmp_path_factory):
     (lambda d: d.update(learning_rate=1), "unknown config key(s): learning_rate"),
     (lambda d: d["train"].update(seed=3), "train: unknown TrainSection key(s): seed"),
     (lambda d: d["envs"].update({"promogym/Nope-v0": {}}), "unknown env id 'promogym/Nope-v0'"),
-    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(algos=["dqn"]), "dqn cannot act"),
-    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(algos=["ppo2"]), "unknown algorithm 'ppo2'"),
-    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(config={"horizn": 3}), "horizn"),
-    (lambda d: d["envs"]["promogym/DynamicPricing-v0"].update(baselines=["uplift"]),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v1"].update(algos=["dqn"]), "dqn cannot act"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v1"].update(algos=["ppo2"]), "unknown algorithm 'ppo2'"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v1"].update(config={"horizn": 3}), "horizn"),
+    (lambda d: d["envs"]["promogym/DynamicPricing-v1"].update(baselines=["uplift"]),
      "baselines: unknown policy 'uplift'"),
     (lambda d: d["predictor"].update(encoder="/no/such/bert"), "encoder checkpoint not found: /no/such/bert"),
     (lambda d: d["predictor"].update(kind="forest"), "unknown model kind 'forest'"),
@@ -95,7 +95,7 @@ def test_stage_keys_follow_their_inputs_only(tmp_path):
     changed = {k for k in train0 if train2[k] != train0[k]}
     assert changed == {k for k in train0 if k.startswith("sim/")} and changed
     longer = smoke_dict()
-    longer["envs"]["promogym/DynamicPricing-v0"]["timesteps"] = 4096
+    longer["envs"]["promogym/DynamicPricing-v1"]["timesteps"] = 4096
     train3, _ = keys(longer, "fit-1")
     assert {k for k in train0 if train3[k] != train0[k]} == {k for k in train0 if "DynamicPricing" in k}
 
@@ -158,17 +158,17 @@ def test_statistics_on_known_numbers():
 def test_smoke_experiment_writes_a_complete_report(smoke_run):
     out, report, _ = smoke_run
     text = (report / "report.md").read_text()
-    for heading in ("## promogym/DynamicPricing-v0", "## promogym/CouponAllocation-v0", "### Sim-to-real gap",
+    for heading in ("## promogym/DynamicPricing-v1", "## promogym/CouponAllocation-v1", "### Sim-to-real gap",
                     "### The simulator's bias", "### A/B tests against the reference", "## The predictor"):
         assert heading in text
-    for plot in ("profit_DynamicPricing-v0", "learning_DynamicPricing-v0", "trajectories_DynamicPricing-v0",
-                 "bias_DynamicPricing-v0", "profit_CouponAllocation-v0", "coupons_CouponAllocation-v0",
+    for plot in ("profit_DynamicPricing-v1", "learning_DynamicPricing-v1", "trajectories_DynamicPricing-v1",
+                 "bias_DynamicPricing-v1", "profit_CouponAllocation-v1", "coupons_CouponAllocation-v1",
                  "calibration"):
         assert (report / "plots" / f"{plot}.png").stat().st_size > 1000
         assert f"plots/{plot}.png" in text
-    assert not (report / "plots" / "coupons_DynamicPricing-v0.png").exists()
+    assert not (report / "plots" / "coupons_DynamicPricing-v1.png").exists()
     summary = json.loads((report / "summary.json").read_text())
-    pricing = summary["envs"]["promogym/DynamicPricing-v0"]
+    pricing = summary["envs"]["promogym/DynamicPricing-v1"]
     assert pricing["policies"]["ppo@world"]["seeds"] == 2 and pricing["policies"]["oracle"]["seeds"] == 1
     assert set(pricing["sim_to_real"]) == {"ppo"}
     assert "oracle" not in pricing["simulator_bias"]  # the oracle is never scored in the simulator
@@ -179,10 +179,10 @@ def test_smoke_experiment_writes_a_complete_report(smoke_run):
     per_env = episodes.groupby(["env_id", "policy", "backend", "train_seed"]).size()
     assert (per_env == n_eps).all()
     assert {"revenue", "cost", "coupon_spend", "units", "stockouts", "return"} <= set(episodes.columns)
-    world = episodes[(episodes["backend"] == "world") & (episodes["env_id"] == "promogym/DynamicPricing-v0")]
+    world = episodes[(episodes["backend"] == "world") & (episodes["env_id"] == "promogym/DynamicPricing-v1")]
     # common random numbers: every policy plays the same episode seeds
     assert world.groupby("policy")["seed"].apply(lambda s: tuple(sorted(set(s)))).nunique() == 1
-    assert len(set(world["policy"])) == len(cfg["envs"]["promogym/DynamicPricing-v0"]["baselines"]) + 2 + 2
+    assert len(set(world["policy"])) == len(cfg["envs"]["promogym/DynamicPricing-v1"]["baselines"]) + 2 + 2
     meta = json.loads((out / "run.json").read_text())
     assert meta["wall_seconds_total"] > 0 and meta["machine"]["cpus"] >= 1
 
@@ -195,21 +195,21 @@ def test_a_rerun_skips_finished_stages_and_redoes_only_what_was_lost(smoke_run, 
     for stage in ("logs: done already", "predictor: done already", "train: done already", "evaluate: done already"):
         assert stage in said
     # an interruption: one training run and one evaluation table lost
-    lost_run = out / "train" / "DynamicPricing-v0" / "world" / "ppo_s1"
+    lost_run = out / "train" / "DynamicPricing-v1" / "world" / "ppo_s1"
     shutil.rmtree(lost_run)
-    (out / "evaluate" / "CouponAllocation-v0" / "world" / "no_coupon.json").unlink()
+    (out / "evaluate" / "CouponAllocation-v1" / "world" / "no_coupon.json").unlink()
     (out / "train" / "stage.json").unlink()
     (out / "evaluate" / "stage.json").unlink()
-    kept = (out / "train" / "DynamicPricing-v0" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns
+    kept = (out / "train" / "DynamicPricing-v1" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns
     assert main(["experiment", str(SMOKE), "--out", str(out), "--no-report", "--no-progress"]) == 0
     said = capsys.readouterr().out
     assert "train: 1 of 8 runs to do" in said
     assert (lost_run / "trial.json").is_file()
-    assert (out / "train" / "DynamicPricing-v0" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns == kept
+    assert (out / "train" / "DynamicPricing-v1" / "world" / "ppo_s0" / "model.zip").stat().st_mtime_ns == kept
     # the retrained run changes the learned policy's tables; the lost baseline table is redone too
-    assert "CouponAllocation-v0 no_coupon in the world" in said
-    assert "DynamicPricing-v0 ppo@world in the world" in said
-    assert "DynamicPricing-v0 oracle in the world" not in said
+    assert "CouponAllocation-v1 no_coupon in the world" in said
+    assert "DynamicPricing-v1 ppo@world in the world" in said
+    assert "DynamicPricing-v1 oracle in the world" not in said
 
 
 def test_report_command_redraws_the_report(smoke_run, tmp_path, capsys):
@@ -259,7 +259,7 @@ def test_the_same_trials_run_on_a_local_ray_instance(tmp_path, capsys):
     pytest.importorskip("ray", reason="the ray backend is tested where `promogym[ray]` is installed")
     raw = smoke_dict()
     raw["predictor"] = {"kind": "gbdt", "eval_rows": 1000}
-    raw["envs"] = {"promogym/DynamicPricing-v0": {**raw["envs"]["promogym/DynamicPricing-v0"],
+    raw["envs"] = {"promogym/DynamicPricing-v1": {**raw["envs"]["promogym/DynamicPricing-v1"],
                                                   "baselines": ["list_price", "best_static", "myopic"]}}
     raw["train"]["simulators"] = ["world", "sim"]
     cfg = tmp_path / "ray.yml"
@@ -270,9 +270,9 @@ def test_the_same_trials_run_on_a_local_ray_instance(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "train: 4 of 4 runs to do" in said
     summary = json.loads((report / "summary.json").read_text())
-    policies = summary["envs"]["promogym/DynamicPricing-v0"]["policies"]
+    policies = summary["envs"]["promogym/DynamicPricing-v1"]["policies"]
     assert policies["ppo@sim"]["seeds"] == 2 and "myopic@sim" in policies
-    assert all((out / "train" / "DynamicPricing-v0" / on / f"ppo_s{s}" / "trial.json").is_file()
+    assert all((out / "train" / "DynamicPricing-v1" / on / f"ppo_s{s}" / "trial.json").is_file()
                for on in ("world", "sim") for s in (0, 1))
 
 
@@ -286,7 +286,7 @@ def test_an_interrupted_experiment_keeps_finished_trials_and_resumes(tmp_path):
     raw = smoke_dict()
     raw["logs"]["rows"] = 2000
     raw["predictor"] = {"kind": "gbdt", "eval_rows": 500}
-    raw["envs"] = {"promogym/DynamicPricing-v0": {**raw["envs"]["promogym/DynamicPricing-v0"],
+    raw["envs"] = {"promogym/DynamicPricing-v1": {**raw["envs"]["promogym/DynamicPricing-v1"],
                                                   "baselines": ["list_price"], "timesteps": 4096}}
     raw["train"]["simulators"] = ["world"]
     raw["train"]["seeds"] = 3
@@ -297,7 +297,7 @@ def test_an_interrupted_experiment_keeps_finished_trials_and_resumes(tmp_path):
     cmd = [sys.executable, "-m", "promogym.experiments.cli", "experiment", str(cfg), "--out", str(out), "--no-report",
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    train = out / "train" / "DynamicPricing-v0" / "world"
+    train = out / "train" / "DynamicPricing-v1" / "world"
     deadline = time.time() + 300
     while time.time() < deadline and not (train / "ppo_s0" / "trial.json").is_file():
         time.sleep(0.2)

@@ -40,10 +40,10 @@ def optimal_multiplier(env) -> float:
 
 @pytest.mark.slow
 def test_ppo_gets_within_5_percent_of_the_known_optimum(tmp_path):
-    env = gym.make("promogym/DynamicPricing-v0", config=ONE_PRODUCT)
+    env = gym.make("promogym/DynamicPricing-v1", config=ONE_PRODUCT)
     m_star = optimal_multiplier(env)
     assert 0.6 < m_star < 1.6  # an interior optimum
-    spec = TrainSpec("promogym/DynamicPricing-v0", "ppo", seed=0, timesteps=30_000, env_config=ONE_PRODUCT,
+    spec = TrainSpec("promogym/DynamicPricing-v1", "ppo", seed=0, timesteps=30_000, env_config=ONE_PRODUCT,
                      eval_freq=5000, hyperparams={"n_steps": 512, "batch_size": 128})
     train(spec, tmp_path / "ppo")
     seeds = range(500, 540)
@@ -54,11 +54,11 @@ def test_ppo_gets_within_5_percent_of_the_known_optimum(tmp_path):
 
 @pytest.mark.slow
 def test_ppo_beats_the_best_static_price_when_stock_is_scarce(tmp_path):
-    env = gym.make("promogym/DynamicPricing-v0", config=SCARCE)
+    env = gym.make("promogym/DynamicPricing-v1", config=SCARCE)
     dp = StockDPOracle(env)
     statics = dp.static_values()
     assert dp.value > 1.02 * statics.max()  # dynamics matter here
-    spec = TrainSpec("promogym/DynamicPricing-v0", "ppo", seed=0, timesteps=60_000, env_config=SCARCE,
+    spec = TrainSpec("promogym/DynamicPricing-v1", "ppo", seed=0, timesteps=60_000, env_config=SCARCE,
                      eval_freq=5000, eval_episodes=20,
                      hyperparams={"n_steps": 1024, "batch_size": 128, "learning_rate": 3e-4, "gamma": 1.0})
     train(spec, tmp_path / "ppo")
@@ -74,10 +74,10 @@ def test_ppo_beats_the_best_static_price_when_stock_is_scarce(tmp_path):
 @pytest.mark.slow
 def test_maskable_ppo_never_overspends(tmp_path):
     cfg = {"market": {"n_customers": 2000, "n_products": 100}, "cohort_size": 16, "horizon": 30, "budget": 40.0}
-    spec = TrainSpec("promogym/CouponAllocation-v0", "maskable_ppo", seed=0, timesteps=8_000, env_config=cfg,
+    spec = TrainSpec("promogym/CouponAllocation-v1", "maskable_ppo", seed=0, timesteps=8_000, env_config=cfg,
                      eval_freq=4000, hyperparams={"n_steps": 256, "batch_size": 64})
     train(spec, tmp_path / "mppo")
-    env = gym.make("promogym/CouponAllocation-v0", config=cfg)
+    env = gym.make("promogym/CouponAllocation-v1", config=cfg)
     policy = LearnedPolicy(tmp_path / "mppo", env)
     for seed in range(20):
         row = run_episode(env, policy, seed)

@@ -25,7 +25,7 @@ from promogym.predictors.registry import (
     unregister_model,
 )
 
-ENV = "promogym/DynamicPricing-v0"
+ENV = "promogym/DynamicPricing-v1"
 SMALL = {"market": {"n_customers": 800, "n_products": 100}, "horizon": 3, "daily_customers": 40, "initial_stock": 20}
 
 
@@ -221,7 +221,7 @@ def test_discovery_is_lazy_and_the_world_never_imports_torch():
     code = """
 import sys, gymnasium as gym, promogym.envs
 from promogym.predictors.registry import parse_spec
-env = gym.make("promogym/DynamicPricing-v0", config={"horizon": 3, "market": {"n_customers": 800, "n_products": 100}})
+env = gym.make("promogym/DynamicPricing-v1", config={"horizon": 3, "market": {"n_customers": 800, "n_products": 100}})
 env.reset(seed=0); env.step(env.action_space.sample())
 assert parse_spec("gbdt:/m.pkl", "conversion").path == "/m.pkl"
 print("torch" in sys.modules, "promogym.predictors.baselines" in sys.modules, "promogym.predictors.bert" in sys.modules)

@@ -17,7 +17,7 @@ SMALL = {"market": {"n_customers": 800, "n_products": 100}, "n_products": 4, "ho
 
 
 def test_oracle_beats_list_and_static_prices_on_common_seeds():
-    env = gym.make("promogym/DynamicPricing-v0", config=SMALL)
+    env = gym.make("promogym/DynamicPricing-v1", config=SMALL)
     seeds = range(6)
     oracle = episode_table(env, MPCOracle(env), seeds)["return"].mean()
     at_list = episode_table(env, ListPrice(env), seeds)["return"].mean()
@@ -27,7 +27,7 @@ def test_oracle_beats_list_and_static_prices_on_common_seeds():
 
 def test_myopic_is_blind_to_stock():
     cfg = {**SMALL, "initial_stock": 3}  # stock runs out fast; the myopic price ignores it
-    env = gym.make("promogym/DynamicPricing-v0", config=cfg)
+    env = gym.make("promogym/DynamicPricing-v1", config=cfg)
     policy = MyopicGreedy(env, n_visitors=200)
     obs, _ = env.reset(seed=0)
     first = policy.predict(obs)[0]
@@ -38,13 +38,13 @@ def test_myopic_is_blind_to_stock():
 
 
 def test_oracle_on_price_promo_stays_within_budget():
-    env = gym.make("promogym/PricePromo-v0", config={**SMALL, "budget": 40.0})
+    env = gym.make("promogym/PricePromo-v1", config={**SMALL, "budget": 40.0})
     row = run_episode(env, MPCOracle(env, n_visitors=150), seed=0)
     assert row["coupon_spend"] <= 40.0 + 1e-9 and np.isfinite(row["return"])
 
 
 def test_stock_dp_oracle_is_an_upper_bound_it_attains():
-    env = gym.make("promogym/DynamicPricing-v0", config=ONE)
+    env = gym.make("promogym/DynamicPricing-v1", config=ONE)
     dp = StockDPOracle(env, n_visitors=4000, n_prices=41)
     statics = dp.static_values()
     assert dp.value >= statics.max() - 1e-9          # the optimum over policies includes every constant price
@@ -55,6 +55,6 @@ def test_stock_dp_oracle_is_an_upper_bound_it_attains():
 
 
 def test_stock_dp_oracle_refuses_envs_it_cannot_solve():
-    env = gym.make("promogym/DynamicPricing-v0", config=SMALL)
+    env = gym.make("promogym/DynamicPricing-v1", config=SMALL)
     with pytest.raises(ValueError, match="one-product"):
         StockDPOracle(env)

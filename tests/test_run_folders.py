@@ -18,7 +18,7 @@ from promogym.agents import train as train_mod
 from promogym.agents.train import LearnedPolicy, TrainSpec, train
 from promogym.experiments.cli import main
 
-ENV = "promogym/DynamicPricing-v0"
+ENV = "promogym/DynamicPricing-v1"
 TINY = {"market": {"n_customers": 600, "n_products": 60}, "n_products": 2, "horizon": 4, "daily_customers": 40,
         "initial_stock": 30}
 TINY_SET = ["--env-set", "market={n_customers: 600, n_products: 60}", "--env-set", "n_products=2",
@@ -256,7 +256,7 @@ def test_resume_reads_unlisted_checkpoints_only_with_trust(run, capsys):
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--algo", "a2c"], "holds a ppo run on promogym/DynamicPricing-v0, not a2c"),
+    (["--algo", "a2c"], "holds a ppo run on promogym/DynamicPricing-v1, not a2c"),
     (["--algo", "ppo", "--env-set", "horizon=5"], "env_config"),
     (["--algo", "ppo", "--response", "gbdt:nowhere.txt"], "with response"),
 ])

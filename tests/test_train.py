@@ -24,8 +24,8 @@ def _train(tmp_path, algo, env, extra, steps=128, name=None):
 
 
 def test_ppo_run_folder_and_learned_policy(tmp_path, capsys):
-    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v0", FAST_ENV + PPO_SMALL)
-    assert code == 0 and "ppo on promogym/DynamicPricing-v0" in capsys.readouterr().out
+    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v1", FAST_ENV + PPO_SMALL)
+    assert code == 0 and "ppo on promogym/DynamicPricing-v1" in capsys.readouterr().out
     for f in ("config.yml", "model.zip", "best_model.zip", "best_vecnormalize.json", "vecnormalize.json",
               "evaluations.npz", "metadata.json", "manifest.json"):
         assert (out / f).is_file(), f
@@ -33,7 +33,7 @@ def test_ppo_run_folder_and_learned_policy(tmp_path, capsys):
     assert cfg["hyperparams"]["n_steps"] == 64 and cfg["hyperparams"]["gamma"] == 0.99  # YAML + overrides
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["seed"] == 0 and "stable-baselines3" in meta["versions"]
-    env = gym.make("promogym/DynamicPricing-v0", config=cfg["env_config"])
+    env = gym.make("promogym/DynamicPricing-v1", config=cfg["env_config"])
     policy = LearnedPolicy(out, env)
     row = run_episode(env, policy, seed=0)
     assert row["steps"] == 8 and np.isfinite(row["return"])
@@ -47,9 +47,9 @@ def test_ppo_run_folder_and_learned_policy(tmp_path, capsys):
 
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path):
-    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v0", FAST_ENV + PPO_SMALL, steps=128)
+    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v1", FAST_ENV + PPO_SMALL, steps=128)
     assert code == 0
-    code, _ = _train(tmp_path, "ppo", "promogym/DynamicPricing-v0", [*FAST_ENV, *PPO_SMALL, "--resume"],
+    code, _ = _train(tmp_path, "ppo", "promogym/DynamicPricing-v1", [*FAST_ENV, *PPO_SMALL, "--resume"],
                      steps=256)
     assert code == 0
     assert json.loads((out / "metadata.json").read_text())["resumed_from_step"] == 128
@@ -58,10 +58,10 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path):
 def test_maskable_ppo_on_coupons_never_overspends(tmp_path):
     env_set = ["--env-set", "cohort_size=8", "--env-set", "horizon=10", "--env-set", "budget=20",
                "--env-set", "market={n_customers: 800, n_products: 100}"]
-    code, out = _train(tmp_path, "maskable_ppo", "promogym/CouponAllocation-v0", env_set + PPO_SMALL)
+    code, out = _train(tmp_path, "maskable_ppo", "promogym/CouponAllocation-v1", env_set + PPO_SMALL)
     assert code == 0
     cfg = yaml.safe_load((out / "config.yml").read_text())
-    env = gym.make("promogym/CouponAllocation-v0", config=cfg["env_config"])
+    env = gym.make("promogym/CouponAllocation-v1", config=cfg["env_config"])
     policy = LearnedPolicy(out, env)
     for seed in range(3):
         row = run_episode(env, policy, seed)
@@ -69,17 +69,17 @@ def test_maskable_ppo_on_coupons_never_overspends(tmp_path):
 
 
 def test_sac_trains_on_a_box_env(tmp_path):
-    code, _ = _train(tmp_path, "sac", "promogym/DynamicPricing-v0",
+    code, _ = _train(tmp_path, "sac", "promogym/DynamicPricing-v1",
                      [*FAST_ENV, "--set", "learning_starts=32", "--set", "batch_size=32"], steps=96)
     assert code == 0
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--env", "promogym/Nope-v0", "--algo", "ppo"], "unknown env id"),
-    (["--env", "promogym/DynamicPricing-v0", "--algo", "dqn"], "dqn cannot act in"),
-    (["--env", "promogym/CouponAllocation-v0", "--algo", "sac"], "sac cannot act in"),
-    (["--env", "promogym/DynamicPricing-v0", "--algo", "xgboost"], "unknown algorithm"),
-    (["--env", "promogym/DynamicPricing-v0", "--algo", "ppo", "--timesteps", "0"], "--timesteps must be >= 1"),
+    (["--env", "promogym/DynamicPricing-v1", "--algo", "dqn"], "dqn cannot act in"),
+    (["--env", "promogym/CouponAllocation-v1", "--algo", "sac"], "sac cannot act in"),
+    (["--env", "promogym/DynamicPricing-v1", "--algo", "xgboost"], "unknown algorithm"),
+    (["--env", "promogym/DynamicPricing-v1", "--algo", "ppo", "--timesteps", "0"], "--timesteps must be >= 1"),
 ])
 def test_bad_requests_fail_before_training(tmp_path, capsys, args, needle):
     assert main(["train", *args, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
@@ -88,25 +88,25 @@ def test_bad_requests_fail_before_training(tmp_path, capsys, args, needle):
 
 
 def test_resuming_a_run_of_another_env_is_refused(tmp_path, capsys):
-    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v0", FAST_ENV + PPO_SMALL)
+    code, out = _train(tmp_path, "ppo", "promogym/DynamicPricing-v1", FAST_ENV + PPO_SMALL)
     assert code == 0
-    code = main(["train", "--env", "promogym/PricePromo-v0", "--algo", "ppo", "--timesteps", "64", "--out", str(out),
+    code = main(["train", "--env", "promogym/PricePromo-v1", "--algo", "ppo", "--timesteps", "64", "--out", str(out),
                  "--resume", "--no-progress", *FAST_ENV])
-    assert code == 2 and "holds a ppo run on promogym/DynamicPricing-v0" in capsys.readouterr().err
+    assert code == 2 and "holds a ppo run on promogym/DynamicPricing-v1" in capsys.readouterr().err
 
 
 SMALL_MARKET = ["--env-set", "market={n_customers: 800, n_products: 100}"]
 COUPON_ENV = [*SMALL_MARKET, "--env-set", "cohort_size=8", "--env-set", "horizon=10", "--env-set", "budget=20"]
 HILLSTROM_ENV = ["--env-set", "batch_size=4", "--env-set", "horizon=8"]
 FITS = [
-    ("promogym/DynamicPricing-v0", "a2c", FAST_ENV, []),
-    ("promogym/DynamicPricing-v0", "td3", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
-    ("promogym/DynamicPricing-v0", "recurrent_ppo", FAST_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
-    ("promogym/PricePromo-v0", "ppo", FAST_ENV, PPO_SMALL),
-    ("promogym/PricePromo-v0", "sac", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
-    ("promogym/CouponAllocation-v0", "ppo", COUPON_ENV, PPO_SMALL),
-    ("promogym/CouponAllocation-v0", "a2c", COUPON_ENV, []),
-    ("promogym/CouponAllocation-v0", "recurrent_ppo", COUPON_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+    ("promogym/DynamicPricing-v1", "a2c", FAST_ENV, []),
+    ("promogym/DynamicPricing-v1", "td3", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
+    ("promogym/DynamicPricing-v1", "recurrent_ppo", FAST_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
+    ("promogym/PricePromo-v1", "ppo", FAST_ENV, PPO_SMALL),
+    ("promogym/PricePromo-v1", "sac", FAST_ENV, ["--set", "learning_starts=32", "--set", "batch_size=32"]),
+    ("promogym/CouponAllocation-v1", "ppo", COUPON_ENV, PPO_SMALL),
+    ("promogym/CouponAllocation-v1", "a2c", COUPON_ENV, []),
+    ("promogym/CouponAllocation-v1", "recurrent_ppo", COUPON_ENV, ["--set", "n_steps=64", "--set", "batch_size=32"]),
     ("promogym/HillstromTargeting-v0", "maskable_ppo", HILLSTROM_ENV, PPO_SMALL),
     ("promogym/HillstromTargeting-v0", "ppo", HILLSTROM_ENV, PPO_SMALL),
     ("promogym/HillstromTargeting-v0", "a2c", HILLSTROM_ENV, []),
