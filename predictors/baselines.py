@@ -7,6 +7,12 @@
 * ``TruthModel`` (the Bayes-optimal oracle) and ``RevealedTruthModel`` (the ceiling for a model that
   reads the texts and the offer) read the market's truth.
 
+The logs hold one multinomial-logit choice per visit; both baselines are binary classifiers fitted on
+the IIA rows (:func:`~promogym.predictors.choice.iia_rows`: the visit bought this row's product or
+nothing), where ``P(buy) = sigmoid(utility)`` exactly, so their logit estimates the product's utility
+and a visit's choice probabilities follow from the logits of its products. Every model records the
+world config of the logs it was fitted on (``world_config``: the sidecar's ``"world"``, or None).
+
 Model files (also the uplift two-model files of ``promogym.predictors.uplift``) are zip archives that
 cannot run code when read: ``promogym.json``, a manifest naming the format, its version, the task and
 kind, and the wrapper's own state as JSON (feature names, seed, encoders' tables, the training data's
@@ -30,6 +36,7 @@ import pandas as pd
 from promogym.core.io import atomic_path
 from promogym.envs.market import Market
 from promogym.predictors.base import Batch, as_frame, clip_proba, validate_batch
+from promogym.predictors.choice import iia_rows, visit_layout
 from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
 from promogym.predictors.registry import register_model
 
@@ -127,6 +134,7 @@ class _Archived:
 
     name = "baseline"
     data_sha256: str | None = None  # the training data's hash, set by `promogym fit`
+    world_config: dict[str, Any] | None = None  # the world config of the training logs (None: unknown)
 
     def _state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -140,7 +148,8 @@ class _Archived:
 
     def save(self, path: str | Path) -> None:
         save_archive(path, task="conversion", kind=self.name,
-                     state={**self._state(), "data_sha256": self.data_sha256}, estimators=self._estimators())
+                     state={**self._state(), "data_sha256": self.data_sha256, "world": self.world_config},
+                     estimators=self._estimators())
 
     @staticmethod
     def load(path: str | Path, kind: str | None = None) -> Any:
@@ -157,9 +166,22 @@ class _Archived:
             model = classes[held]._restore(manifest["state"], estimators)
             sha = manifest["state"].get("data_sha256")
             model.data_sha256 = None if sha is None else str(sha)
+            world = manifest["state"].get("world")
+            if world is not None and not isinstance(world, dict):
+                raise TypeError(f"world config is a {type(world).__name__}, not a mapping")
+            model.world_config = world
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: malformed {held} model state ({_brief(exc)}); {_refit_hint(held)}") from exc
         return model
+
+
+def _training_rows(df: pd.DataFrame, world: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The rows a binary model trains on (the IIA rows when the table has visits) and the world config
+    to record: ``world`` when given, else the one :func:`~promogym.predictors.data.load_logs` attached."""
+    recorded = dict(world) if world is not None else df.attrs.get("world")
+    if "visit_id" in df.columns:
+        df = df[iia_rows(df)]
+    return df, recorded
 
 
 def _check_features(state: Mapping[str, Any]) -> None:
@@ -237,7 +259,9 @@ class GBDTConversionModel(_Archived):
             else np.full(len(df), -1)
         return np.column_stack([user_code, item_code, cat, weekday_index(df), numeric_features(df)]).astype(float)
 
-    def fit(self, df: pd.DataFrame) -> GBDTConversionModel:
+    def fit(self, df: pd.DataFrame, world: Mapping[str, Any] | None = None) -> GBDTConversionModel:
+        """Fit on the IIA rows of ``df``; ``world``: the world config of the logs (default: ``df.attrs``)."""
+        df, self.world_config = _training_rows(df, world)
         y = df["purchased"].to_numpy(dtype=float)
         if "category" in df:
             self.categories = sorted(df["category"].astype(str).unique())
@@ -298,10 +322,12 @@ class LogisticConversionModel(_Archived):
         return sparse.hstack([words, words_by_price, words_by_coupon, sparse.csr_matrix(num),
                               sparse.csr_matrix(weekday)]).tocsr()
 
-    def fit(self, df: pd.DataFrame) -> LogisticConversionModel:
+    def fit(self, df: pd.DataFrame, world: Mapping[str, Any] | None = None) -> LogisticConversionModel:
+        """Fit on the IIA rows of ``df``; ``world``: the world config of the logs (default: ``df.attrs``)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
+        df, self.world_config = _training_rows(df, world)
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), max_features=self.max_features, sublinear_tf=True)
         texts = pd.concat([df[col].astype(str).drop_duplicates() for col in ("user_text", "item_text")])
         self.vectorizer.fit(texts)
@@ -342,7 +368,8 @@ class LogisticConversionModel(_Archived):
 
 
 class TruthModel:
-    """The world's true purchase probability for each logged row (Bayes-optimal).
+    """The world's truth (Bayes-optimal): ``predict_proba`` is ``sigmoid(utility)``, the probability of
+    buying the row's product were it the only one shown; ``predict_choice_proba`` the visit's choice.
 
     Rows carry the market state of their moment (``reference_price``, ``fatigue``) as logged.
     """
@@ -356,14 +383,39 @@ class TruthModel:
     def predict_proba(self, batch: Batch) -> np.ndarray:
         df = as_frame(batch)
         validate_batch(df, ("user_id", "item_id", "price", "coupon", "day"))
+        fn = self.market.revealed_purchase_proba if self._revealed else self.market.true_purchase_proba
+        return clip_proba(fn(df["user_id"].to_numpy(), df["item_id"].to_numpy(), df["price"].to_numpy(dtype=float),
+                             df["coupon"].to_numpy(dtype=float), self._context(df)))
+
+    @staticmethod
+    def _context(df: pd.DataFrame) -> dict[str, Any]:
         ctx: dict[str, Any] = {"day": df["day"].to_numpy()}
         if "reference_price" in df:
             ctx["reference_price"] = df["reference_price"].to_numpy(dtype=float)
         if "fatigue" in df:
             ctx["fatigue"] = df["fatigue"].to_numpy(dtype=float)
-        fn = self.market.revealed_purchase_proba if self._revealed else self.market.true_purchase_proba
-        return clip_proba(fn(df["user_id"].to_numpy(), df["item_id"].to_numpy(), df["price"].to_numpy(dtype=float),
-                             df["coupon"].to_numpy(dtype=float), ctx))
+        return ctx
+
+    def predict_choice_proba(self, batch: Batch) -> np.ndarray:
+        """Per row, the probability that its visit (``visit_id``) buys this row's product: the world's
+        multinomial logit over the visit's rows (the text ceiling: its expectation given what the texts
+        and the offer reveal, by Monte Carlo over the hidden parts with a fixed seed)."""
+        df = as_frame(batch)
+        validate_batch(df, ("user_id", "item_id", "price", "coupon", "day", "visit_id"))
+        codes, pos, width = visit_layout(df["visit_id"].to_numpy())
+        shape = (int(codes.max()) + 1, width)
+
+        def grid(values: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full(shape, fill, dtype=np.asarray(values).dtype)
+            out[codes, pos] = values
+            return out
+
+        available = grid(np.ones(len(df), bool), False)
+        ctx = {k: grid(v, v[0]) for k, v in self._context(df).items()}
+        args = (grid(df["user_id"].to_numpy(np.int64), 0), grid(df["item_id"].to_numpy(np.int64), 0),
+                grid(df["price"].to_numpy(float), 1.0), grid(df["coupon"].to_numpy(float), 0.0), ctx, available)
+        out = self.market.revealed_choice_proba(*args) if self._revealed else self.market.choice_proba(*args)
+        return clip_proba(out[codes, pos])
 
 
 class RevealedTruthModel(TruthModel):
@@ -378,17 +430,21 @@ def _load_archived(path: str, kind: str) -> Any:
     return _Archived.load(path, kind)
 
 
-def fit_gbdt(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0) -> GBDTConversionModel:
-    """The uniform conversion fitter of ``gbdt``: fit on ``train``, save to ``out_path`` when given."""
-    model = GBDTConversionModel(seed=seed).fit(train)
+def fit_gbdt(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0,
+             world: Mapping[str, Any] | None = None) -> GBDTConversionModel:
+    """The uniform conversion fitter of ``gbdt``: fit on ``train``, save to ``out_path`` when given; ``world``
+    is the logs' world config to record (default: the one ``load_logs`` attached to ``train``)."""
+    model = GBDTConversionModel(seed=seed).fit(train, world=world)
     if out_path is not None:
         model.save(out_path)
     return model
 
 
-def fit_logistic(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0) -> LogisticConversionModel:
-    """The uniform conversion fitter of ``logistic`` (deterministic: ``seed`` is unused)."""
-    model = LogisticConversionModel().fit(train)
+def fit_logistic(train: pd.DataFrame, out_path: str | Path | None = None, seed: int = 0,
+                 world: Mapping[str, Any] | None = None) -> LogisticConversionModel:
+    """The uniform conversion fitter of ``logistic`` (deterministic: ``seed`` is unused); ``world`` as in
+    :func:`fit_gbdt`."""
+    model = LogisticConversionModel().fit(train, world=world)
     if out_path is not None:
         model.save(out_path)
     return model

@@ -357,6 +357,12 @@ class BertConversionModel:
             self._cache_mat[which] = None
 
     @property
+    def world_config(self) -> dict[str, Any] | None:
+        """The world config of the logs the model was fitted on (None: unknown)."""
+        world = self.meta.get("world")
+        return world if isinstance(world, dict) else None
+
+    @property
     def cache_size(self) -> int:
         return len(self._cache["user"]) + len(self._cache["item"])
 

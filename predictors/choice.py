@@ -16,11 +16,13 @@ A model's logit of a row is that row's utility ``z``. Here:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # torch is imported where the likelihood is computed: the baselines never need it
+    import torch
 
 
 def visit_codes(visit_ids: np.ndarray | pd.Series) -> tuple[np.ndarray, int]:
@@ -39,6 +41,8 @@ def choice_nll(logits: torch.Tensor, visit_index: torch.Tensor, y: torch.Tensor,
     logits never overflow. When every visit shows one product this is binary cross-entropy with logits,
     exactly (mean per visit = mean per row).
     """
+    import torch
+
     z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     idx = visit_index.to(z.device).long()
     v = int(n_visits) if n_visits is not None else int(idx.max().item()) + 1 if len(idx) else 0

@@ -520,6 +520,7 @@ class Fitter:
         self.model.clear_cache()  # the fitted model then predicts exactly as the checkpoint read back
         self.model.meta = {
             "net": self.net_cfg, "encoder": cfg.encoder, "fit_config": cfg.to_dict(), "data": str(self.data_path),
+            "world": self.df.attrs.get("world"),
             "data_sha256": self.data_sha, "split": {"seed": cfg.seed, "val_share": 0.1, "test_share": 0.1,
                                                       "sizes": self.split.sizes()},
             "history": self.state.history, "fit_seconds": time.perf_counter() - start,
