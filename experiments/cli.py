@@ -14,6 +14,7 @@ from promogym.experiments import (
     eval_cmd,
     evaluate_cmd,
     experiment_cmd,
+    fidelity_cmd,
     fit_cmd,
     hillstrom_cmd,
     report_cmd,
@@ -22,8 +23,8 @@ from promogym.experiments import (
 )
 from promogym.experiments.errors import CLIError
 
-COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, agents_report_cmd, experiment_cmd,
-            report_cmd, hillstrom_cmd, bench_cmd)
+COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, fidelity_cmd, agents_report_cmd,
+            experiment_cmd, report_cmd, hillstrom_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ stages it reads):
 1. ``logs``: interactions logged by the world's logging policy, with their propensities;
 2. ``predictor``: the conversion model fitted on those logs (BERT by default), scored against the
    world's true probabilities (calibration included) — it is the simulator of the next stages;
+   ``fidelity/<env>``: the predictor against the world on the offers of static policies played in each env
+   (:mod:`promogym.experiments.fidelity`);
 3. ``train``: every algorithm x seed x env, trained on the simulator (``sim``) and on the world
    (``world``); one trial per run folder;
 4. ``evaluate``: every policy (baselines, oracle, each learned seed) on the same episode seeds in the
@@ -21,6 +23,7 @@ continues where it stopped. Trials run in a local process pool (``execution.jobs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 import uuid
@@ -39,6 +42,7 @@ from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SIM, WORLD = "sim", "world"
+FIDELITY_MULTIPLIERS = (0.6, 0.8, 0.9, 1.1, 1.2, 1.4)  # with list price (1.0): static prices across the band
 
 
 # ---------------------------------------------------------------------------------------- configuration
@@ -125,6 +129,12 @@ class EvaluateSection(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class FidelitySection(ConfigBase):
+    episodes: int = param(2, "episodes per policy when comparing the predictor with the world on each env's offers "
+                             "(`promogym fidelity`)", lo=1, hi=10_000)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecutionSection(ConfigBase):
     backend: str = param("local", "where trials run", choices=("local", "ray"))
     jobs: int = param(2, "trials in parallel (local processes or Ray CPUs)", lo=1, hi=4096)
@@ -141,10 +151,11 @@ class ExperimentConfig:
     train: TrainSection
     evaluate: EvaluateSection
     execution: ExecutionSection
+    fidelity: FidelitySection
 
     SECTIONS: ClassVar[dict[str, type[ConfigBase]]] = {
         "logs": LogsSection, "predictor": PredictorSection, "train": TrainSection,
-        "evaluate": EvaluateSection, "execution": ExecutionSection}
+        "evaluate": EvaluateSection, "execution": ExecutionSection, "fidelity": FidelitySection}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -397,6 +408,43 @@ class Experiment(Pipeline):
         self.echo(f"predictor: {pc.kind} fitted and scored in {time.perf_counter() - start:.0f} s")
         return {"fit_seconds": fit_s}
 
+    def fidelity(self, response: str, logs: Path) -> None:
+        """For each env, the predictor against the world on the offers of a few static policies (one stage per
+        env: ``fidelity/<env>/`` with fidelity.json, .md and .png)."""
+        for env_id, sec in self.cfg.envs.items():
+            settings: dict[str, Any] = {"env_id": env_id, "env_config": dict(sec.config),
+                                        "episodes": self.cfg.fidelity.episodes, "seed": self.cfg.evaluate.seed}
+            key = key_of("fidelity", settings, FIDELITY_MULTIPLIERS, self.ids["predictor"], self.ids["logs"])
+            self.stage(f"fidelity/{short_name(env_id)}", key,
+                       functools.partial(self._measure_fidelity, response, logs, **settings))
+
+    def _measure_fidelity(self, response: str, logs: Path, tmp: Path, *, env_id: str, env_config: dict[str, Any],
+                          episodes: int, seed: int) -> dict[str, Any]:
+        import gymnasium as gym
+
+        from promogym.experiments.fidelity import (
+            NoOffersError,
+            default_policies,
+            measure_fidelity,
+            write_fidelity,
+        )
+
+        start = time.perf_counter()
+        env = gym.make(env_id, config={**env_config, "response": "world"})
+        policies = default_policies(env_id, env, multipliers=FIDELITY_MULTIPLIERS, random=False)
+        try:
+            result = measure_fidelity(env_id, response, policies, episodes, seed, env_config, logs,
+                                      progress=self.progress)
+        except NoOffersError as exc:  # an env that records no offers: said in the report, not a failed run
+            self.echo(f"fidelity: {short_name(env_id)} not measured ({exc})")
+            return {"skipped": str(exc)}
+        write_fidelity(result, tmp)
+        worst = max((abs(p["profit"]["bias"]) for p in result["policies"] if p["profit"]["bias"] is not None),
+                    default=float("nan"))
+        self.echo(f"fidelity: {short_name(env_id)} {len(policies)} policies x {episodes} episodes in "
+                  f"{time.perf_counter() - start:.0f} s (largest profit bias {worst:.1%})")
+        return {}
+
     def train_payloads(self, response: str) -> list[dict[str, Any]]:
         tc = self.cfg.train
         out = []
@@ -477,6 +525,8 @@ class Experiment(Pipeline):
             tmp.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         logs = self.logs()
         response = self.predictor(logs) if self.needs_simulator else WORLD
+        if self.needs_simulator:
+            self.fidelity(response, logs)
         runs = self.train(response)
         self.evaluate(response, runs, logs)
         self.record_run(self.cfg.name, time.perf_counter() - start)

@@ -253,6 +253,35 @@ def ab_table(stats: dict[str, Any]) -> str:
     return md_table([f"B (A = {stats['reference']})", "lift", "95% CI", "p-value", "episodes for 80% power"], rows)
 
 
+def fidelity_section(run: Path, env_id: str, plots: Path, summary: dict[str, Any]) -> list[str]:
+    """The report's lines on the predictor against the world on the env's offers (the experiment's fidelity
+    stage), its plot copied into ``plots``; nothing for a run without that stage."""
+    from promogym.experiments.fidelity import policy_table
+
+    env = env_id.split("/")[-1]
+    folder = run / "fidelity" / env
+    stage = folder / "stage.json"
+    if not stage.is_file():
+        return []
+    head = ["### Simulator fidelity", ""]
+    skipped = _read(stage, lambda f: json.loads(f.read_text())).get("skipped")
+    if skipped:
+        return [*head, f"_Not measured: {skipped}._", ""]
+    result = _read(folder / "fidelity.json", lambda f: json.loads(f.read_text()))
+    summary["fidelity"] = {p["name"]: {k: p[k] for k in ("profit", "units", "purchase_rate")}
+                           for p in result["policies"]}
+    lines = [*head, "The predictor as the env's response backend, against the world on the very offers of each "
+             f"policy ({result['episodes']} episode(s) each, expected values on the same states): bias = model / "
+             "world − 1, 95% CI over episodes; offers in thin cells: the share in cells (visit band × favourite "
+             f"category × price × coupon × price history) with fewer than {result['coverage'].get('min_rows')} "
+             "logged rows. By customer type and price band: `fidelity/" + env + "/fidelity.md` in the run folder.",
+             "", policy_table(result), ""]
+    if (folder / "fidelity.png").is_file():
+        shutil.copyfile(folder / "fidelity.png", plots / f"fidelity_{env}.png")
+        lines += [f"![simulator fidelity by customer type](plots/fidelity_{env}.png)", ""]
+    return lines
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
@@ -273,8 +302,8 @@ def write_report(run: str | Path, out: str | Path) -> Path:
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     # a plot the new report does not draw must not linger; only names the report writes are removed
-    ours = re.compile(r"(profit|learning|bias|calibration|" + "|".join(re.escape(p) for p in _trace_plot_files())
-                      + r")(_.+)?\.png")
+    ours = re.compile(r"(profit|learning|bias|calibration|fidelity|"
+                      + "|".join(re.escape(p) for p in _trace_plot_files()) + r")(_.+)?\.png")
     for stale in plots.glob("*.png"):
         if ours.fullmatch(stale.name):
             stale.unlink()
@@ -318,6 +347,7 @@ def write_report(run: str | Path, out: str | Path) -> Path:
                   bias_table(stats), ""]
         if plot_bias(stats, env, plots / f"bias_{env}.png"):
             lines += [f"![simulator bias](plots/bias_{env}.png)", ""]
+        lines += fidelity_section(Path(data["run"]), env_id, plots, summary["envs"][env_id])
         table = ab_table(stats)
         if table:
             lines += ["### A/B tests against the reference", "", "Paired by episode (learned policies averaged over "

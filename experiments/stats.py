@@ -3,6 +3,7 @@ stratified bootstrap confidence intervals, normalized scores and paired differen
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,35 @@ def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, level: flo
         vals[r] = resample(b, rng).mean() - mean_a
     q = (1 - level) / 2
     return float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))
+
+
+def bootstrap_ratio_ci(num: np.ndarray, den: np.ndarray, reps: int = 2000, level: float = 0.95, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The relative difference sum(num) / |sum(den)| - sign(sum(den)) (``num / den - 1`` where ``den`` sums
+    positive) of per-episode totals (episodes on the first axis, any cells on the others), with its percentile
+    bootstrap CI: episodes resampled with replacement, the same resamples for every cell. Returns (point, lo,
+    hi), each shaped like one episode's cells; NaN where ``den`` sums to zero."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if num.shape != den.shape or num.ndim < 1 or len(num) < 1:
+        raise ValueError(f"num and den need the same shape with episodes first, got {num.shape} and {den.shape}")
+    n = len(num)
+    rng = np.random.default_rng(seed)
+    # each resample as counts of the episodes it draws, so a resample costs one matrix product
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(reps)]).astype(float)
+    flat_num, flat_den = num.reshape(n, -1), den.reshape(n, -1)
+
+    def rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.abs(b) > 1e-12, (a - b) / np.abs(b), np.nan)
+
+    point = rel(flat_num.sum(axis=0), flat_den.sum(axis=0))
+    boot = rel(counts @ flat_num, counts @ flat_den)
+    a = (1 - level) / 2
+    with warnings.catch_warnings():  # a cell with no offers in any resample: NaN, said by the point itself
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(boot, a, axis=0), np.nanquantile(boot, 1 - a, axis=0)
+    shape = num.shape[1:]
+    return point.reshape(shape), lo.reshape(shape), hi.reshape(shape)
 
 
 def summarize(per_seed: np.ndarray, reps: int = 2000) -> dict[str, Any]:
