@@ -296,3 +296,16 @@ def test_the_logs_of_an_older_format_are_refused(tmp_path):
     pd.DataFrame({"user_id": [1], "item_id": [2], "price": [1.0]}).to_parquet(tmp_path / "old.parquet")
     with pytest.raises(ValueError, match="lacks column"):
         read_logs(tmp_path / "old.parquet")
+
+
+def test_the_bias_and_its_bootstrap_on_known_numbers():
+    from promogym.experiments.stats import bootstrap_ratio_ci
+
+    num = np.array([[12.0, -6.0, 0.0], [12.0, -6.0, 0.0]])  # two episodes, three cells
+    den = np.array([[10.0, -5.0, 0.0], [10.0, -5.0, 0.0]])
+    point, lo, hi = bootstrap_ratio_ci(num, den, reps=50)
+    assert point[0] == pytest.approx(0.2) and lo[0] == pytest.approx(0.2) and hi[0] == pytest.approx(0.2)
+    assert point[1] == pytest.approx(-0.2)  # a larger loss than the world's is a negative bias
+    assert np.isnan(point[2]) and np.isnan(lo[2])
+    varied = bootstrap_ratio_ci(np.array([10.0, 14.0, 12.0]), np.array([10.0, 10.0, 10.0]), reps=500, seed=1)
+    assert varied[0] == pytest.approx(0.2) and 0.0 <= varied[1] < 0.2 < varied[2] <= 0.4
