@@ -42,9 +42,9 @@ from promogym.envs.market import Market
 from promogym.envs.market.customers import CUSTOMER_TYPE_NAMES, VISIT_BANDS
 from promogym.experiments.stats import bootstrap_ratio_ci
 
-# shelf price / list price: the logging ladder's midpoints (0.7 ... 1.3 in steps of 0.1) and half a step above
-# its top, so a price off the ladder's top falls in a band of its own
-PRICE_BAND_EDGES: tuple[float, ...] = (0.75, 0.85, 0.95, 1.05, 1.15, 1.25, 1.35)
+# shelf price / list price: the logging ladder's midpoints (0.7 ... 1.3 in steps of 0.1) and half a step beyond
+# either end, so a price off the ladder (below 0.65 or above 1.35) falls in a band of its own
+PRICE_BAND_EDGES: tuple[float, ...] = (0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.25, 1.35)
 # log(shelf / list) - log(the shop's mid-rate price history): how far today's price is from the recent ones
 HISTORY_BAND_EDGES: tuple[float, ...] = (-0.1, -0.03, 0.03, 0.1)
 MIN_LOGGED_ROWS = 100

@@ -77,7 +77,7 @@ class OptimisticTruth(TruthModel):
 def test_price_and_history_bands_on_known_numbers():
     ratios = np.array([0.6, 0.7, 0.749, 0.75, 0.8, 1.0, 1.3, 1.349, 1.35, 1.4])
     assert [PRICE_BANDS[b] for b in price_band(ratios)] == [
-        "<0.75", "<0.75", "<0.75", "0.75–0.85", "0.75–0.85", "0.95–1.05", "1.25–1.35", "1.25–1.35", "≥1.35", "≥1.35"]
+        "<0.65", "0.65–0.75", "0.65–0.75", "0.75–0.85", "0.75–0.85", "0.95–1.05", "1.25–1.35", "1.25–1.35", "≥1.35", "≥1.35"]
     gaps = np.array([-0.5, -0.05, 0.0, 0.05, 0.2])
     assert [HISTORY_BANDS[b] for b in history_band(gaps)] == [
         "<-0.10", "-0.10–-0.03", "-0.03–+0.03", "+0.03–+0.10", "≥+0.10"]
