@@ -14,13 +14,16 @@ from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data,
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval-predictor", help="evaluate conversion models against the truth",
                        description="Scores models on held-out users, for seen and new products, against outcomes, "
-                                   "true probabilities and the text ceiling; writes metrics.json and plots.")
+                                   "true probabilities and the text ceiling: per offer (each row's choice "
+                                   "probability within its visit) and per visit (P(buy anything), which product); "
+                                   "writes metrics.json, table.md and plots.")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]SPEC",
                    help=f"a model to evaluate (repeatable): {SPEC_HELP}")
     p.add_argument("--data", required=True, help="the logs the models were fitted on")
     p.add_argument("--out", default="runs/predictor", help="output folder (default runs/predictor)")
     add_force(p)
-    p.add_argument("--max-rows", type=int, default=None, help="cap rows per set (sampled), e.g. for text mode")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="cap rows per set (sampled by whole visits), e.g. for text mode")
     p.set_defaults(func=run)
 
 

@@ -1,7 +1,8 @@
 """Baseline conversion models: gradient boosting, logistic regression, and the world's truth.
 
 * ``GBDTConversionModel``: histogram gradient boosting on ids (target-encoded), the product's
-  category and list price, and the offer's numeric features — no text.
+  category and list price, and the offer's numeric features — no text; monotone non-increasing in
+  the shelf price (monotonic constraints on every feature that rises with it).
 * ``LogisticConversionModel``: logistic regression on TF-IDF words of the user and product texts,
   the offer's numeric features and their interactions with the text.
 * ``TruthModel`` (the Bayes-optimal oracle) and ``RevealedTruthModel`` (the ceiling for a model that
@@ -37,7 +38,7 @@ from promogym.core.io import atomic_path
 from promogym.envs.market import Market
 from promogym.predictors.base import Batch, as_frame, clip_proba, validate_batch
 from promogym.predictors.choice import iia_rows, visit_layout
-from promogym.predictors.features import NUMERIC_FEATURES, numeric_features, weekday_index
+from promogym.predictors.features import HISTORY_FEATURES, NUMERIC_FEATURES, numeric_features, weekday_index
 from promogym.predictors.registry import register_model
 
 MODEL_FILE = "model.skops.zip"  # what the pipelines name a gbdt or logistic model file
@@ -175,6 +176,10 @@ class _Archived:
         return model
 
 
+# numeric features that rise with the shelf price (the others do not move with it)
+_PRICE_FEATURES = ("log_shelf_rel", "log_paid_rel", *HISTORY_FEATURES)
+
+
 def _training_rows(df: pd.DataFrame, world: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """The rows a binary model trains on (the IIA rows when the table has visits) and the world config
     to record: ``world`` when given, else the one :func:`~promogym.predictors.data.load_logs` attached."""
@@ -204,10 +209,19 @@ class _TargetEncoder:
         self.table: dict[int, float] = {}
         self.prior = 0.0
 
-    def fit_transform(self, ids: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    def fit_transform(self, ids: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0,
+                      groups: np.ndarray | None = None) -> np.ndarray:
+        """Out-of-fold encodings of the training rows. With ``groups`` (the rows' visits) a group's rows share
+        a fold: otherwise how many rows of an id another fold holds depends on its outcomes (a visit with a
+        purchase keeps one IIA row, one without keeps all), and an unseen id's prior would leak them."""
         self.prior = float(y.mean())
         out = np.empty(len(ids))
-        fold = np.random.default_rng(seed).integers(0, folds, len(ids))
+        rng = np.random.default_rng(seed)
+        if groups is None:
+            fold = rng.integers(0, folds, len(ids))
+        else:
+            codes, uniques = pd.factorize(np.asarray(groups))
+            fold = rng.integers(0, folds, len(uniques))[codes]
         for k in range(folds):
             fit, apply = fold != k, fold == k
             out[apply] = self._encode(ids[fit], y[fit], ids[apply])
@@ -265,9 +279,12 @@ class GBDTConversionModel(_Archived):
         y = df["purchased"].to_numpy(dtype=float)
         if "category" in df:
             self.categories = sorted(df["category"].astype(str).unique())
-        u = self.user_enc.fit_transform(df["user_id"].to_numpy(), y, seed=self.seed)
-        i = self.item_enc.fit_transform(df["item_id"].to_numpy(), y, seed=self.seed + 1)
-        self.model.set_params(categorical_features=[2, 3])
+        visits = df["visit_id"].to_numpy() if "visit_id" in df.columns else None
+        u = self.user_enc.fit_transform(df["user_id"].to_numpy(), y, seed=self.seed, groups=visits)
+        i = self.item_enc.fit_transform(df["item_id"].to_numpy(), y, seed=self.seed + 1, groups=visits)
+        # non-increasing in every feature that rises with the shelf price, so the model is monotone in price
+        self.model.set_params(categorical_features=[2, 3], monotonic_cst=[0, 0, 0, 0, *(
+            -1 if f in _PRICE_FEATURES else 0 for f in NUMERIC_FEATURES)])
         self.model.fit(self._features(df, u, i), y.astype(int))
         return self
 
