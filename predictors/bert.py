@@ -12,6 +12,10 @@ Two modes:
   one below raises it). Tower outputs are cached per distinct text, so the cache grows with
   users + products and a prediction over cached users and products costs a head pass only.
 * ``text``: the classic recipe, user, product and offer in one sentence, mean-pooled, one MLP.
+
+A hybrid checkpoint may carry an ensemble of extra heads (``ensemble_size``), each trained on a
+bootstrap resample of the training customers over the frozen towers: their spread measures the
+model's uncertainty about an offer (:meth:`BertConversionModel.predict_member_logits_ids`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +132,7 @@ class OfferHead(nn.Module):
 
 class HybridNet(nn.Module):
     def __init__(self, encoder: Any, dim: int = 128, queries: int = 4, width: int = 256,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, ensemble: int = 0) -> None:
         super().__init__()
         hidden = encoder.config.hidden_size
         self.dim = dim
@@ -136,6 +140,8 @@ class HybridNet(nn.Module):
         self.user_pool = TowerPool(hidden, dim, queries, dropout)
         self.item_pool = TowerPool(hidden, dim, queries, dropout)
         self.head = OfferHead(dim, width, dropout)
+        # extra heads over the same towers, each fitted on a bootstrap resample of the customers
+        self.ensemble = nn.ModuleList(OfferHead(dim, width, dropout) for _ in range(ensemble))
 
     def tower(self, which: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (self.user_pool if which == "user" else self.item_pool)(hidden, mask)
@@ -171,14 +177,69 @@ def full_texts(df: pd.DataFrame) -> list[str]:
             zip(df["user_text"].astype(str), df["item_text"].astype(str), offer_text(df), strict=True)]
 
 
+class PairMemo:
+    """Per (user, product) pair, the offer-independent coefficients of one or more heads, computed once.
+
+    Its index is a dense int32 table over users x products when that has at most ``PAIR_TABLE_CELLS``
+    cells (40 MB; the default world needs 4 MB), and a sorted key array otherwise. It holds at most
+    ``limit`` pairs and starts afresh when a call would exceed that.
+    """
+
+    def __init__(self, width: int, device: torch.device, cells: int) -> None:
+        self.width, self.device, self.cells = width, device, cells
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.slots = np.zeros(0, np.int64)
+        self.buf = torch.empty(0, self.width, device=self.device)
+        self.count = 0
+        self.table = np.full(self.cells, -1, np.int32) if 0 < self.cells <= PAIR_TABLE_CELLS else None
+
+    def get(self, keys: np.ndarray, limit: int, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """Rows of coefficients for ``keys``; ``compute(new keys)`` fills in the pairs not held yet."""
+        slots = self._lookup(keys)
+        missing = slots < 0
+        if missing.any():
+            new_keys = np.unique(keys[missing])
+            if self.count + len(new_keys) > limit:
+                self.reset()
+                return self.get(keys, limit, compute)
+            coef = compute(new_keys)
+            start = self.count
+            if start + len(new_keys) > len(self.buf):
+                grown = torch.empty(max(2 * len(self.buf), start + len(new_keys), 1024), self.width, device=self.device)
+                grown[:start] = self.buf[:start]
+                self.buf = grown
+            self.buf[start:start + len(new_keys)] = coef
+            self.count += len(new_keys)
+            self._store(new_keys, np.arange(start, start + len(new_keys)))
+            slots = self._lookup(keys)
+        return self.buf[torch.as_tensor(slots, device=self.device)]
+
+    def _lookup(self, keys: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return self.table[keys]
+        pos = np.searchsorted(self.keys, keys)
+        found = pos < len(self.keys)
+        found[found] = self.keys[pos[found]] == keys[found]
+        return np.where(found, self.slots[np.minimum(pos, max(len(self.slots) - 1, 0))]
+                        if len(self.slots) else -1, -1)
+
+    def _store(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        if self.table is not None:
+            self.table[keys] = slots
+            return
+        at = np.searchsorted(self.keys, keys)
+        self.keys = np.insert(self.keys, at, keys)
+        self.slots = np.insert(self.slots, at, slots)
+
+
 class BertConversionModel:
     """A fine-tuned BERT conversion model with calibrated, batched, cached inference."""
 
-    _pair_keys: np.ndarray    # memo of the head's per-pair coefficients (see _pair_coefficients)
-    _pair_slots: np.ndarray
-    _pair_buf: torch.Tensor
-    _pair_count: int
-    _pair_table: np.ndarray | None
+    _pairs: PairMemo      # the main head's per-pair coefficients (see _pair_coefficients)
+    _members: PairMemo    # the ensemble heads', side by side
 
     def __init__(self, net: HybridNet | TextNet, tokenizer: Any, mode: str, max_length: int,
                  calibrator: Calibrator | None = None, meta: dict[str, Any] | None = None,
@@ -291,64 +352,76 @@ class BertConversionModel:
         p = self.calibrator(z.float().cpu().numpy().astype(float))
         return np.log(p) - np.log1p(-p)
 
+    @torch.no_grad()
+    def predict_member_logits_ids(self, users: np.ndarray, items: np.ndarray, offers: Mapping[str, Any]
+                                  ) -> np.ndarray:
+        """(ensemble_size, rows) calibrated log-odds of each ensemble head (calibrated like the main head)
+        for offers given as in :meth:`predict_logits_ids`; the members' pair coefficients are memoised."""
+        if self.ensemble_size == 0:
+            raise ValueError("this model has no ensemble heads; refit with `--set ensemble=5` (hybrid mode)")
+        if self._bound is None:
+            raise RuntimeError("call bind(user_texts, item_texts) before predict_member_logits_ids")
+        assert isinstance(self.net, HybridNet)
+        num = torch.as_tensor(numeric_features(offers), device=self.device)
+        wd = torch.as_tensor(weekday_index(offers), device=self.device)
+        coef = self._member_coefficients(np.asarray(users), np.asarray(items))
+        n = OfferHead.N_OUT
+        z = torch.stack([head.combine(coef[:, k * n:(k + 1) * n], num, wd)
+                         for k, head in enumerate(self.net.ensemble)])
+        p = self.calibrator(z.float().cpu().numpy().astype(float))
+        return np.log(p) - np.log1p(-p)
+
+    @property
+    def ensemble_size(self) -> int:
+        """How many ensemble heads the model carries (0: none)."""
+        return len(self.net.ensemble) if isinstance(self.net, HybridNet) else 0
+
+    def _pair_keys_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        assert self._bound is not None
+        return users.astype(np.int64) * len(self._bound[1]) + items
+
+    def _pair_inputs(self, keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self._bound is not None
+        u_mat, i_mat = self._bound
+        u = torch.as_tensor(keys // len(i_mat), device=self.device)
+        i = torch.as_tensor(keys % len(i_mat), device=self.device)
+        return u_mat[u], i_mat[i], self._log_list[i]
+
     def _pair_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
         """The head's offer-independent coefficients per (user, product) pair, memoised for the pairs
-        actually offered, so that a repeated pair costs a lookup instead of the head's MLP.
+        actually offered, so that a repeated pair costs a lookup instead of the head's MLP. The memo
+        holds at most ``pair_cache_limit`` pairs (N_OUT floats each); see :class:`PairMemo`."""
+        assert isinstance(self.net, HybridNet)
+        head = self.net.head
 
-        The memo holds at most ``pair_cache_limit`` pairs (N_OUT floats each). Its index is a dense
-        int32 table over users x products when that has at most ``PAIR_TABLE_CELLS`` cells (40 MB;
-        the default world needs 4 MB), and a sorted key array otherwise.
-        """
-        assert self._bound is not None and isinstance(self.net, HybridNet)
-        u_mat, i_mat = self._bound
-        keys = users.astype(np.int64) * len(i_mat) + items
-        slots = self._pair_lookup(keys)
-        missing = slots < 0
-        if missing.any():
-            new_keys = np.unique(keys[missing])
-            if self._pair_count + len(new_keys) > self.pair_cache_limit:
-                self._reset_pairs()
-                return self._pair_coefficients(users, items)
-            u = torch.as_tensor(new_keys // len(i_mat), device=self.device)
-            i = torch.as_tensor(new_keys % len(i_mat), device=self.device)
+        def compute(keys: np.ndarray) -> torch.Tensor:
             with torch.no_grad():
-                coef = self.net.head.pair(u_mat[u], i_mat[i], self._log_list[i])
-            start = self._pair_count
-            if start + len(new_keys) > len(self._pair_buf):
-                grown = torch.empty(max(2 * len(self._pair_buf), start + len(new_keys), 1024), coef.shape[1],
-                                    device=self.device)
-                grown[:start] = self._pair_buf[:start]
-                self._pair_buf = grown
-            self._pair_buf[start:start + len(new_keys)] = coef
-            self._pair_count += len(new_keys)
-            self._pair_store(new_keys, np.arange(start, start + len(new_keys)))
-            slots = self._pair_lookup(keys)
-        return self._pair_buf[torch.as_tensor(slots, device=self.device)]
+                return head.pair(*self._pair_inputs(keys))
 
-    def _pair_lookup(self, keys: np.ndarray) -> np.ndarray:
-        if self._pair_table is not None:
-            return self._pair_table[keys]
-        pos = np.searchsorted(self._pair_keys, keys)
-        found = pos < len(self._pair_keys)
-        found[found] = self._pair_keys[pos[found]] == keys[found]
-        return np.where(found, self._pair_slots[np.minimum(pos, max(len(self._pair_slots) - 1, 0))]
-                        if len(self._pair_slots) else -1, -1)
+        return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute)
 
-    def _pair_store(self, keys: np.ndarray, slots: np.ndarray) -> None:
-        if self._pair_table is not None:
-            self._pair_table[keys] = slots
-            return
-        at = np.searchsorted(self._pair_keys, keys)
-        self._pair_keys = np.insert(self._pair_keys, at, keys)
-        self._pair_slots = np.insert(self._pair_slots, at, slots)
+    def _member_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        """The ensemble heads' pair coefficients side by side ((rows, K * N_OUT)), memoised like the main
+        head's, one batched pass over the heads per new pair (at most ``pair_cache_limit / K`` pairs)."""
+        assert isinstance(self.net, HybridNet)
+        heads = self.net.ensemble
+
+        def compute(keys: np.ndarray) -> torch.Tensor:
+            inputs = self._pair_inputs(keys)
+            with torch.no_grad():
+                return torch.cat([head.pair(*inputs) for head in heads], dim=1)
+
+        limit = max(1, self.pair_cache_limit // max(len(heads), 1))
+        return self._members.get(self._pair_keys_of(users, items), limit, compute)
+
+    @property
+    def _pair_table(self) -> np.ndarray | None:
+        return self._pairs.table
 
     def _reset_pairs(self) -> None:
-        self._pair_keys = np.zeros(0, np.int64)
-        self._pair_slots = np.zeros(0, np.int64)
-        self._pair_buf = torch.empty(0, OfferHead.N_OUT, device=self.device)
-        self._pair_count = 0
         cells = 0 if self._bound is None else len(self._bound[0]) * len(self._bound[1])
-        self._pair_table = np.full(cells, -1, np.int32) if 0 < cells <= PAIR_TABLE_CELLS else None
+        self._pairs = PairMemo(OfferHead.N_OUT, self.device, cells)
+        self._members = PairMemo(OfferHead.N_OUT * max(self.ensemble_size, 1), self.device, cells)
 
     def clear_cache(self) -> None:
         for which in ("user", "item"):
@@ -407,7 +480,8 @@ class BertConversionModel:
         """A `save_pretrained` encoder folder, the head's weights and promogym.json, written atomically."""
         meta = {**self.meta, **(extra_meta or {}), "kind": CHECKPOINT_KIND, "schema_version": SCHEMA_VERSION,
                 "mode": self.mode, "max_length": self.max_length, "numeric_features": list(NUMERIC_FEATURES),
-                "calibration": self.calibrator.to_dict(), "bf16": self.bf16, "segment": self.segment}
+                "calibration": self.calibrator.to_dict(), "bf16": self.bf16, "segment": self.segment,
+                "ensemble": self.ensemble_size}
         with atomic_dir(path) as tmp:
             write_model_files(self.net, self.tokenizer, meta, tmp)
         self.meta = meta
@@ -425,7 +499,10 @@ class BertConversionModel:
         meta = read_meta(p)
         encoder, tokenizer = load_bert_folder(p / "encoder", REFIT)
         try:
-            net = build_net(encoder, meta["mode"], meta.get("net", {}))
+            ensemble = meta.get("ensemble", 0)
+            if not isinstance(ensemble, int) or isinstance(ensemble, bool) or ensemble < 0:
+                raise ValueError(f"ensemble must be a count of heads, got {ensemble!r}")
+            net = build_net(encoder, meta["mode"], meta.get("net", {}), ensemble=ensemble)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{p / META_FILE}: bad network settings ({brief(exc)}); {REFIT}") from exc
         load_head_weights(net, p / HEAD_FILE, REFIT)
@@ -521,9 +598,12 @@ def _read_tower_cache(path: Path, net: HybridNet | TextNet) -> dict[str, tuple[l
     return entries
 
 
-def build_net(encoder: Any, mode: str, net_cfg: dict[str, Any]) -> HybridNet | TextNet:
+def build_net(encoder: Any, mode: str, net_cfg: dict[str, Any], ensemble: int = 0) -> HybridNet | TextNet:
+    """The network of ``mode``; ``ensemble`` extra heads (hybrid only)."""
     if mode == "hybrid":
-        return HybridNet(encoder, **net_cfg)
+        return HybridNet(encoder, **net_cfg, ensemble=ensemble)
+    if ensemble:
+        raise ValueError("ensemble heads exist in hybrid mode only")
     if mode == "text":
         return TextNet(encoder, **{k: v for k, v in net_cfg.items() if k in ("width", "dropout")})
     raise ValueError(f"mode must be 'hybrid' or 'text', got {mode!r}")

@@ -22,6 +22,11 @@ then calibrated (temperature or isotonic) on the validation IIA rows, where the 
 utility is exact. A checkpoint is written atomically after every epoch, and ``resume`` continues an
 interrupted fit where it stopped. Randomness is drawn per (stage, epoch) from the seed, so a resumed
 fit reaches the same state.
+
+Hybrid mode then fits ``ensemble`` extra heads for uncertainty: with every user and product text
+embedded once by the frozen towers, each head starts from the fitted one and is trained on the choice
+likelihood over a bootstrap resample of the training customers (each drawn customer keeps its visits).
+They are saved with the checkpoint and calibrated like the main head.
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ class FitConfig(ConfigBase):
     val_rows: int = param(40_000, "validation rows used for early stopping (whole visits, sampled)", lo=100,
                           hi=10_000_000)
     max_train_rows: int = param(0, "cap on training rows (whole visits, sampled; 0 = all)", lo=0, hi=100_000_000)
+    ensemble: int = param(5, "extra heads fitted on bootstrap resamples of the customers over the frozen towers, "
+                             "for uncertainty (hybrid; 0 = none)", lo=0, hi=64)
+    ensemble_epochs: int = param(2, "epochs of each ensemble head (choice likelihood, lr_head)", lo=1, hi=100)
     bf16: str = param("auto", "bf16 autocast: auto (CUDA only), on, off", choices=("auto", "on", "off"))
     seed: int = param(0, "seed of the split, initialisation and batches", lo=0, hi=2**32 - 1)
 
@@ -130,11 +138,13 @@ class VisitIndex:
     def batches(self, rng: np.random.Generator, rows_per_batch: int) -> list[np.ndarray]:
         """The visits in a random order cut into batches of about ``rows_per_batch`` rows (never a visit
         split); at most ``ceil(rows / rows_per_batch)`` batches."""
-        perm = rng.permutation(len(self))
-        sizes = self.counts[perm]
+        return [np.sort(self.rows_of(part)) for part in self.cut(rng.permutation(len(self)), rows_per_batch)]
+
+    def cut(self, positions: np.ndarray, rows_per_batch: int) -> list[np.ndarray]:
+        """``positions`` (visits, in order, repeats allowed) cut into runs of about ``rows_per_batch`` rows."""
+        sizes = self.counts[positions]
         batch = (np.cumsum(sizes) - sizes) // rows_per_batch
-        cuts = np.flatnonzero(np.diff(batch)) + 1
-        return [np.sort(self.rows_of(part)) for part in np.split(perm, cuts) if len(part)]
+        return [part for part in np.split(positions, np.flatnonzero(np.diff(batch)) + 1) if len(part)]
 
     def user_sample(self, rng: np.random.Generator, users: int, rows_per_user: int) -> np.ndarray:
         """Rows of whole visits of ``users`` random users: per user, visits in a random order while the
@@ -441,6 +451,46 @@ class Fitter:
         self.model.net.eval()
         return self.model.predict_logits(self.df.iloc[self.val_idx])
 
+    def _fit_ensemble(self) -> None:
+        """``ensemble`` extra heads over the frozen towers: each starts from the fitted head and is trained
+        (choice likelihood, ``ensemble_epochs`` epochs at ``lr_head``) on a bootstrap resample of the
+        training customers, each drawn customer keeping all its visits."""
+        cfg, net = self.cfg, self.model.net
+        if not isinstance(net, HybridNet) or cfg.ensemble == 0:
+            return
+        t0 = time.perf_counter()
+        net.eval()
+        users = self.model.embed("user", self.user_texts)  # every text through the frozen towers, once
+        items = self.model.embed("item", self.item_texts)
+        heads = []
+        for k in range(cfg.ensemble):
+            rng = np.random.default_rng([cfg.seed, 7919, k])
+            torch.manual_seed(cfg.seed * 1_000_003 + 900_000 + k)
+            head = copy.deepcopy(net.head)
+            head.train()
+            opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+            sample = self.train.bootstrap(rng)
+            for _ in range(cfg.ensemble_epochs):
+                for part in self.train.cut(rng.permutation(sample), cfg.batch_size):
+                    rows = self.train.rows_of(part)
+                    # a visit drawn twice is two visits: codes per occurrence
+                    codes = torch.as_tensor(np.repeat(np.arange(len(part)), self.train.counts[part]),
+                                            device=self.device)
+                    num, wd, y = self._rows(rows)
+                    z = head(users[torch.as_tensor(self.user_code[rows], device=self.device)],
+                             items[torch.as_tensor(self.item_code[rows], device=self.device)], num, wd)
+                    loss = choice_nll(z, codes, y, len(part))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+                    opt.step()
+            head.eval()
+            heads.append(head)
+        net.ensemble = torch.nn.ModuleList(heads)
+        self.model._reset_pairs()
+        log.info("ensemble: %d heads in %.1fs", cfg.ensemble, time.perf_counter() - t0)
+
     # ------------------------------------------------------------------ text mode
     def _stage_b_text(self) -> None:
         cfg, net = self.cfg, self.model.net
@@ -518,6 +568,7 @@ class Fitter:
         val_logits = self.model.predict_logits(val_df[iia])
         self.model.calibrator = Calibrator.fit(cfg.calibration, val_logits, val_df["purchased"].to_numpy(float)[iia])
         self.model.clear_cache()  # the fitted model then predicts exactly as the checkpoint read back
+        self._fit_ensemble()
         self.model.meta = {
             "net": self.net_cfg, "encoder": cfg.encoder, "fit_config": cfg.to_dict(), "data": str(self.data_path),
             "world": self.df.attrs.get("world"),
