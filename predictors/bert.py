@@ -146,6 +146,10 @@ class HybridNet(nn.Module):
     def tower(self, which: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (self.user_pool if which == "user" else self.item_pool)(hidden, mask)
 
+    def members(self) -> list[OfferHead]:
+        """The ensemble heads."""
+        return [head for head in self.ensemble if isinstance(head, OfferHead)]
+
 
 class TextNet(nn.Module):
     def __init__(self, encoder: Any, width: int = 256, dropout: float = 0.1) -> None:
@@ -367,7 +371,7 @@ class BertConversionModel:
         coef = self._member_coefficients(np.asarray(users), np.asarray(items))
         n = OfferHead.N_OUT
         z = torch.stack([head.combine(coef[:, k * n:(k + 1) * n], num, wd)
-                         for k, head in enumerate(self.net.ensemble)])
+                         for k, head in enumerate(self.net.members())])
         p = self.calibrator(z.float().cpu().numpy().astype(float))
         return np.log(p) - np.log1p(-p)
 
@@ -404,7 +408,7 @@ class BertConversionModel:
         """The ensemble heads' pair coefficients side by side ((rows, K * N_OUT)), memoised like the main
         head's, one batched pass over the heads per new pair (at most ``pair_cache_limit / K`` pairs)."""
         assert isinstance(self.net, HybridNet)
-        heads = self.net.ensemble
+        heads = self.net.members()
 
         def compute(keys: np.ndarray) -> torch.Tensor:
             inputs = self._pair_inputs(keys)

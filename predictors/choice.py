@@ -93,7 +93,7 @@ def iia_rows(df: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
     return bought | (_visit_bought(np.asarray(df["visit_id"]), bought) == 0)
 
 
-def visit_layout(visit_ids: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def visit_layout(visit_ids: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
     """(codes, positions, width): row r is cell (codes[r], positions[r]) of a (visits, width) array, so
     per-visit array functions (e.g. the world's ``choice_proba``) apply to rows of logs."""
     codes, v = visit_codes(visit_ids)
@@ -102,4 +102,5 @@ def visit_layout(visit_ids: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndar
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.empty(len(codes), np.int64)
     pos[order] = np.arange(len(codes)) - np.repeat(starts, counts)
-    return codes, pos, max(int(counts.max()) if v else 1, 1)
+    width = int(counts.max()) if v else 1
+    return codes, pos, max(width, 1)

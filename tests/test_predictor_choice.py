@@ -13,7 +13,7 @@ from conftest import SMALL_WORLD, TINY
 from promogym.envs.market import Market
 from promogym.predictors import train as train_module
 from promogym.predictors.baselines import GBDTConversionModel, LogisticConversionModel, _Archived, fit_gbdt
-from promogym.predictors.bert import SCHEMA_VERSION, BertConversionModel, OfferHead
+from promogym.predictors.bert import SCHEMA_VERSION, BertConversionModel, HybridNet, OfferHead
 from promogym.predictors.choice import iia_rows
 from promogym.predictors.data import load_logs, split_rows
 from promogym.predictors.features import HISTORY_FEATURES, NUMERIC_FEATURES, numeric_features, weekday_index
@@ -86,7 +86,9 @@ def test_ensemble_is_saved_loaded_and_scored_by_bound_ids(ensemble_fit, small_lo
     np.testing.assert_allclose(members, model.predict_member_logits_ids(users, items, cols), atol=1e-5)
     np.testing.assert_allclose(loaded.predict_member_logits_ids(users, items, cols), members, atol=0)  # memoised
     # a member with the main head's weights gives the main head's calibrated logits
-    loaded.net.ensemble[0].load_state_dict(loaded.net.head.state_dict())
+    net = loaded.net
+    assert isinstance(net, HybridNet)
+    net.members()[0].load_state_dict(net.head.state_dict())
     loaded._reset_pairs()
     np.testing.assert_allclose(loaded.predict_member_logits_ids(users, items, cols)[0],
                                loaded.predict_logits_ids(users, items, cols), atol=1e-5)
@@ -121,7 +123,8 @@ def test_head_is_monotone_in_price_and_loss_averse_to_the_price_history():
     assert (np.diff(by_price, axis=0) <= 1e-5).all()
     by_history = np.stack([logits(1.0, h) for h in np.linspace(0.6, 1.5, 19)])  # recent prices higher
     assert (np.diff(by_history, axis=0) >= -1e-5).all() and (np.diff(by_history, axis=0) > 1e-4).any()
-    assert set(HISTORY_FEATURES) <= set(NUMERIC_FEATURES) and OfferHead.N_OUT == 8 + 2 * len(HISTORY_FEATURES)
+    assert set(HISTORY_FEATURES) <= set(NUMERIC_FEATURES)
+    assert len(HISTORY_FEATURES) * 2 + 8 == OfferHead.N_OUT
 
 
 def test_models_record_the_world_of_their_logs(small_logs, ensemble_fit, tmp_path):
@@ -189,5 +192,5 @@ def test_a_checkpoint_of_the_older_schema_is_refused_with_refit(ensemble_fit, tm
     else:
         meta["numeric_features"] = [f for f in NUMERIC_FEATURES if f not in HISTORY_FEATURES]
     (ckpt / "promogym.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="incompatible feature schema.*refit with `promogym fit --kind bert`"):
+    with pytest.raises(ValueError, match=r"incompatible feature schema.*refit with `promogym fit --kind bert`"):
         BertConversionModel.load(ckpt)
