@@ -60,6 +60,12 @@ class ModelBackend:
         if self._by_id:
             model.bind(market.customers.text, market.catalog.text, market.catalog.list_price)
 
+    def warm(self, items: np.ndarray, members: bool = False) -> None:
+        """Precompute what the model can for every customer with each of ``items`` (a hybrid BERT model's
+        per-pair coefficients), so that an env's first steps cost what later ones do."""
+        if self._by_id and hasattr(self.model, "warm_pairs"):
+            self.model.warm_pairs(items, members=members)
+
     @property
     def ensemble_size(self) -> int:
         """Members of the model's ensemble (0: none), whose spread measures the model's uncertainty."""

@@ -84,6 +84,9 @@ class _SeasonEnv(MarketEnv):
         self.arrival_scale = cfg.daily_customers / (self.market.config.daily_arrivals
                                                     * self.market.browse_share(self.categories))
         self.list_price = self.market.catalog.list_price[self.products]
+        warm = getattr(self.backend, "warm", None)
+        if warm is not None:  # every customer with the env's products: steps never wait for the model's MLP
+            warm(self.products, members=cfg.uncertainty_penalty > 0)
         n_segments = len(VISIT_BANDS) if self.with_coupons else 0
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n + n_segments,), dtype=np.float32)
         obs_dim = 8 + 4 * n + (1 + n_segments if self.with_coupons else 0)

@@ -223,7 +223,10 @@ def bench_predictor(quick: bool = False, device_name: str = "cpu") -> dict[str, 
 
 
 def bench_env(quick: bool = False) -> dict[str, Any]:
-    """Env steps/s and customer decisions/s for each env x backend (world, tiny BERT, MiniLM with cache)."""
+    """Env steps/s and customer decisions/s for each env x backend: the world, a tiny BERT, MiniLM (towers
+    cached) and MiniLM with a 5-head ensemble scored every step (``uncertainty_penalty`` on). Each run
+    first plays ``warmup`` untimed steps, as a training run's first steps fill the model's per-pair memo,
+    then times ``steps`` steps of random actions."""
     import gymnasium as gym
     import torch
 
@@ -234,21 +237,30 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     market_cfg: dict[str, Any] = {}
-    backends: dict[str, Any] = {"world": "world"}
+    backends: dict[str, tuple[Any, dict[str, Any]]] = {"world": ("world", {})}
     for name in ("tiny",) if quick else ("tiny", "minilm"):
         encoder, tokenizer = load_encoder(name)
-        backends[f"bert_{name}"] = BertConversionModel(HybridNet(encoder), tokenizer, "hybrid", 64,
-                                                       device=torch.device("cpu"), bf16=False, segment=True)
+        backends[f"bert_{name}"] = (BertConversionModel(HybridNet(encoder), tokenizer, "hybrid", 64,
+                                                        device=torch.device("cpu"), bf16=False, segment=True), {})
+    name = "tiny" if quick else "minilm"
+    encoder, tokenizer = load_encoder(name)
+    backends[f"bert_{name}_ensemble5"] = (
+        BertConversionModel(HybridNet(encoder, ensemble=5), tokenizer, "hybrid", 64, device=torch.device("cpu"),
+                            bf16=False, segment=True), {"uncertainty_penalty": 1.0})
     Market(market_cfg)  # warm the import path
-    steps = 20 if quick else 200
+    steps, warmup = (20, 20) if quick else (200, 1000)
     results: dict[str, Any] = {}
     for env_id in envs.MARKET_ENV_IDS:
-        for bname, response in backends.items():
+        for bname, (response, extra) in backends.items():
             start = time.perf_counter()
-            env = gym.make(env_id, config={"response": response, "market": market_cfg})
+            env = gym.make(env_id, config={"response": response, "market": market_cfg, **extra})
             setup = time.perf_counter() - start
             env.reset(seed=0)
             env.action_space.seed(0)
+            for _ in range(warmup):
+                _, _, term, trunc, _ = env.step(env.action_space.sample())
+                if term or trunc:
+                    env.reset()
             actions = [env.action_space.sample() for _ in range(steps)]
             decisions, t0 = 0, time.perf_counter()
             for a in actions:
@@ -259,7 +271,7 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
             results[f"{env_id}|{bname}"] = {"steps_per_s": steps / seconds, "decisions_per_s": decisions / seconds,
                                            "setup_s": setup}
-    figures: dict[str, Any] = {"per_env_backend": results}
+    figures: dict[str, Any] = {"per_env_backend": results, "steps": steps, "warmup_steps": warmup}
     for env_id in envs.MARKET_ENV_IDS:
         world = results[f"{env_id}|world"]["decisions_per_s"]
         short = env_id.split("/")[1]
@@ -269,7 +281,9 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
                 figures[f"{short}_ratio_{bname}_over_world"] = results[f"{env_id}|{bname}"]["decisions_per_s"] / world
     figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in envs.MARKET_ENV_IDS}
     if not quick:
-        figures["targets"].update({f"{e.split('/')[1]}_ratio_bert_minilm_over_world": 0.3 for e in envs.MARKET_ENV_IDS})
+        for e in envs.MARKET_ENV_IDS:
+            for bname in ("bert_minilm", "bert_minilm_ensemble5"):
+                figures["targets"][f"{e.split('/')[1]}_ratio_{bname}_over_world"] = 0.3
     return figures
 
 

@@ -7,6 +7,8 @@ default; nothing under the committed ``results/`` is written unless ``--out`` na
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Any, overload
@@ -148,10 +150,23 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
         if not sep or not key.strip():
             raise CLIError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise CLIError(f"{flag} {key.strip()}: the value is not valid YAML ({exc})") from exc
+        out[key.strip()] = _number(parsed)
     return out
+
+
+def _number(value: Any) -> Any:
+    """A string YAML 1.1 leaves unparsed but Python reads as a finite number (``3e-3``, ``1E5``) as that number."""
+    if isinstance(value, str):
+        try:
+            x = float(value)
+        except ValueError:
+            return value
+        if math.isfinite(x) and any(c in value for c in "eE") and value.strip().lstrip("+-")[:1].isdigit():
+            return int(x) if x.is_integer() and "." not in value and "-" not in value.lower().split("e")[-1] else x
+    return value
 
 
 def torch_device(device: str, what: str = "--device") -> str:

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,20 @@ class OfferHead(nn.Module):
         fatigue = torch.exp(-o[:, 7] * num[:, _F["coupons_last_7d"]])
         coupon_term = num[:, _F["has_coupon"]] * (o[:, 5] * fatigue + o[:, 6])
         return o[:, 0] + self.weekday(weekday).squeeze(-1) - price_term + coupon_term
+
+    def combine_numpy(self, o: np.ndarray, num: np.ndarray, weekday: np.ndarray) -> np.ndarray:
+        """:meth:`combine` in numpy for inference (no autograd, no torch dispatch: a step of an env costs
+        microseconds); ``o`` may carry leading dimensions (e.g. (members, rows, N_OUT))."""
+        relu = partial(np.maximum, 0.0)
+        paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
+        price_term = (o[..., 1] * paid + o[..., 2] * relu(paid) + o[..., 3] * shelf + o[..., 4] * relu(shelf))
+        for k, name in enumerate(HISTORY_FEATURES):
+            x = num[:, _F[name]]
+            price_term = price_term + o[..., 8 + 2 * k] * x + o[..., 9 + 2 * k] * relu(x)
+        fatigue = np.exp(-o[..., 7] * num[:, _F["coupons_last_7d"]])
+        coupon_term = num[:, _F["has_coupon"]] * (o[..., 5] * fatigue + o[..., 6])
+        day = self.weekday.weight.detach().cpu().numpy()[:, 0][weekday]
+        return o[..., 0] + day - price_term + coupon_term
 
 
 class HybridNet(nn.Module):
@@ -350,11 +365,15 @@ class BertConversionModel:
         if self._bound is None:
             raise RuntimeError("call bind(user_texts, item_texts) before predict_logits_ids")
         assert isinstance(self.net, HybridNet)
+        coef = self._pair_coefficients(np.asarray(users), np.asarray(items))
+        if self.device.type == "cpu":  # the head's last step in numpy: an env step's batch is small
+            num_np = numeric_features(offers).astype(np.float64)
+            z_np = self.net.head.combine_numpy(coef.detach().numpy().astype(np.float64), num_np, weekday_index(offers))
+            return self.calibrator.logit(z_np)
         num = torch.as_tensor(numeric_features(offers), device=self.device)
         wd = torch.as_tensor(weekday_index(offers), device=self.device)
-        z = self.net.head.combine(self._pair_coefficients(np.asarray(users), np.asarray(items)), num, wd)
-        p = self.calibrator(z.float().cpu().numpy().astype(float))
-        return np.log(p) - np.log1p(-p)
+        z = self.net.head.combine(coef, num, wd)
+        return self.calibrator.logit(z.float().cpu().numpy().astype(float))
 
     @torch.no_grad()
     def predict_member_logits_ids(self, users: np.ndarray, items: np.ndarray, offers: Mapping[str, Any]
@@ -366,14 +385,32 @@ class BertConversionModel:
         if self._bound is None:
             raise RuntimeError("call bind(user_texts, item_texts) before predict_member_logits_ids")
         assert isinstance(self.net, HybridNet)
-        num = torch.as_tensor(numeric_features(offers), device=self.device)
-        wd = torch.as_tensor(weekday_index(offers), device=self.device)
         coef = self._member_coefficients(np.asarray(users), np.asarray(items))
         n = OfferHead.N_OUT
-        z = torch.stack([head.combine(coef[:, k * n:(k + 1) * n], num, wd)
-                         for k, head in enumerate(self.net.members())])
-        p = self.calibrator(z.float().cpu().numpy().astype(float))
-        return np.log(p) - np.log1p(-p)
+        heads = self.net.members()
+        if self.device.type == "cpu":
+            num_np = numeric_features(offers).astype(np.float64)
+            wd_np = weekday_index(offers)
+            c = coef.detach().numpy().astype(np.float64).reshape(len(coef), len(heads), n)
+            z_np = np.stack([head.combine_numpy(c[:, k], num_np, wd_np) for k, head in enumerate(heads)])
+            return self.calibrator.logit(z_np)
+        num = torch.as_tensor(numeric_features(offers), device=self.device)
+        wd = torch.as_tensor(weekday_index(offers), device=self.device)
+        z = torch.stack([head.combine(coef[:, k * n:(k + 1) * n], num, wd) for k, head in enumerate(heads)])
+        return self.calibrator.logit(z.float().cpu().numpy().astype(float))
+
+    @torch.no_grad()
+    def warm_pairs(self, items: np.ndarray, members: bool = False) -> None:
+        """Compute the pair coefficients of every bound customer with each of ``items`` now (e.g. an env's
+        products when it is built), so that the first steps do not pay for the head's MLP."""
+        if self._bound is None:
+            raise RuntimeError("call bind(user_texts, item_texts) before warm_pairs")
+        items = np.asarray(items, dtype=np.int64)
+        users = np.repeat(np.arange(len(self._bound[0])), len(items))
+        every = np.tile(items, len(self._bound[0]))
+        self._pair_coefficients(users, every)
+        if members and self.ensemble_size:
+            self._member_coefficients(users, every)
 
     @property
     def ensemble_size(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from promogym.predictors.base import clip_proba
+from promogym.predictors.base import EPS, clip_proba
 
 METHODS = ("none", "temperature", "isotonic")
 
@@ -52,6 +52,15 @@ class Calibrator:
         if self.method == "isotonic":
             return clip_proba(np.interp(logits, self.x, self.y))
         return clip_proba(_sigmoid(logits / self.temperature + self.bias))
+
+    def logit(self, logits: np.ndarray) -> np.ndarray:
+        """The calibrated log-odds, ``log(p) - log(1 - p)`` of :meth:`__call__`'s probabilities (computed
+        directly for temperature scaling, within the same clipping)."""
+        if self.method == "isotonic":
+            p = self(logits)
+            return np.log(p) - np.log1p(-p)
+        bound = float(np.log((1.0 - EPS) / EPS))
+        return np.clip(np.asarray(logits, float) / self.temperature + self.bias, -bound, bound)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "temperature": self.temperature, "bias": self.bias,

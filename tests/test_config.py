@@ -41,3 +41,11 @@ def test_parameter_table_documents_every_field():
     rows = MarketConfig.parameter_table()
     assert {r[0] for r in rows} == set(MarketConfig().to_dict())
     assert all(r[3] for r in rows)
+
+
+def test_overrides_read_scientific_notation_as_numbers() -> None:
+    from promogym.experiments.paths import parse_overrides
+
+    got = parse_overrides(["lr_head=3e-3", "max_train_rows=1e5", "name=e5", "encoder=tiny", "dropout=0.1"])
+    assert got == {"lr_head": 0.003, "max_train_rows": 100000, "name": "e5", "encoder": "tiny", "dropout": 0.1}
+    assert isinstance(got["lr_head"], float) and isinstance(got["max_train_rows"], int)
