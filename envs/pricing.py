@@ -139,7 +139,8 @@ class _SeasonEnv(MarketEnv):
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """MNL purchase probabilities of each visitor for each product of their set (sold-out and padding
         excluded), with the offer arrays: (p, items, price, coupon, available), all shaped like ``sets``."""
-        items = np.maximum(sets, 0)
+        # padding points at the visitor's first viewed product (never available): no model work on other products
+        items = np.where(sets >= 0, sets, sets[:, :1]) if sets.size else np.maximum(sets, 0)
         price2 = price_by_item[items]
         coupon2 = np.broadcast_to(coupon[:, None], sets.shape)
         available = (sets >= 0) & (state.stock[items] > 0)
