@@ -59,7 +59,7 @@ from promogym.predictors.scrub import scrub
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: price-history terms in the head, choice likelihood, ensemble heads
+SCHEMA_VERSION = 3  # 2: price-history terms in the head, choice likelihood, ensemble heads; 3: a convex term above list
 CHECKPOINT_KIND = "promogym-bert-conversion"
 META_FILE = "promogym.json"
 HEAD_FILE = "head.pt"
@@ -93,7 +93,7 @@ class OfferHead(nn.Module):
 
     # base, 4 price slopes, coupon effect, fatigue-free coupon effect, fatigue rate, then per history
     # feature a slope and a slope above it (both >= 0)
-    N_OUT = 8 + 2 * len(HISTORY_FEATURES)
+    N_OUT = 9 + 2 * len(HISTORY_FEATURES)  # the last: curvature of the price paid above list (>= 0)
 
     def __init__(self, dim: int, width: int, dropout: float) -> None:
         super().__init__()
@@ -109,7 +109,7 @@ class OfferHead(nn.Module):
     def pair(self, user: torch.Tensor, item: torch.Tensor, log_list: torch.Tensor) -> torch.Tensor:
         """The head's offer-independent part: (rows, N_OUT) coefficients of one user-product pair:
         base logit, 4 price slopes (>= 0), coupon effect, fatigue-free coupon effect, fatigue rate (>= 0),
-        2 slopes (>= 0) per price-history feature."""
+        2 slopes (>= 0) per price-history feature, the curvature (>= 0) of the price paid above list price."""
         o = self.out(self.joint(torch.cat([user, item, user * item, log_list.reshape(-1, 1)], 1)))
         return torch.cat([o[:, :1], F.softplus(o[:, 1:5]), o[:, 5:7], F.softplus(o[:, 7:])], dim=1)
 
@@ -122,7 +122,7 @@ class OfferHead(nn.Module):
         slopes = o[:, 1:5]
         paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
         price_term = (slopes[:, 0] * paid + slopes[:, 1] * F.relu(paid)
-                      + slopes[:, 2] * shelf + slopes[:, 3] * F.relu(shelf))
+                      + slopes[:, 2] * shelf + slopes[:, 3] * F.relu(shelf) + o[:, -1] * F.relu(paid) ** 2)
         for k, name in enumerate(HISTORY_FEATURES):  # shelf vs the shop's recent prices, loss-averse
             x = num[:, _F[name]]
             price_term = price_term + o[:, 8 + 2 * k] * x + o[:, 9 + 2 * k] * F.relu(x)
@@ -135,7 +135,8 @@ class OfferHead(nn.Module):
         microseconds); ``o`` may carry leading dimensions (e.g. (members, rows, N_OUT))."""
         relu = partial(np.maximum, 0.0)
         paid, shelf = num[:, _F["log_paid_rel"]], num[:, _F["log_shelf_rel"]]
-        price_term = (o[..., 1] * paid + o[..., 2] * relu(paid) + o[..., 3] * shelf + o[..., 4] * relu(shelf))
+        price_term = (o[..., 1] * paid + o[..., 2] * relu(paid) + o[..., 3] * shelf + o[..., 4] * relu(shelf)
+                      + o[..., -1] * relu(paid) ** 2)
         for k, name in enumerate(HISTORY_FEATURES):
             x = num[:, _F[name]]
             price_term = price_term + o[..., 8 + 2 * k] * x + o[..., 9 + 2 * k] * relu(x)

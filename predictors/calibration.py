@@ -1,4 +1,10 @@
-"""Post-hoc calibration fitted on validation data: temperature scaling or isotonic regression."""
+"""Post-hoc calibration fitted on validation data: a shift of the log-odds, temperature scaling or isotonic
+regression.
+
+``shift`` (one parameter: logit + b) corrects the level only and leaves every effect's size as the model
+learned it; ``temperature`` (logit / T + b) also rescales every effect — a price elasticity included — by
+1/T, which is what a simulator must not do when a model trained long enough to be over-confident gets
+T > 1."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from scipy.optimize import minimize
 
 from promogym.predictors.base import EPS, clip_proba
 
-METHODS = ("none", "temperature", "isotonic")
+METHODS = ("none", "shift", "temperature", "isotonic")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -32,6 +38,13 @@ class Calibrator:
         logits, y = np.asarray(logits, float), np.asarray(y, float)
         if method == "none":
             return cls()
+        if method == "shift":
+            def nll_shift(params: np.ndarray) -> float:
+                p = clip_proba(_sigmoid(logits + params[0]))
+                return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+            res = minimize(nll_shift, np.array([0.0]), method="L-BFGS-B", bounds=[(-10.0, 10.0)])
+            return cls("shift", bias=float(res.x[0]))
         if method == "temperature":
             # temperature and bias (Platt scaling on the logit): monotone, two parameters
             def nll(params: np.ndarray) -> float:

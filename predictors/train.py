@@ -89,11 +89,16 @@ class FitConfig(ConfigBase):
     warmup_share: float = param(0.06, "share of a stage's steps spent warming up", lo=0.0, hi=0.5)
     grad_clip: float = param(1.0, "gradient norm clipping", lo=0.0, hi=100.0)
     patience: int = param(3, "epochs without validation improvement before stopping", lo=1, hi=100)
-    calibration: str = param("temperature", "calibration on validation data",
-                             choices=("none", "temperature", "isotonic"))
+    calibration: str = param("shift", "calibration on validation data: shift (the log-odds' level only: effect "
+                                      "sizes such as price elasticities stay as learned), temperature, isotonic or none",
+                             choices=("none", "shift", "temperature", "isotonic"))
     val_rows: int = param(40_000, "validation rows used for early stopping (whole visits, sampled)", lo=100,
                           hi=10_000_000)
     max_train_rows: int = param(0, "cap on training rows (whole visits, sampled; 0 = all)", lo=0, hi=100_000_000)
+    refine_epochs: int = param(
+        10, "hybrid: epochs of the head alone on the frozen towers' embeddings after stages A/B (cheap: no tower "
+            "pass)", lo=0, hi=10_000)
+    refine_batch: int = param(4096, "rows per step of the head refinement (whole visits)", lo=16, hi=10_000_000)
     ensemble: int = param(5, "extra heads fitted on bootstrap resamples of the customers over the frozen towers, "
                              "for uncertainty (hybrid; 0 = none)", lo=0, hi=64)
     ensemble_epochs: int = param(2, "epochs of each ensemble head (choice likelihood, lr_head)", lo=1, hi=100)
@@ -451,6 +456,61 @@ class Fitter:
         self.model.net.eval()
         return self.model.predict_logits(self.df.iloc[self.val_idx])
 
+    def _refine_head(self) -> None:
+        """The head alone, on the frozen towers' embeddings of every text (computed once): the towers' attention
+        pooling is what stage A needs the token states for, but the head's price, coupon and customer-type
+        effects need many more steps than stage A's epochs give (they are learned from a few purchases per
+        cell, which the validation likelihood barely registers: its changes sit within its noise, so it is
+        recorded per epoch, not used to stop). ``refine_epochs`` epochs of ``refine_batch`` rows (whole
+        visits) at ``lr_head`` (AdamW); the last head is kept."""
+        cfg, net = self.cfg, self.model.net
+        if not isinstance(net, HybridNet) or cfg.refine_epochs == 0:
+            return
+        t0 = time.perf_counter()
+        net.eval()
+        with torch.no_grad():
+            users = self.model.embed("user", self.user_texts)
+            items = self.model.embed("item", self.item_texts)
+        head = net.head
+        val_rows = self.val_idx
+        val_u = torch.as_tensor(self.user_code[val_rows], device=self.device)
+        val_i = torch.as_tensor(self.item_code[val_rows], device=self.device)
+        val_num, val_wd, _ = self._rows(val_rows)
+
+        def val_loss() -> float:
+            head.eval()
+            with torch.no_grad():
+                return self._val_loss(head(users[val_u], items[val_i], val_num, val_wd))
+
+        first = best = val_loss()
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        torch.manual_seed(cfg.seed * 1_000_003 + 800_000)
+        for epoch in range(cfg.refine_epochs):
+            rng = np.random.default_rng([cfg.seed, 4241, epoch])
+            head.eval()  # no dropout: noise on the inputs of a head trained this long attenuates its effects
+            for part in self.train.cut(rng.permutation(len(self.train)), cfg.refine_batch):
+                rows = self.train.rows_of(part)
+                codes = torch.as_tensor(np.repeat(np.arange(len(part)), self.train.counts[part]), device=self.device)
+                num, wd, y = self._rows(rows)
+                z = head(users[torch.as_tensor(self.user_code[rows], device=self.device)],
+                         items[torch.as_tensor(self.item_code[rows], device=self.device)], num, wd)
+                loss = choice_nll(z, codes, y, len(part))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+                opt.step()
+            val = val_loss()
+            self.state.history.append({"stage": "head", "epoch": epoch, "train_loss": float(loss.detach()),
+                                       "val_choice_nll": val})
+            best = min(best, val)
+            if self.progress:
+                self.progress("head", epoch + 1, cfg.refine_epochs)
+        head.eval()
+        self.model._reset_pairs()
+        log.info("head refined on frozen towers: validation choice NLL %.5f -> %.5f (best %.5f) in %.1fs", first,
+                 val, best, time.perf_counter() - t0)
+
     def _fit_ensemble(self) -> None:
         """``ensemble`` extra heads over the frozen towers: each starts from the fitted head and is trained
         (choice likelihood, ``ensemble_epochs`` epochs at ``lr_head``) on a bootstrap resample of the
@@ -561,6 +621,8 @@ class Fitter:
         if self.best is not None:
             self.model.net.load_state_dict(self.best)
         self.model.net.eval()
+        self.model.clear_cache()
+        self._refine_head()
         self.model.clear_cache()
         # calibrated on the validation IIA rows, where P(buy) = sigmoid(utility) exactly
         val_df = self.df.iloc[self.val_idx]
