@@ -112,3 +112,18 @@ def test_conditional_logit_recovers_the_price_coefficient_that_bce_on_all_rows_m
     assert abs(choice[1] + 3.0) < 0.25 and abs(choice[0] - 0.5) < 0.15
     assert abs(iia[1] + 3.0) < 0.35  # binary likelihood on the IIA rows: unbiased too
     assert abs(naive[1] + 3.0) > 2 * abs(choice[1] + 3.0) and abs(naive[0] - 0.5) > 0.3
+
+
+def test_shift_calibration_moves_the_level_and_keeps_effect_sizes() -> None:
+    from promogym.predictors.calibration import Calibrator
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(-3.0, 1.0, 200_000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-(z - 0.5)))).astype(float)  # the model is 0.5 too high
+    cal = Calibrator.fit("shift", z, y)
+    assert abs(cal.bias + 0.5) < 0.05
+    out = cal.logit(z)
+    np.testing.assert_allclose(np.diff(out[:100]), np.diff(z[:100]), rtol=1e-9)  # differences untouched
+    # temperature scaling rescales differences: what a simulator's price elasticity must not suffer
+    temp = Calibrator("temperature", temperature=1.5, bias=0.0).logit(z[:100])
+    assert not np.allclose(np.diff(temp), np.diff(z[:100]))

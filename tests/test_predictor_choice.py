@@ -124,7 +124,7 @@ def test_head_is_monotone_in_price_and_loss_averse_to_the_price_history():
     by_history = np.stack([logits(1.0, h) for h in np.linspace(0.6, 1.5, 19)])  # recent prices higher
     assert (np.diff(by_history, axis=0) >= -1e-5).all() and (np.diff(by_history, axis=0) > 1e-4).any()
     assert set(HISTORY_FEATURES) <= set(NUMERIC_FEATURES)
-    assert len(HISTORY_FEATURES) * 2 + 8 == OfferHead.N_OUT
+    assert len(HISTORY_FEATURES) * 2 + 9 == OfferHead.N_OUT  # with the curvature above list price
 
 
 def test_models_record_the_world_of_their_logs(small_logs, ensemble_fit, tmp_path):

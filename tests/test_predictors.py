@@ -35,7 +35,7 @@ def test_tiny_bert_fine_tunes_and_beats_a_constant(tiny_model, small_logs):
     constant = log_loss(y, np.full(len(y), df.loc[split.train, "purchased"].mean()))
     assert log_loss(y, model.predict_proba(test)) < constant
     meta = json.loads((out / "promogym.json").read_text())
-    assert meta["mode"] == "hybrid" and meta["data_sha256"] and meta["calibration"]["method"] == "temperature"
+    assert meta["mode"] == "hybrid" and meta["data_sha256"] and meta["calibration"]["method"] == "shift"
     assert (out / "encoder" / "config.json").is_file() and not out.with_name("tiny.partial").exists()
 
 
