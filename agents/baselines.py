@@ -255,5 +255,6 @@ def _uniform_coupon(level: int) -> Callable[[gym.Env[Any, Any], PolicyContext, s
 
 
 for _level, _name, _what in ((0, "no_coupon", "no coupons"), (1, "all_5pct", "the 5% coupon for everybody"),
-                             (2, "all_10pct", "the 10% coupon for everybody")):
+                             (2, "all_10pct", "the 10% coupon for everybody"),
+                             (3, "all_20pct", "the 20% coupon for everybody")):
     register_policy(_name, families=("coupons",), static=True, help=_what)(_uniform_coupon(_level))

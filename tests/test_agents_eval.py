@@ -75,7 +75,7 @@ def test_agents_report_on_coupons(tmp_path, capsys, coupon_logs):
     # one reference rule for every report: the best static coupon rule, not a targeting model
     stats = json.loads((tmp_path / "rep" / "CouponAllocation-v1.json").read_text())
     means = {name: p["mean"] for name, p in stats["policies"].items()}
-    rules = ("no_coupon", "all_5pct", "all_10pct")
+    rules = ("no_coupon", "all_5pct", "all_10pct", "all_20pct")
     assert stats["reference"] == max(rules, key=means.__getitem__)
     assert f"reference: {stats['reference']}" in text
     # the run folder is the engine's: a second invocation reuses every finished stage and trial
