@@ -4,10 +4,10 @@ A backend turns offers (customer ids, product ids, shelf prices, coupon shares, 
 log-odds of buying; environments feed them to a multinomial logit with an outside option over the
 products a visitor views (one product: the sigmoid), the choice the logs record. A model reads what
 the shop observes of the state: the day, coupons each customer received in the last 7 days and its own
-price history of each product (``MarketState.price_features``), never reference prices or fatigue. Chosen by a string — ``world`` (the
-ground truth) or a conversion model spec resolved by ``promogym.predictors.registry``
-(``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` or a registered kind) — or by passing
-any ``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
+price history of each product (``MarketState.price_features``), never reference prices or fatigue.
+Chosen by a string — ``world`` (the ground truth) or a conversion model spec resolved by
+``promogym.predictors.registry`` (``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` or a
+registered kind) — or by passing any ``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
 logits serve the choice model unchanged, as they do for the world's utilities.
 """
 

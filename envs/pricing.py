@@ -12,9 +12,9 @@ from promogym.core.config import param
 from promogym.envs.base import (
     OBS_BOUND,
     DayOutcome,
-    Offers,
     MarketEnv,
     MarketEnvConfig,
+    Offers,
     check_action,
     check_coupon_levels,
     figure_to_array,
@@ -277,7 +277,8 @@ class _SeasonEnv(MarketEnv):
         pw = p if self.backend is self.world else \
             self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
         expected_world = float((pw * margin).sum())
-        self.last_offers = Offers(users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2, coupon=coupon2, available=available,
+        self.last_offers = Offers(users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2,
+                                  coupon=coupon2, available=available,
                                   proba=p, proba_world=pw, margin=margin,
                                   price_hist=self.state.price_features(items)["price_hist_mid"])
         cum = np.cumsum(p, axis=1)

@@ -265,14 +265,8 @@ def _num(x: Any) -> float | None:
 
 def _compare(b: np.ndarray, w: np.ndarray, reps: int, seed: int, per: np.ndarray | None = None) -> dict[str, Any]:
     """Backend and world (per episode, or per unit of ``per``), the bias and its CI, of per-episode totals."""
-    point, lo, hi = bootstrap_ratio_ci(b, w, reps=reps, seed=seed)
-    if per is None:
-        shown_b, shown_w = b.mean(axis=0), w.mean(axis=0)
-    else:
-        total = per.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shown_b, shown_w = b.sum(axis=0) / total, w.sum(axis=0) / total
-    return {"backend": _num(shown_b), "world": _num(shown_w), "bias": _num(point), "ci95": [_num(lo), _num(hi)]}
+    return _compare_many(np.asarray(b)[:, None], np.asarray(w)[:, None], reps, seed,
+                         None if per is None else np.asarray(per)[:, None])[0]
 
 
 def _compare_many(b: np.ndarray, w: np.ndarray, reps: int, seed: int, per: np.ndarray | None = None

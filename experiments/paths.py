@@ -8,7 +8,6 @@ default; nothing under the committed ``results/`` is written unless ``--out`` na
 from __future__ import annotations
 
 import math
-
 import os
 from pathlib import Path
 from typing import Any, overload

@@ -25,8 +25,8 @@ import json
 import logging
 import math
 import re
-from functools import partial
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 

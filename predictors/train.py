@@ -89,8 +89,8 @@ class FitConfig(ConfigBase):
     warmup_share: float = param(0.06, "share of a stage's steps spent warming up", lo=0.0, hi=0.5)
     grad_clip: float = param(1.0, "gradient norm clipping", lo=0.0, hi=100.0)
     patience: int = param(3, "epochs without validation improvement before stopping", lo=1, hi=100)
-    calibration: str = param("shift", "calibration on validation data: shift (the log-odds' level only: effect "
-                                      "sizes such as price elasticities stay as learned), temperature, isotonic or none",
+    calibration: str = param("shift", "calibration on validation data: shift (the log-odds' level only: effect sizes "
+                                      "such as price elasticities stay as learned), temperature, isotonic or none",
                              choices=("none", "shift", "temperature", "isotonic"))
     val_rows: int = param(40_000, "validation rows used for early stopping (whole visits, sampled)", lo=100,
                           hi=10_000_000)
@@ -456,6 +456,25 @@ class Fitter:
         self.model.net.eval()
         return self.model.predict_logits(self.df.iloc[self.val_idx])
 
+    def _head_epoch(self, head: torch.nn.Module, opt: torch.optim.Optimizer, parts: list[np.ndarray],
+                    users: torch.Tensor, items: torch.Tensor) -> float:
+        """One pass of a head over ``parts`` (visit positions; a visit drawn twice counts as two visits) on
+        frozen tower embeddings, minimising the choice likelihood; the last step's loss."""
+        loss = torch.zeros(())
+        for part in parts:
+            rows = self.train.rows_of(part)
+            codes = torch.as_tensor(np.repeat(np.arange(len(part)), self.train.counts[part]), device=self.device)
+            num, wd, y = self._rows(rows)
+            z = head(users[torch.as_tensor(self.user_code[rows], device=self.device)],
+                     items[torch.as_tensor(self.item_code[rows], device=self.device)], num, wd)
+            loss = choice_nll(z, codes, y, len(part))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), self.cfg.grad_clip)
+            opt.step()
+        return float(loss.detach())
+
     def _refine_head(self) -> None:
         """The head alone, on the frozen towers' embeddings of every text (computed once): the towers' attention
         pooling is what stage A needs the token states for, but the head's price, coupon and customer-type
@@ -488,21 +507,10 @@ class Fitter:
         for epoch in range(cfg.refine_epochs):
             rng = np.random.default_rng([cfg.seed, 4241, epoch])
             head.eval()  # no dropout: noise on the inputs of a head trained this long attenuates its effects
-            for part in self.train.cut(rng.permutation(len(self.train)), cfg.refine_batch):
-                rows = self.train.rows_of(part)
-                codes = torch.as_tensor(np.repeat(np.arange(len(part)), self.train.counts[part]), device=self.device)
-                num, wd, y = self._rows(rows)
-                z = head(users[torch.as_tensor(self.user_code[rows], device=self.device)],
-                         items[torch.as_tensor(self.item_code[rows], device=self.device)], num, wd)
-                loss = choice_nll(z, codes, y, len(part))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-                opt.step()
+            loss = self._head_epoch(head, opt, self.train.cut(rng.permutation(len(self.train)), cfg.refine_batch),
+                                    users, items)
             val = val_loss()
-            self.state.history.append({"stage": "head", "epoch": epoch, "train_loss": float(loss.detach()),
-                                       "val_choice_nll": val})
+            self.state.history.append({"stage": "head", "epoch": epoch, "train_loss": loss, "val_choice_nll": val})
             best = min(best, val)
             if self.progress:
                 self.progress("head", epoch + 1, cfg.refine_epochs)
@@ -531,20 +539,7 @@ class Fitter:
             opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
             sample = self.train.bootstrap(rng)
             for _ in range(cfg.ensemble_epochs):
-                for part in self.train.cut(rng.permutation(sample), cfg.batch_size):
-                    rows = self.train.rows_of(part)
-                    # a visit drawn twice is two visits: codes per occurrence
-                    codes = torch.as_tensor(np.repeat(np.arange(len(part)), self.train.counts[part]),
-                                            device=self.device)
-                    num, wd, y = self._rows(rows)
-                    z = head(users[torch.as_tensor(self.user_code[rows], device=self.device)],
-                             items[torch.as_tensor(self.item_code[rows], device=self.device)], num, wd)
-                    loss = choice_nll(z, codes, y, len(part))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-                    opt.step()
+                self._head_epoch(head, opt, self.train.cut(rng.permutation(sample), cfg.batch_size), users, items)
             head.eval()
             heads.append(head)
         net.ensemble = torch.nn.ModuleList(heads)

@@ -13,6 +13,7 @@ from promogym.envs.market import Market
 from promogym.envs.market.logs import LoggingPolicy, generate_logs
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, PRICE_HISTORY_RATES
 
+
 def _pricing_ids() -> list[str]:
     ids = []
     for env_id in gym.registry:
