@@ -38,6 +38,7 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
+from promogym.envs.base import world_config
 from promogym.envs.families import family_of
 
 Factory = Callable[[gym.Env[Any, Any], "PolicyContext", str | None], Any]
@@ -154,7 +155,7 @@ def check_policy(spec: str, env_id: str, env: gym.Env[Any, Any] | None = None) -
         if run_env != env_id:
             raise ValueError(f"run folder {spec} holds an agent for {run_env}, not {env_id}")
         if env is not None:
-            trained = gym.make(env_id, config={**(run_cfg.get("env_config") or {}), "response": "world"})
+            trained = gym.make(env_id, config=world_config(run_cfg.get("env_config")))
             if trained.observation_space.shape != env.observation_space.shape or \
                     trained.action_space != env.action_space:
                 raise ValueError(f"run folder {spec} was trained on {env_id} with other settings (observations "

@@ -40,6 +40,7 @@ from gymnasium import spaces
 
 from promogym import envs
 from promogym.core.io import atomic_path, git_commit, package_versions, write_json
+from promogym.envs.base import world_config
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,10 @@ def _net_arch_ok(arch: Any) -> bool:
 def probe_config(env_id: str, env_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The env config with its cheapest response: the world for the market envs, the env's default otherwise
     (for reading spaces, never for scoring)."""
-    cfg = dict(env_config or {})
     if env_id in envs.MARKET_ENV_IDS:
-        cfg["response"] = "world"
-    else:
-        cfg.pop("response", None)
+        return world_config(env_config)
+    cfg = dict(env_config or {})
+    cfg.pop("response", None)
     return cfg
 
 

@@ -7,8 +7,9 @@ the shop observes of the state: the day, coupons each customer received in the l
 price history of each product (``MarketState.price_features``), never reference prices or fatigue.
 Chosen by a string — ``world`` (the ground truth) or a conversion model spec resolved by
 ``promogym.predictors.registry`` (``bert:<checkpoint>``, ``gbdt:<file>``, ``logistic:<file>`` or a
-registered kind) — or by passing any ``ConversionModel``. A learned backend's probabilities are turned into log-odds, so the model's
-logits serve the choice model unchanged, as they do for the world's utilities.
+registered kind) — or by passing any ``ConversionModel``. A learned backend's probabilities are turned
+into log-odds, so the model's logits serve the choice model unchanged, as they do for the world's
+utilities.
 """
 
 from __future__ import annotations

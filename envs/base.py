@@ -49,6 +49,14 @@ class MarketEnvConfig(ConfigBase):
                              "ensemble; the world has no uncertainty")
 
 
+def world_config(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``env_config`` for playing in the world itself: the world as the response, and no uncertainty penalty
+    (a simulator's pessimism; the world has no uncertainty). For scoring trained policies in the world."""
+    cfg = {k: v for k, v in dict(env_config or {}).items() if k != "uncertainty_penalty"}
+    cfg["response"] = "world"
+    return cfg
+
+
 def resolve_config(config_class: type[ConfigBase], config: ConfigBase | Mapping[str, Any] | None,
                    overrides: Mapping[str, Any], render_mode: str | None, render_modes: list[str]) -> Any:
     """An env's validated config from a config object or mapping plus keyword overrides (a response model

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from promogym.envs.base import world_config
 from promogym.envs.families import family_of, short_name
 from promogym.envs.market.customers import SENSITIVITY, VISIT_BANDS, sensitivity_band
 
@@ -30,7 +31,7 @@ def learned_runs(run: str | Path, env_id: str, trained_on: str = "world") -> lis
 
 def _env_for(run_dir: Path) -> tuple[str, gym.Env[Any, Any]]:
     cfg = yaml.safe_load((run_dir / "config.yml").read_text())
-    return cfg["env_id"], gym.make(cfg["env_id"], config={**cfg["env_config"], "response": "world"})
+    return cfg["env_id"], gym.make(cfg["env_id"], config=world_config(cfg["env_config"]))
 
 
 def pricing_decisions(run_dir: str | Path, episodes: int = 3, first_seed: int = 1_000_000) -> pd.DataFrame:

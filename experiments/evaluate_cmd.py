@@ -22,6 +22,7 @@ import numpy as np
 
 from promogym.agents.registry import check_policy, policy_help
 from promogym.core.io import atomic_path, write_json
+from promogym.envs.base import world_config
 from promogym.experiments.errors import CLIError
 from promogym.experiments.evaluation import play, summary
 from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
@@ -82,7 +83,7 @@ def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
         input_file(args.logs, "--logs")
     env_config = parse_overrides(args.env_set, "--env-set")
     try:
-        env = gym.make(args.env, config={**env_config, "response": "world"})
+        env = gym.make(args.env, config=world_config(env_config))
         if args.response != "world":
             check_spec(args.response, "conversion", name="--response", oracles=False)
         for spec in policies:

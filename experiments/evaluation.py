@@ -11,6 +11,7 @@ import pandas as pd
 
 from promogym.agents.base import episode_table
 from promogym.agents.registry import PolicyContext, is_run_folder, make_policy
+from promogym.envs.base import world_config
 
 
 def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[str], episodes: int, seed: int,
@@ -22,7 +23,7 @@ def play(env_id: str, env_config: dict[str, Any], response: str, policies: list[
     if response == "world":
         backends = [("world", sim)]
     else:
-        backends = [("simulator", sim), ("world", gym.make(env_id, config={**env_config, "response": "world"}))]
+        backends = [("simulator", sim), ("world", gym.make(env_id, config=world_config(env_config)))]
     seeds = range(seed, seed + episodes)
     frames = []
     for backend_name, env in backends:

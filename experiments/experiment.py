@@ -37,6 +37,7 @@ import yaml
 from promogym.agents.registry import default_baselines, policies_for
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import atomic_dir, atomic_path, write_json
+from promogym.envs.base import world_config
 from promogym.envs.families import short_name
 from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
@@ -430,7 +431,7 @@ class Experiment(Pipeline):
         )
 
         start = time.perf_counter()
-        env = gym.make(env_id, config={**env_config, "response": "world"})
+        env = gym.make(env_id, config=world_config(env_config))
         policies = default_policies(env_id, env, multipliers=FIDELITY_MULTIPLIERS, random=False)
         try:
             result = measure_fidelity(env_id, response, policies, episodes, seed, env_config, logs,

@@ -15,6 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 
 from promogym.agents.registry import check_policy, policy_help
+from promogym.envs.base import world_config
 from promogym.experiments.errors import CLIError
 from promogym.experiments.paths import add_force, check_output_dir, input_file, output_dir, parse_overrides
 from promogym.predictors.registry import SPEC_HELP, check_spec
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--set response=...: the response backend is --model")
     try:
         parsed = check_spec(args.model, "conversion", name="--model", oracles=False)
-        world_env = gym.make(args.env, config={**env_config, "response": "world"})
+        world_env = gym.make(args.env, config=world_config(env_config))
         for spec in args.policy or ():
             check_policy(spec, args.env, world_env)
     except ValueError as exc:

@@ -158,3 +158,13 @@ def test_env_passes_the_same_price_history_the_logs_carry(env_id: str) -> None:
             np.testing.assert_allclose(offers[name][real], hist[k, idx[real]], rtol=1e-12)
         rel = env.prices / env.list_price  # every product of the env is viewed on a day of 250 visits
         hist += np.asarray(PRICE_HISTORY_RATES)[:, None] * (rel[None, :] - hist)
+
+
+def test_world_config_drops_the_simulators_pessimism() -> None:
+    from promogym.envs.base import world_config
+
+    cfg = {"uncertainty_penalty": 1.0, "response": "bert:some/model", "horizon": 7}
+    assert world_config(cfg) == {"response": "world", "horizon": 7}
+    with pytest.raises(ValueError, match="uncertainty_penalty needs a learned response model"):
+        gym.make(_pricing_ids()[0], config={"uncertainty_penalty": 1.0})
+    gym.make(_pricing_ids()[0], config=world_config(cfg))  # a run trained with the penalty plays in the world
