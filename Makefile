@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo experiment test test-slow bench lint clean
+.PHONY: install demo experiment fidelity test test-slow bench lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: install
 
 experiment: install
 	$(BIN)/promogym experiment experiments/configs/default.yml --report results/default --force
+
+fidelity: install
+	$(BIN)/promogym experiment experiments/configs/fidelity.yml --out runs/fidelity --report results/fidelity --force
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
