@@ -76,7 +76,8 @@ class ModelBackend:
                       state: MarketState) -> np.ndarray:
         """(members, *users.shape) log-odds of each ensemble member (see :attr:`ensemble_size`)."""
         if not self.ensemble_size:
-            raise ValueError(f"response model {self.name} has no ensemble; refit it with `--set ensemble=5`")
+            raise ValueError(f"response model {self.name} has no ensemble (ensembles exist for BERT hybrid models: "
+                             "`promogym fit --set ensemble=5`)")
         u, i = np.ravel(users), np.ravel(items)
         z = self.model.predict_member_logits_ids(u, i, self._offers(u, i, price, coupon, state))
         return np.asarray(z).reshape((-1, *np.shape(users)))

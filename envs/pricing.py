@@ -42,6 +42,10 @@ class DynamicPricingConfig(MarketEnvConfig):
                              f"({self.price_high})")
         if len(set(self.categories)) != len(self.categories) or not self.categories:
             raise ValueError(f"{type(self).__name__}.categories must be distinct category ids, got {self.categories}")
+        if self.n_products < len(self.categories):
+            raise ValueError(f"{type(self).__name__}.n_products ({self.n_products}) must be at least the number of "
+                             f"categories ({len(self.categories)}): every category's visitors view the env's products "
+                             "of that category")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +243,7 @@ class _SeasonEnv(MarketEnv):
         clipped = 0
         if segment_coupons is not None and len(users):
             wanted = segment_coupons[self.market.customers.visit_band[users]]
-            worst = wanted * price_by_item[np.maximum(sets, 0)].max(axis=1)
+            worst = wanted * np.where(sets >= 0, price_by_item[np.maximum(sets, 0)], 0.0).max(axis=1)
             ok = self._reserve(np.where(wanted > 0, worst, 0.0), self.budget_left)
             coupon = np.where(ok, wanted, 0.0)
             clipped = int(((wanted > 0) & ~ok).sum())

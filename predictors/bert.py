@@ -67,6 +67,7 @@ TOWER_CACHE_FILE = "tower_cache.pt"  # optional: tower embeddings of known texts
 TOWER_CACHE_FORMAT = "promogym-tower-cache-v2"
 REFIT = "refit with `promogym fit --kind bert`"
 PAIR_TABLE_CELLS = 10_000_000
+PREFETCH_ITEMS = 512  # up to this many bound products, a new customer's pairs with all of them are computed at once
 _F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
 
 
@@ -216,12 +217,21 @@ class PairMemo:
         self.count = 0
         self.table = np.full(self.cells, -1, np.int32) if 0 < self.cells <= PAIR_TABLE_CELLS else None
 
-    def get(self, keys: np.ndarray, limit: int, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-        """Rows of coefficients for ``keys``; ``compute(new keys)`` fills in the pairs not held yet."""
+    def get(self, keys: np.ndarray, limit: int, compute: Callable[[np.ndarray], torch.Tensor],
+            expand: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+        """Rows of coefficients for ``keys``; ``compute(new keys)`` fills in the pairs not held yet, and
+        ``expand(new keys)`` (optional) widens them to a superset worth computing in the same pass."""
         slots = self._lookup(keys)
         missing = slots < 0
         if missing.any():
             new_keys = np.unique(keys[missing])
+            if expand is not None:
+                wide = np.unique(expand(new_keys))
+                wide = wide[self._lookup(wide) < 0]
+                if self.count + len(wide) <= limit:
+                    new_keys = wide
+            if len(new_keys) > limit:  # more new pairs than the memo holds: computed, not memoised
+                return self._gather_uncached(keys, compute)
             if self.count + len(new_keys) > limit:
                 self.reset()
                 return self.get(keys, limit, compute)
@@ -238,6 +248,10 @@ class PairMemo:
         if self.device.type == "cpu":  # numpy's gather is the cheaper one for a step's few hundred rows
             return torch.from_numpy(self.buf.detach().numpy()[slots])
         return self.buf[torch.as_tensor(slots, device=self.device)]
+
+    def _gather_uncached(self, keys: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return compute(uniq)[torch.as_tensor(inverse, device=self.device)]
 
     def _lookup(self, keys: np.ndarray) -> np.ndarray:
         if self.table is not None:
@@ -409,8 +423,9 @@ class BertConversionModel:
         if self._bound is None:
             raise RuntimeError("call bind(user_texts, item_texts) before warm_pairs")
         items = np.asarray(items, dtype=np.int64)
-        users = np.repeat(np.arange(len(self._bound[0])), len(items))
-        every = np.tile(items, len(self._bound[0]))
+        n_users = min(len(self._bound[0]), self.pair_cache_limit // max(len(items), 1))  # what the memo holds
+        users = np.repeat(np.arange(n_users), len(items))
+        every = np.tile(items, n_users)
         self._pair_coefficients(users, every)
         if members and self.ensemble_size:
             self._member_coefficients(users, every)
@@ -442,11 +457,11 @@ class BertConversionModel:
             with torch.no_grad():
                 return head.pair(*self._pair_inputs(keys))
 
-        return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute)
+        return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute, self._every_item)
 
     def _member_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
         """The ensemble heads' pair coefficients side by side ((rows, K * N_OUT)), memoised like the main
-        head's, one batched pass over the heads per new pair (at most ``pair_cache_limit / K`` pairs)."""
+        head's, one batched pass over the heads per new pair (at most ``pair_cache_limit`` pairs)."""
         assert isinstance(self.net, HybridNet)
         heads = self.net.members()
 
@@ -455,8 +470,19 @@ class BertConversionModel:
             with torch.no_grad():
                 return torch.cat([head.pair(*inputs) for head in heads], dim=1)
 
-        limit = max(1, self.pair_cache_limit // max(len(heads), 1))
-        return self._members.get(self._pair_keys_of(users, items), limit, compute)
+        return self._members.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute, self._every_item)
+
+    def _every_item(self, keys: np.ndarray) -> np.ndarray:
+        """The pairs of each customer in ``keys`` with every bound product, when products are few (at most
+        ``PREFETCH_ITEMS``): the first time a customer is offered anything, their pairs are computed in one
+        pass, so later steps with that customer cost lookups only (a coupon cohort views products of any
+        category). Otherwise ``keys`` unchanged."""
+        assert self._bound is not None
+        n_items = len(self._bound[1])
+        if n_items > PREFETCH_ITEMS:
+            return keys
+        users = np.unique(keys // n_items)
+        return (users[:, None] * n_items + np.arange(n_items)[None, :]).ravel()
 
     @property
     def _pair_table(self) -> np.ndarray | None:

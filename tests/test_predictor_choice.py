@@ -194,3 +194,23 @@ def test_a_checkpoint_of_the_older_schema_is_refused_with_refit(ensemble_fit, tm
     (ckpt / "promogym.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"incompatible feature schema.*refit with `promogym fit --kind bert`"):
         BertConversionModel.load(ckpt)
+
+
+def test_pair_memo_computes_what_it_cannot_hold_and_prefetches_a_customers_pairs() -> None:
+    import torch
+
+    from promogym.predictors.bert import PairMemo
+
+    def compute(keys):
+        return torch.as_tensor(np.stack([keys, 2 * keys], axis=1), dtype=torch.float32)
+
+    memo = PairMemo(2, torch.device("cpu"), 1000)
+    keys = np.array([7, 3, 7, 40, 41, 42, 43, 44])
+    out = memo.get(keys, limit=4, compute=compute)  # more new pairs than the memo holds: no endless reset
+    np.testing.assert_array_equal(out[:, 1].numpy(), 2 * keys)
+    assert memo.count == 0
+    n_items = 10
+    out = memo.get(np.array([23]), limit=100, compute=compute,
+                   expand=lambda k: (np.unique(k // n_items)[:, None] * n_items + np.arange(n_items)).ravel())
+    assert out[0, 0].item() == 23 and memo.count == n_items  # customer 2's pairs with every product
+    memo.get(np.array([25, 29]), limit=100, compute=lambda k: pytest.fail(f"recomputed {k}"))

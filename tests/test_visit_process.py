@@ -168,3 +168,28 @@ def test_world_config_drops_the_simulators_pessimism() -> None:
     with pytest.raises(ValueError, match="uncertainty_penalty needs a learned response model"):
         gym.make(_pricing_ids()[0], config={"uncertainty_penalty": 1.0})
     gym.make(_pricing_ids()[0], config=world_config(cfg))  # a run trained with the penalty plays in the world
+
+
+def test_every_env_category_has_products_to_view() -> None:
+    with pytest.raises(ValueError, match=r"n_products \(1\) must be at least the number of categories \(2\)"):
+        gym.make(_pricing_ids()[0], config={"n_products": 1, "categories": [0, 1]})
+
+
+def test_price_promo_reserves_coupons_against_the_viewed_products_only() -> None:
+    ids = [e for e in _pricing_ids() if gym.spec(e).entry_point.endswith("PricePromoEnv")]
+    env = gym.make(ids[0], config={"budget": 1e9}).unwrapped
+    env.reset(seed=0)
+    reserved: list[np.ndarray] = []
+    original = env._reserve
+
+    def spy(worst, budget_left):
+        reserved.append(np.asarray(worst).copy())
+        return original(worst, budget_left)
+
+    env._reserve = spy
+    action = np.ones(env.action_space.shape, np.float32)  # top prices and the top coupon level for all
+    env.step(action)
+    o = env.last_offers
+    top_level = max(env.config.coupon_levels)
+    viewed = np.where(o.available, o.price, 0.0).max(axis=1)  # stock is full on day 0: available = viewed
+    np.testing.assert_allclose(reserved[0], top_level * viewed)
