@@ -216,7 +216,8 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
         self.world: ResponseBackend = self.backend if self.backend.is_world else WorldBackend(self.market)
         if self.config.uncertainty_penalty > 0 and not getattr(self.backend, "ensemble_size", 0):
             raise ValueError(f"{type(self.config).__name__}.uncertainty_penalty needs a response model fitted with an "
-                             f"ensemble (a BERT hybrid model: `promogym fit --set ensemble=5`); {self.backend.name} has none")
+                             "ensemble (a BERT hybrid model: `promogym fit --set ensemble=5`); "
+                             f"{self.backend.name} has none")
         self.state: MarketState = self.market.initial_state()
         self.last_offers: Offers | None = None
 
