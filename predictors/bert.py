@@ -426,9 +426,9 @@ class BertConversionModel:
         n_users = min(len(self._bound[0]), self.pair_cache_limit // max(len(items), 1))  # what the memo holds
         users = np.repeat(np.arange(n_users), len(items))
         every = np.tile(items, n_users)
-        self._pair_coefficients(users, every)
+        self._pair_coefficients(users, every, prefetch=False)
         if members and self.ensemble_size:
-            self._member_coefficients(users, every)
+            self._member_coefficients(users, every, prefetch=False)
 
     @property
     def ensemble_size(self) -> int:
@@ -446,7 +446,7 @@ class BertConversionModel:
         i = torch.as_tensor(keys % len(i_mat), device=self.device)
         return u_mat[u], i_mat[i], self._log_list[i]
 
-    def _pair_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+    def _pair_coefficients(self, users: np.ndarray, items: np.ndarray, prefetch: bool = True) -> torch.Tensor:
         """The head's offer-independent coefficients per (user, product) pair, memoised for the pairs
         actually offered, so that a repeated pair costs a lookup instead of the head's MLP. The memo
         holds at most ``pair_cache_limit`` pairs (N_OUT floats each); see :class:`PairMemo`."""
@@ -457,9 +457,10 @@ class BertConversionModel:
             with torch.no_grad():
                 return head.pair(*self._pair_inputs(keys))
 
-        return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute, self._every_item)
+        return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute,
+                               self._every_item if prefetch else None)
 
-    def _member_coefficients(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+    def _member_coefficients(self, users: np.ndarray, items: np.ndarray, prefetch: bool = True) -> torch.Tensor:
         """The ensemble heads' pair coefficients side by side ((rows, K * N_OUT)), memoised like the main
         head's, one batched pass over the heads per new pair (at most ``pair_cache_limit`` pairs)."""
         assert isinstance(self.net, HybridNet)
@@ -470,7 +471,8 @@ class BertConversionModel:
             with torch.no_grad():
                 return torch.cat([head.pair(*inputs) for head in heads], dim=1)
 
-        return self._members.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute, self._every_item)
+        return self._members.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute,
+                                 self._every_item if prefetch else None)
 
     def _every_item(self, keys: np.ndarray) -> np.ndarray:
         """The pairs of each customer in ``keys`` with every bound product, when products are few (at most
