@@ -204,6 +204,7 @@ class Fitter:
         self.net_cfg = net_cfg
         self.state = TrainState()
         self.best: dict[str, torch.Tensor] | None = None
+        self._embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # the towers' outputs, once stages end
         self.opt_state: dict[str, Any] | None = None
         # row views
         self.user_texts = self.df["user_text"].cat.categories.astype(str).tolist()
@@ -456,6 +457,16 @@ class Fitter:
         self.model.net.eval()
         return self.model.predict_logits(self.df.iloc[self.val_idx])
 
+    def _tower_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user and product text through the fitted towers, once per fit: the head refinement and the
+        ensemble train heads only, so both read the same embeddings (the encoder is the costly part)."""
+        if self._embeddings is None:
+            self.model.net.eval()
+            with torch.no_grad():
+                self._embeddings = (self.model.embed("user", self.user_texts),
+                                    self.model.embed("item", self.item_texts))
+        return self._embeddings
+
     def _head_epoch(self, head: torch.nn.Module, opt: torch.optim.Optimizer, parts: list[np.ndarray],
                     users: torch.Tensor, items: torch.Tensor) -> float:
         """One pass of a head over ``parts`` (visit positions; a visit drawn twice counts as two visits) on
@@ -486,10 +497,7 @@ class Fitter:
         if not isinstance(net, HybridNet) or cfg.refine_epochs == 0:
             return
         t0 = time.perf_counter()
-        net.eval()
-        with torch.no_grad():
-            users = self.model.embed("user", self.user_texts)
-            items = self.model.embed("item", self.item_texts)
+        users, items = self._tower_embeddings()
         head = net.head
         val_rows = self.val_idx
         val_u = torch.as_tensor(self.user_code[val_rows], device=self.device)
@@ -527,9 +535,7 @@ class Fitter:
         if not isinstance(net, HybridNet) or cfg.ensemble == 0:
             return
         t0 = time.perf_counter()
-        net.eval()
-        users = self.model.embed("user", self.user_texts)  # every text through the frozen towers, once
-        items = self.model.embed("item", self.item_texts)
+        users, items = self._tower_embeddings()
         heads = []
         for k in range(cfg.ensemble):
             rng = np.random.default_rng([cfg.seed, 7919, k])
