@@ -388,9 +388,9 @@ class Market:
         else:
             got_u: list[np.ndarray] = []
             got_c: list[np.ndarray] = []
-            have = 0
+            have, share = 0, max(self.browse_share(categories), 1e-3)
             while have < n:
-                draw = max(16, int(1.2 * (n - have) / max(self.browse_share(categories), 1e-3)))
+                draw = max(16, int(1.2 * (n - have) / share))
                 u = self.sample_visitors(day, rng, n=draw)
                 c = self.sample_categories(u, rng)
                 if keep_cats is not None:
