@@ -4,6 +4,10 @@ Pricing (DynamicPricing-v1 and the price part of PricePromo-v1, where these give
 list price, a constant price vector (and the best one found by search on a simulator), a uniform
 discount, cost-plus, a markdown rule, Thompson sampling over a price ladder per product, random.
 Coupons (CouponAllocation-v1): no coupons, one level for everybody, random.
+
+Under business constraints (the env config's ``constraints``) the env projects every price onto the day's
+feasible set and refuses coupons over a customer's cap, so these rules play by them; the best static
+price vector is searched on the constrained env, so it is the best among what the constraints allow.
 """
 
 from __future__ import annotations
@@ -125,8 +129,8 @@ class ThompsonPricing(_PricingPolicy):
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
         o = self.env.decode_observation(observation)
         rows = np.arange(self.env.config.n_products)
-        if self.last_arm is not None:
-            price = self.env.list_price * self.ladder[self.last_arm]
+        if self.last_arm is not None:  # yesterday's price as set (business constraints may have moved it)
+            price = self.env.list_price * (1.0 + o["price_index"])
             profit = o["last_units"] * (price - self.env.market.catalog.unit_cost[self.env.products])
             p_old = self.precision[rows, self.last_arm]
             p_new = p_old + 1.0 / self.noise_sd ** 2

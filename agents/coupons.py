@@ -1,4 +1,7 @@
-"""Coupon baselines for CouponAllocation-v1: myopic greedy, two-model uplift targeting and the oracle."""
+"""Coupon baselines for CouponAllocation-v1: myopic greedy, two-model uplift targeting and the oracle.
+
+Each gives a coupon only to customers the env allows one (the business constraints' ``coupon_cap``, see
+:meth:`CouponAllocationEnv.coupon_allowed`), so their budget pacing counts only coupons that can be given."""
 
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ def level_outcomes(env: Any, backend: Any, state: Any) -> tuple[np.ndarray, np.n
     return profit, spend
 
 
+def within_caps(env: Any, values: np.ndarray) -> np.ndarray:
+    """``values`` ((cohort, levels), higher is better) with every coupon level of a customer who has reached
+    the business constraints' ``coupon_cap`` set to -inf: rules choose among the levels the env allows."""
+    e = env.unwrapped if hasattr(env, "unwrapped") else env
+    allowed = e.coupon_allowed()
+    out = np.array(values, dtype=float)
+    out[~allowed, 1:] = -np.inf
+    return out
+
+
 class MyopicCoupons(EnvPolicy):
     """Gives each customer the level that maximises the training simulator's expected profit of this
     step (choice probabilities over the viewed products x margin after the coupon), blind to fatigue and
@@ -48,7 +61,7 @@ class MyopicCoupons(EnvPolicy):
         e = self.env
         blind = e.state.copy()
         blind.fatigue[:] = 0.0
-        return level_outcomes(e, self.simulator, blind)[0].argmax(axis=1).astype(np.int64)
+        return within_caps(e, level_outcomes(e, self.simulator, blind)[0]).argmax(axis=1).astype(np.int64)
 
 
 def _log_visits(market: Any, logs: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -135,6 +148,7 @@ class UpliftTargeting(EnvPolicy):
             best_lvl = np.where(better, k, best_lvl)
             best_ratio = np.where(better, ratio, best_ratio)
             best_cost = np.where(better, exp_cost, best_cost)
+        best_lvl = np.where(e.coupon_allowed(), best_lvl, 0)
         steps_left = max(1, e.config.horizon - e.t)
         allowance = e.budget_left / steps_left
         action = np.zeros(len(price), dtype=np.int64)
@@ -161,6 +175,7 @@ class CouponOracle(EnvPolicy):
 
         e = self.env
         profit, spend = level_outcomes(e, WorldBackend(e.market), e.state)
+        profit = within_caps(e, profit)
         allowance = e.budget_left / max(1, e.config.horizon - e.t)
 
         def choose(lam: float) -> np.ndarray:

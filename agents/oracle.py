@@ -2,7 +2,10 @@
 
 Both choose a plan — a price multiplier per product and, on PricePromo-v1, a coupon level per
 segment — by coordinate ascent over a grid, scoring plans with expected outcomes of a fixed sample of
-visitors (scaled to the expected number of visitors). They differ in what they know:
+visitors (scaled to the expected number of visitors). Under business constraints (the env config's
+``constraints``) a plan's prices are projected onto the day's feasible set before they are scored, as the env
+would set them (the oracle holds today's feasible prices over its rollout; it does not model caps on
+customers' coupons). They differ in what they know:
 
 * ``MyopicGreedy`` uses the *training simulator* (the env's response backend, or the ``simulator`` it is
   given when it plays in another env, e.g. planned on a BERT simulator and scored in the world) and maximises the
@@ -54,6 +57,11 @@ class _Planner(EnvPolicy):
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
         raise NotImplementedError
 
+    def prices(self, plan: np.ndarray) -> np.ndarray:
+        """The prices a plan sets today: its grid multiples of list price, projected onto the env's business
+        constraints (the day's feasible set), so that plans are scored as the env would set them."""
+        return self.env.project_prices(self.env.list_price * self.grid[plan])
+
     def improve(self, rounds: int = 2) -> None:
         """Coordinate ascent: move every price together, then one coordinate at a time, by one grid
         step while the score improves (a common move first: products substitute for each other)."""
@@ -89,7 +97,7 @@ class _Planner(EnvPolicy):
     def act(self, observation: np.ndarray) -> np.ndarray:
         self.improve()
         e = self.env
-        action = e.action_from_prices(e.list_price * self.grid[self.plan])
+        action = e.action_from_prices(self.prices(self.plan))
         if self.n_segments:
             # the middle of each level's bin of [-1, 1]
             coupons = -1.0 + (2.0 * self.seg + 1.0) / len(self.levels)
@@ -126,7 +134,7 @@ class MyopicGreedy(_Planner):
         e = self.env
         self.blind.day = e.state.day
         scale = e.config.daily_customers * e.season_factor(e.state.day) / len(self.users)
-        return self._day_profit(self.simulator, self.blind, e.list_price * self.grid[plan], seg, scale, None)[0]
+        return self._day_profit(self.simulator, self.blind, self.prices(plan), seg, scale, None)[0]
 
 
 class MPCOracle(_Planner):
@@ -141,7 +149,7 @@ class MPCOracle(_Planner):
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
         e = self.env
         cfg = e.config
-        prices = e.list_price * self.grid[plan]
+        prices = self.prices(plan)
         state = e.state.copy()
         stock = state.stock[e.products].astype(float)
         budget = float(getattr(e, "budget_left", 0.0))

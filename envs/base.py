@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from promogym.core.config import ConfigBase, param
 from promogym.envs.backends import ResponseBackend, WorldBackend, make_backend
+from promogym.envs.constraints import BusinessConstraints, parse_constraints
 from promogym.envs.market import WEEKDAYS, Market, MarketState, mnl_from_utility
 
 OBS_BOUND = 10.0
@@ -31,6 +32,14 @@ class MarketEnvConfig(ConfigBase):
         0.0, "lambda: the reward minus lambda x the response model's ensemble standard deviation of the step's "
              "expected profit (pessimism where the model is unsure, as in model-based offline RL); needs a model "
              "fitted with an ensemble", lo=0.0, hi=1e6)
+    constraints: Mapping[str, Any] = param(
+        None, "business constraints enforced on every action (keys of promogym.envs.constraints.BusinessConstraints: "
+              "max_daily_change, max_weekly_changes, margin_floor, price_endings, no_discount, coupon_cap); "
+              "empty: none", factory=dict)
+
+    # what the env decides, so which constraints apply to it (subclasses set them)
+    sets_prices: ClassVar[bool] = False
+    gives_coupons: ClassVar[bool] = False
 
     def validate(self) -> None:
         if not isinstance(self.market, Mapping):
@@ -47,6 +56,12 @@ class MarketEnvConfig(ConfigBase):
         if self.uncertainty_penalty > 0 and isinstance(r, str) and r == "world":
             raise ValueError(f"{type(self).__name__}.uncertainty_penalty needs a learned response model with an "
                              "ensemble; the world has no uncertainty")
+        self.business_constraints()
+
+    def business_constraints(self) -> BusinessConstraints:
+        """The validated ``constraints`` (ValueError naming the key that is wrong or does not apply here)."""
+        return parse_constraints(self.constraints, type(self).__name__, prices=self.sets_prices,
+                                 coupons=self.gives_coupons)
 
 
 def world_config(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -181,6 +196,7 @@ class DayOutcome:
     expected_profit: float     # under the env's response backend, before sampling
     expected_profit_world: float  # the world's expectation for the same decisions (nan: no world)
     profit_spread: float = 0.0    # the response model's ensemble sd of expected_profit (0: no penalty asked)
+    coupons_capped: int = 0       # coupons not given: the customer had reached the constraints' coupon_cap
 
 
 @dataclasses.dataclass

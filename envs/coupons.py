@@ -19,6 +19,7 @@ from promogym.envs.base import (
     check_coupon_levels,
     figure_to_array,
 )
+from promogym.envs.constraints import capped
 from promogym.envs.families import COUPONS
 from promogym.envs.market import Market, MarketState, mnl_from_utility
 from promogym.envs.market.customers import QUALITY_TASTES
@@ -80,6 +81,8 @@ class CouponAllocationConfig(MarketEnvConfig):
                                  lo=1, hi=10_000)
     min_budget: float = param(1.0, "the episode terminates when less budget than this is left", lo=0.0, hi=1e12)
 
+    gives_coupons = True
+
     def validate(self) -> None:
         super().validate()
         check_coupon_levels(self)
@@ -98,7 +101,9 @@ class CouponAllocationEnv(MarketEnv):
     price of the product bought), but it is handed out only when the budget can pay it even if every
     coupon of the cohort were redeemed on the customer's dearest viewed product (``worst_case_cost()``);
     a coupon that cannot be paid is not given (``info["coupons_clipped"]``) and ``action_masks()`` marks
-    such levels for MaskablePPO. Customers return across steps and carry promotion fatigue; some are put
+    such levels for MaskablePPO. With the business constraint ``coupon_cap`` (config ``constraints``), a
+    customer who has had that many coupons in the campaign gets no more (``info["coupons_capped"]``, also
+    marked by ``action_masks()``). Customers return across steps and carry promotion fatigue; some are put
     off by coupons. At the end of each day reference prices move toward the list prices of every product
     viewed that day.
 
@@ -151,6 +156,7 @@ class CouponAllocationEnv(MarketEnv):
         super().__init__(config, render_mode, **overrides)
         cfg = self.config
         self.levels = np.asarray(cfg.coupon_levels)
+        self.constraints = cfg.business_constraints()
         # the most products a visit can view (the largest category): ``views`` keeps one shape across steps
         self.view_width = int(self.market.catalog_pool.shape[1])
         self.action_space = spaces.MultiDiscrete([len(self.levels)] * cfg.cohort_size)
@@ -164,6 +170,7 @@ class CouponAllocationEnv(MarketEnv):
         self.categories = np.zeros(n, np.int64)
         self.views = np.full((n, self.view_width), -1, np.int64)
         self.budget_left = self.config.budget
+        self.coupons_received = np.zeros(self.market.config.n_customers, np.int64)
         self.t = 0
         self._day_coupons: list[np.ndarray] = []
         self._day_views: list[np.ndarray] = []
@@ -199,9 +206,17 @@ class CouponAllocationEnv(MarketEnv):
         top = np.where(self.views >= 0, self.market.catalog.list_price[np.maximum(self.views, 0)], 0.0).max(axis=1)
         return self.levels[None, :] * top[:, None]
 
+    def coupon_allowed(self) -> np.ndarray:
+        """(cohort_size,) whether each customer of the cohort may still get a coupon under the constraints'
+        ``coupon_cap`` (all True without one; a customer twice in the cohort counts their earlier visit)."""
+        return ~capped(self.coupons_received, self.users, np.ones(len(self.users)), self.constraints.coupon_cap)
+
     def action_masks(self) -> np.ndarray:
-        """Flattened (cohort_size x levels) booleans: a level is allowed iff the budget left can pay it."""
-        return (self.worst_case_cost() <= self.budget_left + 1e-9).ravel()
+        """Flattened (cohort_size x levels) booleans: a level is allowed iff the budget left can pay it and,
+        for a coupon (level > 0), the customer is under the constraints' ``coupon_cap``."""
+        ok = self.worst_case_cost() <= self.budget_left + 1e-9
+        ok[:, 1:] &= self.coupon_allowed()[:, None]
+        return ok.ravel()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -218,9 +233,13 @@ class CouponAllocationEnv(MarketEnv):
         views, shown = self.views, self.views >= 0
         items = np.maximum(views, 0)
         wanted = self.levels[a]
-        ok = self._reserve(self.worst_case_cost()[np.arange(len(a)), a], self.budget_left)
+        cap = capped(self.coupons_received, self.users, wanted, self.constraints.coupon_cap)
+        wanted = np.where(cap, 0.0, wanted)
+        worst = self.worst_case_cost()[np.arange(len(a)), a]
+        ok = self._reserve(np.where(wanted > 0, worst, 0.0), self.budget_left)
         coupon = np.where(ok, wanted, 0.0)
         clipped = int(((wanted > 0) & ~ok).sum())
+        np.add.at(self.coupons_received, self.users[coupon > 0], 1)
         p = self.choice_proba(coupon)
         pos = (self.np_random.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)  # == width: none
         bought = pos < views.shape[1]
@@ -254,7 +273,8 @@ class CouponAllocationEnv(MarketEnv):
         units = int(bought.sum())
         info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": spend, "units": units,
                                "stockouts": 0, "budget_left": self.budget_left},
-                "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped, "coupon": coupon,
+                "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped,
+                "coupons_capped": int(cap.sum()), "coupon": coupon,
                 "users": self.users.copy(), "views": views.copy(), "bought": bought, "chosen": chosen,
                 "expected_profit": expected, "expected_profit_world": expected_world, "profit_spread": spread}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),

@@ -19,6 +19,7 @@ from promogym.envs.base import (
     check_coupon_levels,
     figure_to_array,
 )
+from promogym.envs.constraints import PriceRules, capped
 from promogym.envs.families import PRICING
 from promogym.envs.market.customers import VISIT_BANDS
 from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
@@ -34,6 +35,8 @@ class DynamicPricingConfig(MarketEnvConfig):
     price_high: float = param(1.4, "highest price, as a multiple of list price (action +1)", lo=0.05, hi=10.0)
     daily_customers: float = param(250.0, "mean visitors per day browsing these products", lo=1.0, hi=1e6)
     initial_stock: int = param(60, "units of each product at the start of the season", lo=0, hi=1_000_000)
+
+    sets_prices = True
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +56,8 @@ class PricePromoConfig(DynamicPricingConfig):
     coupon_levels: tuple[float, ...] = param(None, "coupon shares a segment rule can choose", lo=0.0, hi=0.9,
                                              factory=lambda: (0.0, 0.05, 0.1, 0.2))
     budget: float = param(1500.0, "campaign budget for redeemed coupons over the season", lo=0.0, hi=1e12)
+
+    gives_coupons = True
 
     def validate(self) -> None:
         super().validate()
@@ -88,6 +93,12 @@ class _SeasonEnv(MarketEnv):
         self.arrival_scale = cfg.daily_customers / (self.market.config.daily_arrivals
                                                     * self.market.browse_share(self.categories))
         self.list_price = self.market.catalog.list_price[self.products]
+        self.constraints = cfg.business_constraints()
+        try:
+            self.rules = PriceRules(self.constraints, self.list_price, self.market.catalog.unit_cost[self.products],
+                                    cfg.price_low, cfg.price_high) if self.constraints.prices else None
+        except ValueError as e:
+            raise ValueError(f"{type(cfg).__name__}.{e}") from None
         warm = getattr(self.backend, "warm", None)
         if warm is not None:  # every customer with the env's products: steps never wait for the model's MLP
             warm(self.products, members=cfg.uncertainty_penalty > 0)
@@ -103,6 +114,9 @@ class _SeasonEnv(MarketEnv):
         self.prices = self.list_price.copy()
         self.last_units = np.zeros(n)
         self.budget_left = float(getattr(self.config, "budget", 0.0))
+        self.coupons_received = np.zeros(self.market.config.n_customers, np.int64)
+        if self.rules is not None:
+            self.rules.reset()
         self.t = 0
         self.history: list[dict[str, Any]] = []
 
@@ -110,6 +124,13 @@ class _SeasonEnv(MarketEnv):
         cfg = self.config
         a = np.clip(np.asarray(action, dtype=float)[: cfg.n_products], -1.0, 1.0)
         return np.round(self.list_price * (cfg.price_low + (a + 1.0) / 2.0 * (cfg.price_high - cfg.price_low)), 2)
+
+    def project_prices(self, prices: np.ndarray) -> np.ndarray:
+        """The prices the env would set today for wanted ``prices`` (per env product): unchanged without price
+        constraints, else projected onto today's feasible set (see :mod:`promogym.envs.constraints`). Planners
+        score these, so they plan within the constraints."""
+        prices = np.round(np.asarray(prices, float), 2)
+        return prices if self.rules is None else self.rules.project(prices, self.prices)
 
     def action_from_prices(self, prices: np.ndarray) -> np.ndarray:
         """The action that sets ``prices`` (inverse of :meth:`prices_from_action`; clipped to the band)."""
@@ -212,7 +233,12 @@ class _SeasonEnv(MarketEnv):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         cfg = self.config
         action = check_action(self, action, clip=True)  # finite, of the space's shape; clipped into [-1, 1] below
-        self.prices = self.prices_from_action(action)
+        requested = self.prices_from_action(action)
+        if self.rules is not None:
+            prev, self.prices = self.prices, self.rules.project(requested, self.prices)
+            self.rules.record(self.prices, prev)
+        else:
+            self.prices = requested
         out = self._simulate_day(self.prices, self.coupon_levels_from_action(action) if self.with_coupons else None)
         reward = out.revenue - out.cost - out.coupon_spend if cfg.reward == "profit" else out.revenue
         reward -= cfg.uncertainty_penalty * out.profit_spread
@@ -227,6 +253,8 @@ class _SeasonEnv(MarketEnv):
                                "budget_left": self.budget_left},
                 "prices": self.prices.copy(), "units": out.units.copy(), "visitors": out.visitors,
                 "coupons_given": out.coupons_given, "coupons_clipped": out.coupons_clipped,
+                "coupons_capped": out.coupons_capped, "prices_requested": requested,
+                "constraint_adjusted": int((np.abs(self.prices - requested) > 0.005).sum()),
                 "expected_profit": out.expected_profit, "expected_profit_world": out.expected_profit_world,
                 "profit_spread": out.profit_spread, "day": self.state.day - 1}
         self.history.append({"day": self.state.day - 1, "prices": self.prices.copy(),
@@ -240,13 +268,17 @@ class _SeasonEnv(MarketEnv):
         users, sets = self._visits()
         price_by_item = self._price_by_item(prices)
         coupon = np.zeros(len(users))
-        clipped = 0
+        clipped = n_capped = 0
         if segment_coupons is not None and len(users):
             wanted = segment_coupons[self.market.customers.visit_band[users]]
+            cap = capped(self.coupons_received, users, wanted, self.constraints.coupon_cap)
+            n_capped = int(cap.sum())
+            wanted = np.where(cap, 0.0, wanted)
             worst = wanted * np.where(sets >= 0, price_by_item[np.maximum(sets, 0)], 0.0).max(axis=1)
             ok = self._reserve(np.where(wanted > 0, worst, 0.0), self.budget_left)
             coupon = np.where(ok, wanted, 0.0)
             clipped = int(((wanted > 0) & ~ok).sum())
+            np.add.at(self.coupons_received, users[coupon > 0], 1)
         chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon)
         o = self.last_offers
         spread = 0.0 if o is None or not len(users) else \
@@ -263,7 +295,7 @@ class _SeasonEnv(MarketEnv):
         return DayOutcome(visitors=len(users), units=units, revenue=revenue, cost=cost, coupon_spend=spend,
                           stockouts=int(stockout.sum()), coupons_given=int((coupon > 0).sum()),
                           coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world,
-                          profit_spread=spread)
+                          profit_spread=spread, coupons_capped=n_capped)
 
     def _serve(self, users: np.ndarray, sets: np.ndarray, price_by_item: np.ndarray, coupon: np.ndarray
                ) -> tuple[np.ndarray, float, float, np.ndarray]:
@@ -352,6 +384,11 @@ class DynamicPricingEnv(_SeasonEnv):
     (prices are rounded to the cent). Finite values outside [-1, 1] are clipped into it. An action of
     another shape (after ``np.asarray``; a list is fine, a scalar only when ``n_products`` is 1: nothing is
     broadcast or cut) or with NaN or inf raises ValueError, and the env is left as it was.
+    With business constraints (config ``constraints``: at most ``max_daily_change`` a day and
+    ``max_weekly_changes`` a week, a ``margin_floor``, ``price_endings``, ``no_discount`` products) the prices
+    asked for are projected onto the day's feasible set (:mod:`promogym.envs.constraints`): ``info["prices"]``
+    is what was set, ``info["prices_requested"]`` what was asked, ``info["constraint_adjusted"]`` the number
+    of products whose price the constraints moved.
 
     ## Observation Space
     ``Box(-10, 10, (8 + 4 n_products,))`` float32: day of week (one-hot, 7), share of the season left,
@@ -402,7 +439,9 @@ class PricePromoEnv(_SeasonEnv):
     ``Box(-1, 1, (n_products + 3,))``: prices as in DynamicPricing-v1, then one value per segment
     mapped to ``coupon_levels`` by equal-width bins of [-1, 1]. As in DynamicPricing-v1, finite values
     outside [-1, 1] are clipped into it, and an action of another shape or with NaN or inf raises
-    ValueError, leaving the env as it was.
+    ValueError, leaving the env as it was. Business constraints on prices apply as in DynamicPricing-v1;
+    with ``coupon_cap`` a visitor who has had that many coupons this season gets none
+    (``info["coupons_capped"]``).
 
     ## Observation Space
     ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v1's, then the share of the budget

@@ -43,7 +43,7 @@ def _integer_field(f: dataclasses.Field[Any]) -> bool:
 
 def _check_number(owner: str, name: str, value: Any, f: dataclasses.Field[Any]) -> None:
     lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-    if lo is None and hi is None:
+    if (lo is None and hi is None) or (value is None and f.default is None):  # None: an optional key left off
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{owner}.{name} must be a number {_describe(f)}, got {value!r}")
