@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo experiment fidelity test test-slow bench lint clean
+.PHONY: install demo experiment fidelity test test-slow bench lint docs clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ bench: install
 	$(BIN)/promogym bench predictor --out results/bench --force
 	$(BIN)/promogym bench env --out results/bench --force
 
+# the API reference (site/), from the docstrings; docs/hooks.py generates the env config page from the configs
+docs: install
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	@echo "API reference: site/index.html"
+
 # mypy reads the package through a tree of links laid out as it is installed (promogym/envs -> envs/, ...)
 lint: install
 	$(BIN)/ruff check .
@@ -48,4 +54,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .typecheck
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .typecheck site build/docs-src
