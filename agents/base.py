@@ -17,7 +17,9 @@ class Policy(Protocol):
     """Stable-Baselines3's prediction signature: (action, recurrent state)."""
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The action for ``observation`` and the recurrent state to pass back next step."""
+        ...
 
 
 class EnvPolicy:
@@ -33,10 +35,12 @@ class EnvPolicy:
         """Forget anything learned within an episode (most baselines hold nothing)."""
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """The action for ``observation`` (subclasses implement the rule)."""
         raise NotImplementedError
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """SB3's signature: ``(act(observation), state)``; rules are deterministic whatever ``deterministic``."""
         return self.act(observation), state
 
 

@@ -26,6 +26,7 @@ class _PricingPolicy(EnvPolicy):
     """Sets prices as multiples of list price; on PricePromo-v1 gives no coupons."""
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """Today's price per product as a multiple of its list price."""
         raise NotImplementedError
 
     def act(self, observation: np.ndarray) -> np.ndarray:
@@ -37,9 +38,12 @@ class _PricingPolicy(EnvPolicy):
 
 
 class ListPrice(_PricingPolicy):
+    """Every product at its list price, every day."""
+
     name = "list_price"
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """All ones."""
         return np.ones(self.env.config.n_products)
 
 
@@ -53,6 +57,7 @@ class StaticPrice(_PricingPolicy):
         self.mult = np.broadcast_to(np.asarray(multipliers, dtype=float), (self.env.config.n_products,)).copy()
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """The fixed vector given at construction."""
         return self.mult
 
 
@@ -76,6 +81,7 @@ class CostPlus(_PricingPolicy):
         self.mult = cost * (1.0 + markup) / self.env.list_price
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """Unit cost x (1 + markup) / list price, per product."""
         return self.mult
 
 
@@ -92,9 +98,11 @@ class Markdown(_PricingPolicy):
         self.reset()
 
     def reset(self) -> None:
+        """Back to ``start`` x list price for a new season."""
         self.mult = np.full(self.env.config.n_products, self.start)
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """Yesterday's multipliers, cut by ``step`` for products selling slower than the season."""
         o = self.env.decode_observation(observation)
         left = float(o["season_left"][0])
         if 1.0 - left >= self.after:
@@ -119,6 +127,7 @@ class ThompsonPricing(_PricingPolicy):
         self.reset()
 
     def reset(self) -> None:
+        """A fresh prior for a new episode (each episode draws from its own seeded stream)."""
         n, k = self.env.config.n_products, len(self.ladder)
         self.rng = np.random.default_rng([self.seed, self.episode])
         self.episode += 1
@@ -127,6 +136,8 @@ class ThompsonPricing(_PricingPolicy):
         self.last_arm: np.ndarray | None = None
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
+        """Update yesterday's arms with the profit observed, then draw from the posterior and play each
+        product's best draw."""
         o = self.env.decode_observation(observation)
         rows = np.arange(self.env.config.n_products)
         if self.last_arm is not None:  # yesterday's price as set (business constraints may have moved it)
@@ -153,6 +164,7 @@ class RandomPolicy(EnvPolicy):
         self.space.seed(seed)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """A uniform draw from the action space (its own seeded generator, never the env's)."""
         return np.asarray(self.space.sample())
 
 
@@ -166,6 +178,7 @@ class UniformCoupon(EnvPolicy):
         self.level = level
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """``level`` for every customer of the cohort."""
         return np.full(self.env.config.cohort_size, self.level, dtype=np.int64)
 
 

@@ -58,6 +58,7 @@ class MyopicCoupons(EnvPolicy):
         self.simulator = simulator if simulator is not None else self.env.backend
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """Each customer's level of highest expected profit this step (within the coupon cap)."""
         e = self.env
         blind = e.state.copy()
         blind.fatigue[:] = 0.0
@@ -127,6 +128,7 @@ class UpliftTargeting(EnvPolicy):
             self.models[float(lvl)] = m
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """Levels for the cohort: best uplift per coupon cost first, within the step's share of the budget."""
         e = self.env
         x = np.hstack([e.customer_features(), np.ones((len(e.users), 1), np.float32)])
         shown = e.views >= 0
@@ -171,6 +173,7 @@ class CouponOracle(EnvPolicy):
     name = "oracle"
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """The cohort's levels under the shadow price that paces the budget evenly."""
         from promogym.envs.backends import WorldBackend
 
         e = self.env

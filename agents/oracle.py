@@ -55,6 +55,7 @@ class _Planner(EnvPolicy):
         self.seg = np.zeros(self.n_segments, dtype=int)                    # level index per segment
 
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        """The value of a plan (grid index per product, coupon level index per segment); higher is better."""
         raise NotImplementedError
 
     def prices(self, plan: np.ndarray) -> np.ndarray:
@@ -95,6 +96,7 @@ class _Planner(EnvPolicy):
                 break
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """Improve yesterday's plan from today's state and play it."""
         self.improve()
         e = self.env
         action = e.action_from_prices(self.prices(self.plan))
@@ -131,6 +133,7 @@ class MyopicGreedy(_Planner):
         self.blind.fatigue[:] = 0.0
 
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        """Today's expected profit of the plan under the simulator, everything in stock, no fatigue."""
         e = self.env
         self.blind.day = e.state.day
         scale = e.config.daily_customers * e.season_factor(e.state.day) / len(self.users)
@@ -147,6 +150,7 @@ class MPCOracle(_Planner):
         self.world = WorldBackend(self.env.market)
 
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
+        """The world's expected profit of holding the plan to the season's end (fluid rollout from today)."""
         e = self.env
         cfg = e.config
         prices = self.prices(plan)
@@ -250,6 +254,7 @@ class StockDPOracle(EnvPolicy):
         return np.array([self._backward(np.array([j]))[0][stock0] for j in range(len(self.prices))])
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        """The optimal price for today and the stock left."""
         e = self.env
         s = int(e.state.stock[e.products[0]])
         t = min(e.t, e.config.horizon - 1)

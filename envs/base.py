@@ -42,6 +42,8 @@ class MarketEnvConfig(ConfigBase):
     gives_coupons: ClassVar[bool] = False
 
     def validate(self) -> None:
+        """The market overrides, the response spec, the uncertainty penalty's need of an ensemble and the
+        constraints; ValueError naming the key."""
         if not isinstance(self.market, Mapping):
             raise ValueError(f"{type(self).__name__}.market must be a mapping of MarketConfig overrides")
         r = self.response
@@ -239,6 +241,7 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """The env's default config as a plain dict (HighwayEnv's ``default_config()``)."""
         return cls.config_class().to_dict()
 
     # ------------------------------------------------------------------ visitors and choices

@@ -57,6 +57,7 @@ class BusinessConstraints(ConfigBase):
         hi=1_000_000)
 
     def validate(self) -> None:
+        """Distinct do-not-discount products and whole-cent endings; ValueError naming the key."""
         if len(set(self.no_discount)) != len(self.no_discount):
             raise ValueError(f"BusinessConstraints.no_discount has repeated products: {list(self.no_discount)}")
         bad = [e for e in self.price_endings if abs(round(e * 100) - e * 100) > 1e-6]

@@ -84,6 +84,7 @@ class CouponAllocationConfig(MarketEnvConfig):
     gives_coupons = True
 
     def validate(self) -> None:
+        """The market env's checks and the coupon levels (increasing, from 0)."""
         super().validate()
         check_coupon_levels(self)
 
@@ -220,6 +221,7 @@ class CouponAllocationEnv(MarketEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Day 0, the whole budget, the first cohort; ``info`` has its ``users`` and ``views``."""
         super().reset(seed=seed)
         self.state = self.market.initial_state()
         self._new_cohort_placeholders()
@@ -227,6 +229,7 @@ class CouponAllocationEnv(MarketEnv):
         return self._obs(), {"users": self.users.copy(), "views": self.views.copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Give the cohort its coupons (within the budget and caps), sample its choices, draw the next cohort."""
         cfg = self.config
         a = check_action(self, action)
         cat = self.market.catalog
@@ -285,6 +288,7 @@ class CouponAllocationEnv(MarketEnv):
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | np.ndarray | None:
+        """A line of text for the last step ("ansi") or cumulative profit and budget plots ("rgb_array")."""
         if self.render_mode == "ansi":
             if not self.history:
                 return f"campaign starts: budget {self.config.budget:,.0f}, cohorts of {self.config.cohort_size}"

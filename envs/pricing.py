@@ -39,6 +39,7 @@ class DynamicPricingConfig(MarketEnvConfig):
     sets_prices = True
 
     def validate(self) -> None:
+        """The price band, the categories and enough products for them; ValueError naming the key."""
         super().validate()
         if self.price_low >= self.price_high:
             raise ValueError(f"{type(self).__name__}.price_low ({self.price_low}) must be below price_high "
@@ -60,6 +61,7 @@ class PricePromoConfig(DynamicPricingConfig):
     gives_coupons = True
 
     def validate(self) -> None:
+        """DynamicPricingConfig's checks and the coupon levels (increasing, from 0)."""
         super().validate()
         check_coupon_levels(self)
 
@@ -121,6 +123,7 @@ class _SeasonEnv(MarketEnv):
         self.history: list[dict[str, Any]] = []
 
     def prices_from_action(self, action: np.ndarray) -> np.ndarray:
+        """The prices an action asks for (per env product, to the cent), before any business constraint."""
         cfg = self.config
         a = np.clip(np.asarray(action, dtype=float)[: cfg.n_products], -1.0, 1.0)
         return np.round(self.list_price * (cfg.price_low + (a + 1.0) / 2.0 * (cfg.price_high - cfg.price_low)), 2)
@@ -139,6 +142,7 @@ class _SeasonEnv(MarketEnv):
         return np.clip(2.0 * (mult - cfg.price_low) / (cfg.price_high - cfg.price_low) - 1.0, -1, 1).astype(np.float32)
 
     def coupon_levels_from_action(self, action: np.ndarray) -> np.ndarray:
+        """The coupon share an action asks for, per customer segment (PricePromo-v1)."""
         levels = np.asarray(getattr(self.config, "coupon_levels", (0.0,)))
         a = np.clip(np.asarray(action, dtype=float)[self.config.n_products:], -1.0, 1.0)
         idx = np.minimum(((a + 1.0) / 2.0 * len(levels)).astype(int), len(levels) - 1)
@@ -223,6 +227,7 @@ class _SeasonEnv(MarketEnv):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Day 0, list prices, full stock; ``info`` has the env's ``products`` and their ``list_price``."""
         super().reset(seed=seed)
         self.state = self.market.initial_state()
         self.state.stock[:] = 0
@@ -231,6 +236,7 @@ class _SeasonEnv(MarketEnv):
         return self._obs(), {"products": self.products.copy(), "list_price": self.list_price.copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Set the day's prices (and coupons), simulate the day's visits and choices, end the day."""
         cfg = self.config
         action = check_action(self, action, clip=True)  # finite, of the space's shape; clipped into [-1, 1] below
         requested = self.prices_from_action(action)
@@ -334,6 +340,7 @@ class _SeasonEnv(MarketEnv):
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:
+        """A line of text for the last day ("ansi") or price, stock and sales plots ("rgb_array")."""
         if self.render_mode == "ansi":
             if not self.history:
                 return (f"day {self.state.day} ({self._weekday_name()}): season starts, "
