@@ -21,6 +21,7 @@ MARKET_ENV_IDS = ("promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1", 
 
 
 def register_envs() -> None:
+    """Register every id of ``ENV_IDS`` with Gymnasium (string entry points); registered ids are left as they are."""
     for env_id, entry_point in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)

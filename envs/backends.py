@@ -24,11 +24,17 @@ _EPS = 1e-6
 
 
 class ResponseBackend(Protocol):
+    """What an environment needs of a response backend: log-odds of buying each offer.
+
+    ``name`` labels the backend in reports; ``is_world`` is True for the ground truth only."""
+
     name: str
     is_world: bool
 
     def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
-               state: MarketState) -> np.ndarray: ...
+               state: MarketState) -> np.ndarray:
+        """Log-odds of buying for each offer: customer ids ``users``, product ids ``items``, shelf ``price`` and coupon
+        share ``coupon`` (arrays of one shape), on the day of ``state``. Returns an array of that shape."""
 
 
 class WorldBackend:
@@ -42,6 +48,7 @@ class WorldBackend:
 
     def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
                state: MarketState) -> np.ndarray:
+        """The market's true utilities of the offers (see :meth:`ResponseBackend.logits`)."""
         return self.market.utility(users, items, price, coupon, state)
 
 
@@ -93,6 +100,8 @@ class ModelBackend:
 
     def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
                state: MarketState) -> np.ndarray:
+        """The model's log-odds of the offers (see :meth:`ResponseBackend.logits`): its probabilities turned into
+        logits, or a bound hybrid model's logits by customer and product id."""
         shape = np.shape(users)
         u, i = np.ravel(users), np.ravel(items)
         offers = self._offers(u, i, price, coupon, state)

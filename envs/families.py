@@ -43,6 +43,10 @@ class TracePlot:
 
 @dataclasses.dataclass(frozen=True)
 class EnvFamily:
+    """A kind of decision shared by envs: its ``name`` (the key policies declare support for), a ``description``, the
+    algorithms ``agents-report`` trains by default, and how reports trace and plot its episodes (``trace_rows``,
+    ``trace_plots``)."""
+
     name: str
     description: str
     default_algos: tuple[str, ...] = ()

@@ -18,6 +18,8 @@ N_CUSTOMER_FEATURES = 11
 
 @dataclasses.dataclass(frozen=True)
 class HillstromConfig(ConfigBase):
+    """Configuration of :class:`HillstromTargetingEnv`; every field is validated against its range."""
+
     response: Any = param(  # noqa: RUF009 (param returns a dataclasses.field)
         "cells", "response model: cells (smoothed cell means, instant), bert:<dir>, gbdt:<file>, logistic:<file>, "
                  "a kind added with promogym.predictors.registry.register_model, or an UpliftModel")
@@ -33,6 +35,7 @@ class HillstromConfig(ConfigBase):
                                     "a proportional budget)")
 
     def validate(self) -> None:
+        """Check that ``response`` is a valid uplift-model spec or an object with ``predict`` (ValueError otherwise)."""
         r = self.response
         if isinstance(r, str):
             from promogym.predictors.registry import check_spec
@@ -124,6 +127,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
+        """The default config as a dict (the keys of :class:`HillstromConfig`)."""
         return HillstromConfig().to_dict()
 
     # ------------------------------------------------------------------ helpers
@@ -154,6 +158,11 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start a campaign: draw the first batch of customers and set the e-mail budget.
+
+        With ``sequential``, a seed or ``options={"restart": True}`` restarts the walk at the split's first row; the
+        walk's last episode gets a budget in proportion to the customers it sees. ``info["rows"]`` holds the batch's row
+        indices."""
         super().reset(seed=seed)
         if seed is not None or (options or {}).get("restart"):
             self._cursor, self._walked = 0, False
@@ -167,6 +176,11 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(), {"rows": self.idx.copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Send each customer of the batch the arm of ``action`` (0: no e-mail), within the e-mail budget.
+
+        E-mails beyond the budget left are not sent (``info["emails_clipped"]``); the reward is the outcome drawn for
+        the batch minus ``email_cost`` per e-mail sent. Returns Gymnasium's ``(obs, reward, terminated, truncated,
+        info)``."""
         cfg = self.config
         a = check_action(self, action)
         wanted = a > 0
@@ -194,6 +208,7 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | None:
+        """With ``render_mode="ansi"``, a one-line summary of the last step (or of the campaign's start); else None."""
         if self.render_mode == "ansi":
             if self.t == 0:
                 return f"campaign starts: {self.budget:,.0f} e-mails for {self.config.horizon} batches"

@@ -19,6 +19,8 @@ TIER_PRICE = np.array([0.7, 1.0, 1.6])
 
 @dataclass(frozen=True)
 class Category:
+    """A product category: its name, base list price and the nouns and features its product texts use."""
+
     name: str
     base_price: float
     nouns: tuple[str, ...]
@@ -100,6 +102,7 @@ class Catalog:
 
     @property
     def n(self) -> int:
+        """Number of products."""
         return len(self.category)
 
     @property
@@ -118,6 +121,8 @@ def _brand_names(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def make_catalog(cfg: MarketConfig, rng: np.random.Generator) -> Catalog:
+    """Draw a catalog of ``cfg.n_products`` products over ``cfg.n_categories`` categories (every category has a
+    product): tier, stars, list price, unit cost, hidden appeal, new-product flags and texts."""
     n, k = cfg.n_products, cfg.n_categories
     cats = CATEGORIES[:k]
     category = np.concatenate([np.arange(k), rng.integers(0, k, size=n - k)])

@@ -47,6 +47,8 @@ class MarketConfig(ConfigBase):
     seed: int = param(0, "seed of the world's construction (catalog, customers, texts)", lo=0, hi=2**32 - 1)
 
     def validate(self) -> None:
+        """Check that ``type_shares`` has one share per customer type and sums to 1, and that there are at least two
+        products per category (ValueError naming the key)."""
         if len(self.type_shares) != len(CUSTOMER_TYPE_NAMES):
             raise ValueError(
                 f"MarketConfig.type_shares must have {len(CUSTOMER_TYPE_NAMES)} entries "

@@ -100,6 +100,7 @@ class Customers:
 
     @property
     def n(self) -> int:
+        """Number of customers."""
         return len(self.ctype)
 
     @property
@@ -109,6 +110,8 @@ class Customers:
 
 
 def make_customers(cfg: MarketConfig, category_names: tuple[str, ...], rng: np.random.Generator) -> Customers:
+    """Draw ``cfg.n_customers`` customers: type (by ``cfg.type_shares``), two favourite categories, quality taste, tier
+    preference, visit band, hidden taste and price-sensitivity deviation, and profile texts."""
     n, k = cfg.n_customers, cfg.n_categories
     ctype = rng.choice(len(CUSTOMER_TYPES), size=n, p=np.asarray(cfg.type_shares))
     # two distinct favourite categories per customer, with popularity skew across categories

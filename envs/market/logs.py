@@ -65,6 +65,8 @@ class LoggingPolicy(ConfigBase):
         factory=lambda: (0.4, 0.2, 0.2, 0.2))
 
     def validate(self) -> None:
+        """Check that each probability list has one positive entry per level and sums to 1 (ValueError naming the
+        key)."""
         pairs = [("price_probs", self.price_probs, self.price_multipliers),
                  ("coupon_probs_frequent", self.coupon_probs_frequent, self.coupon_levels),
                  ("coupon_probs_other", self.coupon_probs_other, self.coupon_levels)]

@@ -57,6 +57,7 @@ _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(24)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function ``1 / (1 + exp(-x))``, elementwise (computed with tanh, so it never overflows)."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -78,6 +79,7 @@ class MarketState:
     price_history: np.ndarray    # (len(PRICE_HISTORY_RATES), products): the shop's EWMAs of shelf price / list
 
     def copy(self) -> MarketState:
+        """A deep copy (every array copied)."""
         return MarketState(self.day, self.reference_price.copy(), self.fatigue.copy(), self.stock.copy(),
                            self.coupon_days.copy(), self.price_history.copy())
 
@@ -156,10 +158,12 @@ class Market:
     # ------------------------------------------------------------------ sizes and state
     @property
     def n_products(self) -> int:
+        """Number of products in the catalog."""
         return self.catalog.n
 
     @property
     def n_customers(self) -> int:
+        """Number of customers in the population."""
         return self.customers.n
 
     def initial_state(self, day: int = 0, stock: int = 0) -> MarketState:
@@ -402,6 +406,7 @@ class Market:
         return Visits(users, cats, self.sample_views(cats, rng, pool))
 
     def items_in_category(self, category: int) -> np.ndarray:
+        """Product ids of category ``category``, ascending."""
         start = self._category_start[category]
         return self._items_by_category[start:start + self._category_count[category]]
 
@@ -432,6 +437,7 @@ class Market:
         state.day += 1
 
     def customer_type_names(self, users: np.ndarray) -> np.ndarray:
+        """The hidden customer type's name of each customer id in ``users`` (same shape)."""
         names = np.array([t.name for t in CUSTOMER_TYPES])
         return names[self.customers.ctype[np.asarray(users)]]
 

@@ -99,9 +99,11 @@ class ConfigBase:
         raise ValueError(f"expected a {cls.__name__} or a dict, got {type(config).__name__}")
 
     def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied, validated like a new config (ValueError on an unknown key or bad value)."""
         return self.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (tuples as lists), e.g. for YAML or JSON; ``from_dict`` reads it back."""
         out = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 

@@ -79,6 +79,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -87,6 +88,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages whose versions a run's metadata records (those installed)."""
     out = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
@@ -97,6 +99,7 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit checked out in ``cwd`` (default: this package's folder), or None outside a git checkout."""
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=cwd or Path(__file__).resolve().parent, check=False)
@@ -106,5 +109,6 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
+    """Platform, processor and CPU count of this machine, for a run's metadata."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count()}
