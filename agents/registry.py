@@ -48,6 +48,11 @@ ENTRY_POINT_GROUP = "promogym.policies"
 
 @dataclasses.dataclass(frozen=True)
 class PolicyEntry:
+    """One registration: a policy ``name`` for an env ``family``, its ``factory(env, ctx, arg)`` and ``help``; ``arg``
+    names its numeric argument (``name:<arg>``), ``default`` whether an experiment scores it when no baselines are
+    named, ``static`` whether it is a static rule, ``plans`` whether it plans with the simulator, ``knows_truth``
+    whether it is told the world's truth (an oracle), ``check_arg`` the validator of its argument."""
+
     name: str
     family: str
     factory: Factory
@@ -61,6 +66,7 @@ class PolicyEntry:
 
     @property
     def usage(self) -> str:
+        """The spec a user writes: ``name`` or ``name:<arg>``."""
         return f"{self.name}:{self.arg}" if self.arg else self.name
 
 
@@ -124,6 +130,7 @@ def is_run_folder(spec: str) -> bool:
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
+    """Split a policy spec ``name[:arg]`` into ``(name, arg)``; ``arg`` is None without a colon."""
     name, sep, arg = spec.partition(":")
     return name, (arg if sep else None)
 
@@ -206,6 +213,8 @@ class PolicyContext:
         return gym.make(self.env_id, config=self.sim.unwrapped.config)  # type: ignore[attr-defined]
 
     def logs(self) -> pd.DataFrame:
+        """The logs policies fit on: read from the parquet path, the DataFrame given, or (when neither was given)
+        100,000 rows generated from the simulator's market with seed 11, once."""
         if self._logs is None:
             if self._logs_path:
                 self._logs = pd.read_parquet(self._logs_path)
@@ -216,6 +225,7 @@ class PolicyContext:
         return self._logs
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` for the policies sharing this context; later calls return the stored value."""
         if key not in self.cache:
             self.cache[key] = compute()
         return self.cache[key]

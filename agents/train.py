@@ -70,6 +70,10 @@ def _count(name: str, value: Any, lo: int) -> None:
 
 @dataclasses.dataclass
 class TrainSpec:
+    """What to train: ``algo`` on ``env_id`` (with ``response`` and ``env_config``) for ``timesteps`` steps from
+    ``seed``; evaluation and checkpoint frequencies in steps, parallel envs and hyperparameter overrides of the YAML
+    table's. Invalid counts or hyperparameters raise ValueError naming the field on construction."""
+
     env_id: str
     algo: str
     seed: int
@@ -96,6 +100,7 @@ class TrainSpec:
 
 
 def algo_class(algo: str) -> Any:
+    """The SB3 (or sb3-contrib) class of an algorithm name of ``ALGOS`` (ValueError naming the known ones otherwise)."""
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
     if algo in ("maskable_ppo", "recurrent_ppo"):
@@ -108,6 +113,7 @@ def algo_class(algo: str) -> Any:
 
 
 def policy_name(algo: str) -> str:
+    """The SB3 policy class name an algorithm trains: ``MlpLstmPolicy`` for recurrent_ppo, else ``MlpPolicy``."""
     return "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
 
 
@@ -225,6 +231,8 @@ def check_compatible(env_id: str, algo: str, env_config: dict[str, Any] | None =
 
 
 def load_hyperparams(env_id: str, algo: str) -> dict[str, Any]:
+    """The hyperparameters of ``algo`` on ``env_id`` from the YAML table (``hyperparams.yml``); empty when not
+    listed."""
     table = yaml.safe_load(HYPERPARAMS.read_text())
     return dict(table.get(env_id, {}).get(algo, {}))
 
@@ -600,6 +608,9 @@ class LearnedPolicy:
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The action for one observation, as SB3's ``predict`` (observation normalized with the run's statistics;
+        MaskablePPO gets the env's action masks, RecurrentPPO its ``state`` and ``episode_start``). Returns ``(action,
+        state)``."""
         obs = self.norm.normalize_obs(np.asarray(observation, dtype=np.float32)[None])
         kwargs: dict[str, Any] = {"deterministic": deterministic}
         if self.algo == "maskable_ppo" and self.env is not None:
