@@ -40,6 +40,7 @@ class ConversionModel(Protocol):
 
 
 def as_frame(batch: Batch) -> pd.DataFrame:
+    """``batch`` as a DataFrame (a mapping of column arrays is converted; a DataFrame is returned as is)."""
     return batch if isinstance(batch, pd.DataFrame) else pd.DataFrame(dict(batch))
 
 
@@ -77,4 +78,5 @@ def validate_batch(batch: Batch, required: tuple[str, ...] = OFFER_COLUMNS, what
 
 
 def clip_proba(p: np.ndarray) -> np.ndarray:
+    """Probabilities as floats clipped to ``[EPS, 1 - EPS]``, so their logs and log-odds are finite."""
     return np.clip(np.asarray(p, dtype=float), EPS, 1.0 - EPS)

@@ -289,6 +289,8 @@ class GBDTConversionModel(_Archived):
         return self
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
+        """P(purchase) per row, in (0, 1), from the rows' ids, prices, coupon and day (ValueError naming a missing
+        column)."""
         df = validate_batch(batch, ("user_id", "item_id", "list_price", "price", "coupon", "day"))
         x = self._features(df, self.user_enc.transform(df["user_id"].to_numpy()),
                            self.item_enc.transform(df["item_id"].to_numpy()))
@@ -354,6 +356,8 @@ class LogisticConversionModel(_Archived):
         return self
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
+        """P(purchase) per row, in (0, 1), from the rows' texts, prices, coupon and day (ValueError naming a missing
+        column)."""
         df = validate_batch(batch, ("user_text", "item_text", "list_price", "price", "coupon", "day"))
         return clip_proba(self.model.predict_proba(self._design(df))[:, 1])
 
@@ -398,6 +402,8 @@ class TruthModel:
         self.market = market
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
+        """The world's P(purchase) per row, in (0, 1), were the row's product the only one shown, in the market state
+        the row carries (the revealed variant: in expectation over what the texts do not reveal)."""
         df = as_frame(batch)
         validate_batch(df, ("user_id", "item_id", "price", "coupon", "day"))
         fn = self.market.revealed_purchase_proba if self._revealed else self.market.true_purchase_proba

@@ -82,6 +82,8 @@ class TowerPool(nn.Module):
         self.scale = 1.0 / math.sqrt(hidden)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(rows, ``dim``) embeddings of token states ``hidden`` (rows, tokens, hidden) under ``mask`` (rows,
+        tokens)."""
         hidden = hidden.float()
         scores = torch.einsum("nlh,kh->nkl", hidden, self.queries) * self.scale
         scores = scores.masked_fill(~mask.bool().unsqueeze(1), -1e4)
@@ -116,6 +118,8 @@ class OfferHead(nn.Module):
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor
                 ) -> torch.Tensor:
+        """(rows,) purchase logits of user and product embeddings (rows, dim) with the offer's numeric features ``num``
+        (rows, len(NUMERIC_FEATURES)) and ``weekday`` (rows,) in 0..6."""
         return self.combine(self.pair(user, item, num[:, _F["log_list_price"]]), num, weekday)
 
     def combine(self, o: torch.Tensor, num: torch.Tensor, weekday: torch.Tensor) -> torch.Tensor:
@@ -148,6 +152,9 @@ class OfferHead(nn.Module):
 
 
 class HybridNet(nn.Module):
+    """The hybrid model: a user tower and a product tower (shared encoder, own pools) whose embeddings the offer head
+    joins with the offer's numeric features; ``ensemble`` extra heads over the same towers."""
+
     def __init__(self, encoder: Any, dim: int = 128, queries: int = 4, width: int = 256,
                  dropout: float = 0.1, ensemble: int = 0) -> None:
         super().__init__()
@@ -161,6 +168,7 @@ class HybridNet(nn.Module):
         self.ensemble = nn.ModuleList(OfferHead(dim, width, dropout) for _ in range(ensemble))
 
     def tower(self, which: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(rows, ``dim``) embeddings of the ``"user"`` or ``"item"`` tower from encoder states and attention mask."""
         return (self.user_pool if which == "user" else self.item_pool)(hidden, mask)
 
     def members(self) -> list[OfferHead]:
@@ -169,6 +177,8 @@ class HybridNet(nn.Module):
 
 
 class TextNet(nn.Module):
+    """The text-mode model: user, product and offer in one sentence, mean-pooled encoder states, an MLP to a logit."""
+
     def __init__(self, encoder: Any, width: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder: Any = encoder
@@ -180,6 +190,7 @@ class TextNet(nn.Module):
             last.bias.fill_(-3.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(rows,) purchase logits of tokenized sentences."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.mlp(mean_pool(hidden.float(), attention_mask)).squeeze(-1)
 
@@ -211,6 +222,7 @@ class PairMemo:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every memoised pair."""
         self.keys = np.zeros(0, np.int64)
         self.slots = np.zeros(0, np.int64)
         self.buf = torch.empty(0, self.width, device=self.device)
@@ -298,6 +310,7 @@ class BertConversionModel:
 
     # ------------------------------------------------------------------ encoding
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask of ``texts`` on the model's device (padded, truncated to ``max_length``)."""
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length or self.max_length,
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
@@ -496,6 +509,7 @@ class BertConversionModel:
         self._members = PairMemo(OfferHead.N_OUT * max(self.ensemble_size, 1), self.device, cells)
 
     def clear_cache(self) -> None:
+        """Forget the cached tower embeddings of user and product texts (recomputed on the next prediction)."""
         for which in ("user", "item"):
             self._cache[which] = {}
             self._cache_rows[which] = []
@@ -509,11 +523,14 @@ class BertConversionModel:
 
     @property
     def cache_size(self) -> int:
+        """Number of user and product texts whose tower embeddings are cached."""
         return len(self._cache["user"]) + len(self._cache["item"])
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
     def predict_logits(self, batch: Batch, batch_size: int = 8192) -> np.ndarray:
+        """Uncalibrated purchase logits per row (ValueError naming a missing column). Texts are scrubbed of personal
+        identifiers first; a hybrid model computes each distinct text's tower embedding once (cached)."""
         df = validate_batch(batch, ("user_text", "item_text", "list_price", "price", "coupon", "day"))
         self.net.eval()
         if self.mode == "text":
@@ -691,6 +708,8 @@ def write_model_files(net: HybridNet | TextNet, tokenizer: Any, meta: dict[str, 
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint folder's ``promogym.json``, checked: FileNotFoundError when the folder is missing, ValueError when
+    it is not a promogym BERT checkpoint or was written with another feature schema."""
     f = path / META_FILE
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {path}")

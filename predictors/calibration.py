@@ -35,6 +35,8 @@ class Calibrator:
 
     @classmethod
     def fit(cls, method: str, logits: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Fit ``method`` (none, shift, temperature or isotonic) on validation ``logits`` and 0/1 outcomes ``y`` by
+        log-loss (isotonic: by isotonic regression)."""
         logits, y = np.asarray(logits, float), np.asarray(y, float)
         if method == "none":
             return cls()
@@ -76,9 +78,11 @@ class Calibrator:
         return np.clip(np.asarray(logits, float) / self.temperature + self.bias, -bound, bound)
 
     def to_dict(self) -> dict[str, Any]:
+        """The calibrator as a JSON-serializable dict (read back by :meth:`from_dict`)."""
         return {"method": self.method, "temperature": self.temperature, "bias": self.bias,
                 "x": self.x.tolist(), "y": self.y.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibrator:
+        """A calibrator from :meth:`to_dict`'s output."""
         return cls(d["method"], d.get("temperature", 1.0), d.get("bias", 0.0), d.get("x"), d.get("y"))

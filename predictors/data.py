@@ -103,6 +103,7 @@ class Split:
     test_new: np.ndarray
 
     def sizes(self) -> dict[str, int]:
+        """Rows in each mask: train, val, test, val_new and test_new."""
         return {k: int(getattr(self, k).sum()) for k in ("train", "val", "test", "val_new", "test_new")}
 
 

@@ -141,6 +141,7 @@ def load_head_weights(net: torch.nn.Module, path: str | Path, regenerate: str = 
 
 
 def pick_device(requested: str | None = None) -> torch.device:
+    """The torch device asked for, else CUDA when available, else the CPU."""
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,5 +158,6 @@ def autocast(device: torch.device, bf16: bool) -> Iterator[None]:
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(rows, hidden) mean of token states ``hidden`` (rows, tokens, hidden) over the tokens ``mask`` marks."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

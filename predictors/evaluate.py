@@ -204,6 +204,8 @@ def _visit_metrics(frame: pd.DataFrame, probs: dict[str, np.ndarray], split: Any
 
 
 def plot_calibration(result: dict[str, Any], path: Path) -> None:
+    """Draw a reliability diagram per product set of ``result`` (predicted probability against observed purchase rate,
+    one curve per model) and write it as a PNG to ``path``, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,6 +277,7 @@ def plot_price_response(models: dict[str, ConversionModel], df: pd.DataFrame, ma
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
+    """Write ``result`` without its per-row predictions to ``out/metrics.json``."""
     slim = {k: v for k, v in result.items() if k != "predictions"}
     write_json(out / "metrics.json", slim)
 

@@ -19,6 +19,8 @@ NUMERIC_FEATURES: tuple[str, ...] = ("log_shelf_rel", "log_paid_rel", "coupon", 
 
 
 def column(df: Mapping[str, Any] | pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as a float array with one value per row; an optional column the batch lacks takes its default
+    from ``OPTIONAL_COLUMNS``."""
     n = len(np.asarray(df["price"]))
     if name in df:
         return np.broadcast_to(np.asarray(df[name], dtype=float), (n,))
@@ -46,6 +48,7 @@ def numeric_features(df: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
 
 
 def weekday_index(df: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    """Day of week per row, 0..6 (day 0 is a Monday)."""
     n = len(np.asarray(df["price"]))
     return np.broadcast_to(np.asarray(df["day"], dtype=np.int64) % 7, (n,)).astype(np.int64)
 

@@ -11,15 +11,18 @@ from promogym.predictors.base import clip_proba
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` for 0/1 outcomes ``y``, in nats (``p`` clipped to (0, 1))."""
     p = clip_proba(p)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def brier(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error of probabilities ``p`` for 0/1 outcomes ``y``."""
     return float(np.mean((np.asarray(p, float) - y) ** 2))
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when ``y`` holds a single class."""
     return float(roc_auc_score(y, p)) if 0 < np.sum(y) < len(y) else float("nan")
 
 

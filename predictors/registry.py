@@ -93,10 +93,12 @@ class ModelEntry:
 
     @property
     def loader(self) -> Callable[..., Any]:
+        """The load function (a ``"module:attr"`` entry point is imported when asked for)."""
         return _resolve(self.load)
 
     @property
     def fitter(self) -> Callable[..., Any] | None:
+        """The fit function (resolved like :attr:`loader`), or None for a kind that cannot be fitted here."""
         return None if self.fit is None else _resolve(self.fit)
 
 
@@ -184,6 +186,8 @@ def model_entries(task: str) -> list[ModelEntry]:
 
 
 def allowed_forms(task: str, oracles: bool = True) -> list[str]:
+    """How each registered kind of ``task`` is written in a spec (``gbdt:<file>``, ``truth``); without the oracle kinds
+    when ``oracles`` is False."""
     return [e.form for e in model_entries(task) if oracles or not e.oracle]
 
 

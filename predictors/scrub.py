@@ -34,4 +34,5 @@ def scrub(text: str) -> str:
 
 
 def scrub_all(texts: Iterable[str]) -> list[str]:
+    """:func:`scrub` of each text."""
     return [scrub(t) for t in texts]

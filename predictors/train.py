@@ -171,6 +171,9 @@ class VisitIndex:
 
 @dataclasses.dataclass
 class TrainState:
+    """Where a fit stands (saved with its checkpoints, so a fit resumes): stage (A: the head on frozen towers, B:
+    fine-tuning, done), epoch, best validation loss, epochs without improvement and the per-epoch history."""
+
     stage: str = "A"
     epoch: int = 0
     best_loss: float = float("inf")
@@ -608,6 +611,8 @@ class Fitter:
             s.stage = "done"
 
     def run(self) -> BertConversionModel:
+        """Run the fit to the end from where its state stands: the head, fine-tuning, refinement, calibration on the
+        validation rows and the ensemble heads. Returns the fitted model, with its metadata."""
         cfg = self.cfg
         start = time.perf_counter()
         if cfg.mode == "hybrid":

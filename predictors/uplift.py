@@ -57,9 +57,12 @@ class UpliftModel:
     spend_per_conversion: float = 0.0
 
     def predict_binary(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """(n, 3) probabilities per arm (no e-mail, men's, women's) of each binary outcome: ``{"visit",
+        "conversion"}``."""
         raise NotImplementedError
 
     def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """:meth:`predict_binary` plus ``"spend"``: the conversion probabilities times the mean spend per conversion."""
         out = self.predict_binary(df)
         out["spend"] = out["conversion"] * self.spend_per_conversion
         return out
@@ -125,6 +128,7 @@ class TwoModelUplift(UpliftModel):
         return self
 
     def predict_binary(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """(n, 3) probabilities per arm of visit and conversion, from the per-(arm, outcome) classifiers."""
         x = tabular_features(df)
         return {o: np.column_stack([self.models[(o, a)].predict_proba(x)[:, 1] for a in range(N_ARMS)])
                 for o in BINARY}
@@ -190,6 +194,7 @@ class CellMeans(UpliftModel):
                 + df["newbie"].to_numpy()) * 3 + channel
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> CellMeans:
+        """The shrunk outcome rates per cell and arm from ``train`` (``valid`` is not needed)."""
         self.spend_per_conversion = _spend_per_conversion(train)
         cells, arm = self._cells(train), train["arm"].to_numpy()
         for o in BINARY:
@@ -205,6 +210,7 @@ class CellMeans(UpliftModel):
         return self
 
     def predict_binary(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """(n, 3) probabilities per arm of visit and conversion: the rates of each row's cell."""
         cells = self._cells(df)
         return {o: self.table[o][cells] for o in BINARY}
 
@@ -226,6 +232,7 @@ class SentenceNet(nn.Module):
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(width, len(BINARY)))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(rows, hidden) mean-pooled encoder states of tokenized sentences."""
         from promogym.predictors.encoder import mean_pool
 
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -295,6 +302,9 @@ class BertUplift(UpliftModel):
     # ------------------------------------------------------------------ training
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, progress: Callable[[str], None] | None = None
             ) -> BertUplift:
+        """Fit on ``train``, choosing epochs by the validation loss: the head on frozen sentence vectors, then
+        fine-tuning the encoder's last layers, then temperature-calibrating each outcome on ``valid``. ``progress``
+        receives status lines. Returns self."""
         say = progress or (lambda _m: None)
         s = self.settings
         self.spend_per_conversion = _spend_per_conversion(train)
@@ -393,6 +403,7 @@ class BertUplift(UpliftModel):
         return np.concatenate(out) if out else np.zeros((0, len(BINARY)))
 
     def predict_binary(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """(n, 3) calibrated probabilities per arm of visit and conversion."""
         per_arm = [self._logits_codes(self._codes(df, np.full(len(df), arm))) for arm in range(N_ARMS)]
         return {o: np.column_stack([self.calibrators[o](lg[:, k]) for lg in per_arm]) for k, o in enumerate(BINARY)}
 
