@@ -16,6 +16,7 @@ from promogym.experiments.paths import add_force, input_file, run_and_report_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``agents-report`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("agents-report", help="train agents over seeds and score them against baselines",
                        description=AGENTS_DOC.split("\n\n")[1] if AGENTS_DOC else None)
     p.add_argument("--env", action="append", default=None,
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym agents-report`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     env_ids = args.env or list(DEFAULT_ENVS)
     if args.seeds < 1 or args.episodes < 2 or args.timesteps < 1 or args.jobs < 1:
         raise CLIError("--seeds, --timesteps and --jobs must be >= 1, --episodes >= 2")

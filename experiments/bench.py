@@ -62,6 +62,8 @@ def _synchronized(fn: Callable[[], int], device: Any) -> Callable[[], int]:
 
 
 def bench_world(quick: bool = False) -> dict[str, Any]:
+    """Throughput of the ground-truth world: true purchase probabilities per second in one batch and one offer per call
+    (and their ratio), revealed probabilities per second and logged rows per second (``quick``: smaller sizes)."""
     from promogym.envs.market import Market
     from promogym.envs.market.logs import generate_logs
 
@@ -317,6 +319,9 @@ def compare_to_cpu(cpu_file: Path, figures: dict[str, Any], quick: bool) -> dict
 
 
 def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Run benchmark ``name`` of ``BENCHES`` (pinned to one core where it asks) and write its figures, with the commit,
+    machine and package versions, to its JSON file in ``out_dir``; a device run is compared with the CPU figures found
+    there. Returns what was written."""
     fn, pin = BENCHES[name]
     cpu = pin_one_core() if pin else None
     figures = fn(quick, device) if name in DEVICE_BENCHES else fn(quick)

@@ -18,6 +18,7 @@ def check_device(name: str, device: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
     p.add_argument("what", choices=sorted(BENCHES), help="what to benchmark")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym bench`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     device = check_device(args.what, args.device)
     out = output_dir(args.out, "--out", force=args.force)
     result = run_bench(args.what, out, args.quick, device)

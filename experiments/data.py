@@ -41,10 +41,13 @@ def load_world_file(path: str | Path | None) -> tuple[MarketConfig, LoggingPolic
 
 
 def sidecar_path(out: Path) -> Path:
+    """The sidecar JSON beside a logs parquet file (same name, ``.json``)."""
     return out.with_suffix(".json")
 
 
 def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Summary figures of a logs table: sizes (rows, days, visits, customers, products), purchase rate, revenue, profit
+    and coupon cost, and purchase rates by customer type and coupon level."""
     by_type = df.groupby("true_customer_type", observed=True)["purchased"].mean()
     by_coupon = df.groupby("coupon")["purchased"].mean()
     return {
@@ -75,6 +78,8 @@ def write_logs(df: pd.DataFrame, out: Path, meta: dict[str, Any]) -> dict[str, A
 
 def make_logs(rows: int, seed: int, out: Path, world_file: str | None = None,
               progress: bool = True) -> dict[str, Any]:
+    """Generate ``rows`` logged offers of the world of ``world_file`` (default world and logging policy without one)
+    from ``seed`` and write them to ``out`` with their sidecar; returns the sidecar's content."""
     market_cfg, policy = load_world_file(world_file)
     market = Market(market_cfg)
     with tqdm(total=rows, unit="row", disable=not progress, desc="logging") as bar:

@@ -13,6 +13,7 @@ MAX_ROWS = 50_000_000  # as an experiment's logs.rows: beyond it a table no long
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``data`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("data", help="generate interaction logs of the ground-truth market",
                        description="Simulate the market under a randomized logging policy and write one "
                                    "row per shown offer (parquet) plus a sidecar JSON.")
@@ -26,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym data`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     if not 1 <= args.rows <= MAX_ROWS:
         raise CLIError(f"--rows must be between 1 and {MAX_ROWS:,}, got {args.rows:,}")
     if args.seed < 0:

@@ -12,6 +12,7 @@ from promogym.predictors.registry import SPEC_HELP, load_model, market_for_data,
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval-predictor`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("eval-predictor", help="evaluate conversion models against the truth",
                        description="Scores models on held-out users, for seen and new products, against outcomes, "
                                    "true probabilities and the text ceiling: per offer (each row's choice "
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym eval-predictor`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.predictors.evaluate import (
         evaluate,
         plot_calibration,

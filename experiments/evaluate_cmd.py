@@ -51,6 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` and ``ab`` subcommands to the CLI's subparsers."""
     p = sub.add_parser("evaluate", help="play policies on an env (simulator and world), one row per episode",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     _common(p)
@@ -94,6 +95,8 @@ def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """``promogym evaluate``: play each policy's episodes on the simulator and in the world, write the episode table and
+    print its summary. Returns the exit status."""
     env_config = _validate(args, args.policy)
     out = output_file(args.out, "--out", force=args.force)
     try:
@@ -109,6 +112,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_ab(args: argparse.Namespace) -> int:
+    """``promogym ab``: an A/B test of two policies on paired world episodes: the lift, its paired confidence interval,
+    the p-value and the episodes needed for ``--power``. Returns the exit status."""
     env_config = _validate(args, [args.a, args.b])
     if not 0 < args.alpha < 1 or not 0 < args.power < 1:
         raise CLIError("--alpha and --power must be in (0, 1)")

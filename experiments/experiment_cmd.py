@@ -15,6 +15,7 @@ from promogym.experiments.paths import add_force, run_and_report_dirs, run_marke
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``experiment`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("experiment", help="run an experiment config end to end: logs, predictor, agents, report",
                        description=EXPERIMENT_DOC.split("\n\n")[1] if EXPERIMENT_DOC else None)
     p.add_argument("config", help=f"experiment YAML (see {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
@@ -30,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
+    """The experiment config at ``path`` with the command line's execution overrides (backend, jobs, address); CLIError
+    when it is invalid or asks for Ray without Ray installed."""
     try:
         cfg = ExperimentConfig.load(path)
         overrides = {k: v for k, v in (("backend", args.backend), ("jobs", args.jobs), ("address", args.address))
@@ -47,6 +50,7 @@ def resolve_config(path: str, args: argparse.Namespace) -> ExperimentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym experiment`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     cfg = resolve_config(args.config, args)
     run_folder = Path(args.out or Path("runs") / cfg.name)
     report_folder = None if args.no_report else args.report or run_folder / "report"

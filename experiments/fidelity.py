@@ -465,6 +465,8 @@ def worst_cells(result: dict[str, Any], n: int = 10, min_share: float = 0.01) ->
 
 
 def cells_table(result: dict[str, Any]) -> str:
+    """Markdown table of the worst cells (customer type × price band, × coupon when the env gives coupons) of a fidelity
+    result: the model's and the world's profit, the bias with its 95% CI and the units bias."""
     coupons = len(result["coupon_levels"]) > 1
     rows = [[c["customer_type"], c["price_band"], *([f"{c['coupon']:.0%}"] if coupons else []),
              f"{c['offers_share']:.1%}", _n(c["profit"]["backend"], ",.1f"), _n(c["profit"]["world"], ",.1f"),
@@ -477,6 +479,8 @@ def cells_table(result: dict[str, Any]) -> str:
 
 
 def coverage_text(result: dict[str, Any]) -> str:
+    """Markdown paragraph on how much of the policies' offers fall in cells the logs barely cover, with the thin cells
+    visited most."""
     cov = result["coverage"]
     if "skipped" in cov:
         return f"_Coverage not measured: {cov['skipped']}._"
@@ -494,6 +498,8 @@ def coverage_text(result: dict[str, Any]) -> str:
 
 
 def fidelity_markdown(result: dict[str, Any], plot: str | None = "fidelity.png") -> str:
+    """The fidelity report of ``result`` as markdown: per-policy bias, worst cells, coverage, and the plot ``plot`` when
+    given."""
     env = short_name(result["env_id"])
     lines = [f"# Simulator fidelity: `{result['model']}` on {result['env_id']}", "",
              f"{result['episodes']} episode(s) per policy from seed {result['seed']} (the same seeds for every "

@@ -24,6 +24,7 @@ MAX_EPISODES = 10_000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``fidelity`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("fidelity", help="compare a learned response model with the world where policies act",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--model", required=True, metavar="SPEC",
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym fidelity`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym import envs
     from promogym.envs.families import short_name
     from promogym.experiments.fidelity import measure_fidelity, policy_table, training_logs_of, write_fidelity

@@ -24,6 +24,7 @@ KINDS = ("bert", "gbdt", "logistic")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``fit`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("fit", help="train a conversion model on logs",
                        description="Fine-tune the BERT conversion model (or fit a baseline) on logged offers. "
                                    "Users are split train/validation/test; the world's new products never train.")
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym fit`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     if args.device is not None:
         torch_device(args.device)
     if args.seed < 0:

@@ -42,9 +42,11 @@ class TrackSettings:
     bootstrap: int = 1000
 
     def env_config(self) -> dict[str, Any]:
+        """The HillstromTargeting env config these settings imply (outcome, e-mail cost, budget share)."""
         return {"outcome": self.outcome, "email_cost": self.email_cost, "budget_share": self.budget_share}
 
     def evaluation_key(self) -> dict[str, Any]:
+        """The settings the evaluation stage's result depends on (its stage key)."""
         return {"outcome": self.outcome, "email_cost": self.email_cost, "budget_share": self.budget_share,
                 "bootstrap": self.bootstrap}
 
@@ -128,6 +130,10 @@ def replay(run: Path, cfg: dict[str, Any], rows: int) -> np.ndarray:
 
 def evaluate(specs: dict[str, str], rl_runs: list[Path], args: TrackSettings, out: Path,
              say: Any = print) -> dict[str, Any]:
+    """Score the fitted uplift models (``specs``: kind -> spec) and the RL runs on the test split: Qini, AUUC and uplift
+    at 30% per model, outcome and e-mail; IPS and DR off-policy values of each targeting policy with bootstrap CIs and
+    the BERT simulator's value beside them. Writes ``out/metrics.json`` and ``out/qini.png``; returns the metrics.
+    ``say`` receives progress lines."""
     from promogym.envs.hillstrom import load_response
     from promogym.experiments.uplift_eval import budgeted_best_arm, ope, qini_curve, uplift_scores
     from promogym.predictors.hillstrom import ARM_NAMES, PROPENSITY, arm_summary, load_hillstrom
@@ -199,6 +205,8 @@ def evaluate(specs: dict[str, str], rl_runs: list[Path], args: TrackSettings, ou
 
 
 def plot_qini(curves: dict[str, Any], path: Path) -> None:
+    """Draw the Qini curves of each model for the men's and the women's e-mail, against random targeting, and write them
+    as a PNG to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,6 +237,7 @@ def _ci(e: dict[str, Any], key: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The track's report section as markdown, from :func:`evaluate`'s metrics."""
     k = result["outcome"]
     lines = [f"Test split: {result['test_rows']:,} customers never used for fitting or choosing. Outcome: {k}; "
              f"e-mail cost {result['email_cost']} per e-mail; targeting budget {result['budget_share']:.0%} of "

@@ -17,6 +17,7 @@ from promogym.experiments.paths import add_force, run_and_report_dirs, run_marke
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``hillstrom`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("hillstrom", help="real-data track: uplift models, RL targeting and OPE on the Hillstrom trial",
                        description=TRACK_DOC.split("\n\n", 1)[1] if TRACK_DOC else None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym hillstrom`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.predictors.hillstrom import DataError
 
     if not 0 <= args.budget_share <= 1:

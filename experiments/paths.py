@@ -133,6 +133,7 @@ def add_force(p: Any) -> None:
 
 
 def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
+    """``path`` as a Path when it is an existing file; CLIError naming ``what`` otherwise."""
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{what} file not found: {p}")

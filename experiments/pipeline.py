@@ -44,6 +44,7 @@ def read_record(f: str | Path) -> dict[str, Any]:
 
 
 def trial_done(payload: Payload) -> bool:
+    """Whether a trial's completion record holds the payload's key (the trial finished with these settings)."""
     return read_record(payload["record"]).get("key") == payload["key"]
 
 

@@ -12,6 +12,7 @@ from promogym.experiments.report import load_run, write_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("report", help="write the report of an experiment run folder",
                        description=REPORT_DOC.split("\n\n")[1] if REPORT_DOC else None)
     p.add_argument("run", help="the run folder of `promogym experiment`")
@@ -21,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym report`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     folder = Path(args.run)
     if not (folder / "experiment.yml").is_file():
         raise CLIError(f"{folder} is not an experiment run folder (no experiment.yml)")

@@ -14,6 +14,7 @@ TRUST_HELP = ("read checkpoints that no valid manifest.json lists: SB3 model zip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("train", help="train an RL agent (Stable-Baselines3) on an environment",
                        description="Hyperparameters come from agents/hyperparams.yml (keyed by env id); a run "
                                    "folder holds the resolved config, model, normalization statistics (JSON), "
@@ -51,6 +52,7 @@ def _integer(value: str, flag: str, lo: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym train`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, load_hyperparams, train
 
     seed = _integer(args.seed, "--seed", 0)

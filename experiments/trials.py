@@ -49,6 +49,7 @@ def run_trials(fn: Callable[[Any], Any], payloads: Sequence[Any], backend: str =
 
 
 def ray_available() -> bool:
+    """Whether Ray can be imported (the ``ray`` extra is installed)."""
     try:
         import ray  # noqa: F401
     except ImportError:

@@ -73,14 +73,19 @@ def _normalized_area(curve: Any, perfect: Any, y: np.ndarray, score: np.ndarray,
 
 
 def qini_coefficient(y: np.ndarray, score: np.ndarray, treated: np.ndarray) -> float:
+    """Area between the Qini curve of ``score`` and random targeting, as a share of the perfect ordering's (0: random,
+    1: perfect; NaN when the perfect one is no better than random). ``y``: outcomes, ``treated``: 0/1."""
     return _normalized_area(qini_curve, _perfect_qini_score, y, score, treated)
 
 
 def auuc(y: np.ndarray, score: np.ndarray, treated: np.ndarray) -> float:
+    """Area under the uplift curve of ``score``, normalized like :func:`qini_coefficient`."""
     return _normalized_area(uplift_curve, _perfect_uplift_score, y, score, treated)
 
 
 def uplift_at_k(y: np.ndarray, score: np.ndarray, treated: np.ndarray, k: float = 0.3) -> float:
+    """Treated minus control outcome rate among the top ``k`` share of rows by ``score`` (NaN when that share holds one
+    arm only); ValueError unless 0 < ``k`` < 1."""
     if not 0 < k < 1:
         raise ValueError(f"k must be in (0, 1), got {k}")
     order = np.argsort(-np.asarray(score, float), kind="mergesort")[: int(np.ceil(k * len(score)))]
@@ -91,6 +96,8 @@ def uplift_at_k(y: np.ndarray, score: np.ndarray, treated: np.ndarray, k: float 
 
 
 def uplift_scores(y: np.ndarray, score: np.ndarray, treated: np.ndarray, k: float = 0.3) -> dict[str, float]:
+    """:func:`qini_coefficient`, :func:`auuc` and :func:`uplift_at_k` of one score, keyed ``qini``, ``auuc``,
+    ``uplift_at_<k%>``."""
     return {"qini": qini_coefficient(y, score, treated), "auuc": auuc(y, score, treated),
             f"uplift_at_{round(k * 100)}": uplift_at_k(y, score, treated, k)}
 

@@ -11,6 +11,7 @@ from promogym.experiments.world_report import world_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``world`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("world", help="describe the market: elasticities, coupon response, demand curves")
     p.add_argument("--world", default=None, help="YAML with `market:` overrides")
     p.add_argument("--out", default="runs/world", help="output folder (default runs/world)")
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``promogym world`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     try:
         cfg, _ = load_world_file(args.world)
     except ValueError as exc:

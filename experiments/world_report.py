@@ -13,6 +13,8 @@ from promogym.envs.market.analysis import demand_curves, elasticities
 
 
 def plot_demand_curves(market: Market, path: Path) -> None:
+    """Draw each customer type's demand curve over shelf price / list price (absolute, and relative to demand at list
+    price) and write it as a PNG to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +47,8 @@ def plot_demand_curves(market: Market, path: Path) -> None:
 
 
 def world_report(config: MarketConfig, out: Path) -> dict[str, Any]:
+    """Describe the world of ``config``: elasticities and coupon response per customer type, written to
+    ``out/world.json`` with the demand curves' plot; returns the report."""
     market = Market(config)
     el = elasticities(market)
     report = {"world": config.to_dict(), "per_type": el}
