@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import importlib.util
@@ -176,12 +177,24 @@ def on_startup(command: str, dirty: bool) -> None:
     build_source_tree()
 
 
+def _defined_names(package: str) -> list[str]:
+    """Public classes and functions defined in a package's ``__init__`` (not those it re-exports)."""
+    tree = ast.parse((_packages()[package] / "__init__.py").read_text())
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and not n.name.startswith("_")]
+
+
+def _api_blocks(package: str) -> str:
+    """``::: module`` blocks of a package and its modules; the package shows only what it defines itself, so a
+    re-exported name is documented once, in its module."""
+    own = _defined_names(package)
+    blocks = [f"::: {package}\n    options:\n      members: {own if own else 'false'}"]
+    return "\n\n".join(blocks + [f"::: {name}" for name in modules_of(package)[1:]])
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Expand the ``api-modules`` and ``env-config`` markers."""
-    markdown = re.sub(
-        r"<!-- api-modules: ([\w.]+) -->",
-        lambda m: "\n\n".join(f"::: {name}" for name in modules_of(m.group(1))),
-        markdown)
+    markdown = re.sub(r"<!-- api-modules: ([\w.]+) -->", lambda m: _api_blocks(m.group(1)), markdown)
     if "<!-- env-config -->" in markdown:
         markdown = markdown.replace("<!-- env-config -->", config_page())
     return markdown
