@@ -19,6 +19,7 @@ import numpy as np
 from promogym.core.io import atomic_path, write_json
 from promogym.envs.families import family_of, short_name
 from promogym.experiments.experiment import ExperimentConfig
+from promogym.experiments.ship import BIAS_BAND, RULE_TEXT, decisions, ship_lines
 
 DEFAULT_ENVS = ("promogym/DynamicPricing-v1", "promogym/PricePromo-v1", "promogym/CouponAllocation-v1")
 
@@ -47,7 +48,8 @@ def _num(x: float | None) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.2f}"
 
 
-def markdown(env_id: str, stats: dict[str, Any]) -> str:
+def markdown(env_id: str, stats: dict[str, Any], band: float = BIAS_BAND) -> str:
+    """One env's table of the agents report, with a should-we-ship-it line per learned policy."""
     lines = [f"### {env_id} ({stats['episodes']} evaluation episodes in the world; reference: {stats['reference']})",
              "", "| policy | seeds | mean return | 95% CI | IQM | vs reference | share of oracle | normalized |",
              "|---|---|---|---|---|---|---|---|"]
@@ -56,24 +58,30 @@ def markdown(env_id: str, stats: dict[str, Any]) -> str:
         label = name.split("@")[0] + (" (learned)" if e["learned"] else "")
         lines.append(f"| {label} | {e['seeds']} | {e['mean']:,.0f} | [{lo:,.0f}, {hi:,.0f}] | {e['iqm']:,.0f} | "
                      f"{e['vs_reference']:+.1%} | {_pct(e.get('share_of_oracle'))} | {_num(e.get('normalized'))} |")
+    ship = ship_lines(stats, None, band)
+    if ship:
+        lines += ["", "Should we ship it? " + RULE_TEXT.format(band=band), "", *ship]
     return "\n".join(lines)
 
 
 __all__ = ["agents_config", "markdown"]
 
 
-def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: int) -> str:
+def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: int, band: float = BIAS_BAND) -> str:
     """Per env of this invocation, the statistics of the run folder's episode tables as JSON; ``report.md``
-    gathers every env whose JSON is in ``out``. Returns the markdown of this invocation's envs."""
+    gathers every env whose JSON is in ``out``. Returns the markdown of this invocation's envs. ``band``: the
+    simulator's stated bias band of the ship rule (the agents here are trained and scored in the world, with no
+    simulator between, so no fidelity is measured and the ship line says so)."""
     from promogym.experiments.report import env_statistics, load_run
 
     episodes = load_run(runs)["episodes"]
     parts = []
     for env_id in env_ids:
         stats = env_statistics(episodes[episodes["env_id"] == env_id])
+        stats["ship"] = {n: d.to_dict() for n, d in decisions(stats, None, band).items()}
         write_json(out / f"{short_name(env_id)}.json", {"env_id": env_id, "timesteps": timesteps, **stats})
-        parts.append(markdown(env_id, stats))
-    gathered = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()))
+        parts.append(markdown(env_id, stats, band))
+    gathered = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()), band)
                 for e in DEFAULT_ENVS if (out / f"{short_name(e)}.json").is_file()]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n\n".join(gathered) + "\n")

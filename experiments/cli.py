@@ -14,6 +14,7 @@ from promogym.experiments import (
     eval_cmd,
     evaluate_cmd,
     experiment_cmd,
+    export_cmd,
     fidelity_cmd,
     fit_cmd,
     hillstrom_cmd,
@@ -24,10 +25,11 @@ from promogym.experiments import (
 from promogym.experiments.errors import CLIError
 
 COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, fidelity_cmd, agents_report_cmd,
-            experiment_cmd, report_cmd, hillstrom_cmd, bench_cmd)
+            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``promogym`` parser: one sub-command per module of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="promogym",
         description="A reinforcement-learning simulator for e-commerce pricing and promotions.")
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a :class:`CLIError` is one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -11,7 +11,9 @@ stages it reads):
 3. ``train``: every algorithm x seed x env, trained on the simulator (``sim``) and on the world
    (``world``); one trial per run folder;
 4. ``evaluate``: every policy (baselines, oracle, each learned seed) on the same episode seeds in the
-   world and, except the oracle, in the simulator; step traces of the first episodes;
+   world and, except the oracle, in the simulator; step traces of the first episodes; on an env whose
+   ``config.constraints`` sets business constraints, every policy also in the world with the constraints off
+   (backend ``world_unconstrained``, the same seeds), so the report can say what the constraints cost;
 5. ``report``: tables, statistics and plots (``promogym report``).
 
 A trial (one training run, one policy's evaluation) is written into a temporary folder and renamed
@@ -43,17 +45,21 @@ from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SIM, WORLD = "sim", "world"
+UNCONSTRAINED = "world_unconstrained"  # the world with the env's business constraints off (what they cost)
 FIDELITY_MULTIPLIERS = (0.6, 0.8, 0.9, 1.1, 1.2, 1.4)  # with list price (1.0): static prices across the band
 
 
 # ---------------------------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
 class LogsSection(ConfigBase):
+    """The ``logs`` section: the logged interactions the predictor is fitted on."""
+
     rows: int = param(30_000, "logged offers", lo=1_000, hi=50_000_000)
     seed: int = param(0, "seed of the logging run", lo=0, hi=2**32 - 1)
     path: str | None = param(None, "use this logs parquet (with its sidecar JSON if any) instead of logging the world")
 
     def validate(self) -> None:
+        """A given logs file must exist."""
         if self.path is not None and not Path(self.path).is_file():
             raise ValueError(f"LogsSection.path: logs file not found: {self.path}")
 
@@ -68,6 +74,8 @@ class LogsSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class PredictorSection(ConfigBase):
+    """The ``predictor`` section: the conversion model fitted on the logs (the simulator)."""
+
     kind: str = param("bert", "the simulator's conversion model: bert, or a kind of the response-model registry "
                               "with a fitter (gbdt, logistic, ...)")
     encoder: str = param("minilm", "bert: 'minilm', 'tiny' or a local BERT folder")
@@ -77,6 +85,7 @@ class PredictorSection(ConfigBase):
     seed: int = param(0, "seed of the split and the fit", lo=0, hi=2**32 - 1)
 
     def validate(self) -> None:
+        """The kind has a fitter, the encoder exists and the fit settings are valid."""
         if self.kind != "bert":
             from promogym.predictors.registry import ModelSpec, model_entry
 
@@ -98,6 +107,8 @@ class PredictorSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class EnvSection(ConfigBase):
+    """One ``envs.<env id>`` entry: what is trained and scored on that env, and its config."""
+
     algos: tuple[str, ...] = param(None, "algorithms trained on this env", factory=lambda: ("ppo",))
     timesteps: int = param(50_000, "training steps per run", lo=1, hi=10**9)
     config: Mapping[str, Any] = param(None, "env config overrides (its default_config keys)", factory=dict)
@@ -107,6 +118,8 @@ class EnvSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class TrainSection(ConfigBase):
+    """The ``train`` section: seeds, simulators trained on, evaluation during training."""
+
     seeds: int = param(5, "training seeds per algorithm and simulator", lo=1, hi=1000)
     simulators: tuple[str, ...] = param(None, "trained on: sim (the fitted predictor) and/or world",
                                 factory=lambda: (SIM, WORLD))
@@ -114,6 +127,7 @@ class TrainSection(ConfigBase):
     eval_episodes: int = param(10, "episodes per evaluation during training", lo=1, hi=10_000)
 
     def validate(self) -> None:
+        """Simulators are distinct values among sim and world."""
         bad = [x for x in self.simulators if x not in (SIM, WORLD)]
         if bad or not self.simulators or len(set(self.simulators)) != len(self.simulators):
             raise ValueError("TrainSection.simulators must be distinct values among 'sim', 'world', "
@@ -122,6 +136,8 @@ class TrainSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateSection(ConfigBase):
+    """The ``evaluate`` section: the common evaluation episodes every policy plays."""
+
     episodes: int = param(100, "evaluation episodes per policy (the same seeds for all)", lo=2, hi=1_000_000)
     seed: int = param(1_000_000, "first evaluation episode seed (apart from training seeds)", lo=0, hi=2**31)
     trace_episodes: int = param(3, "episodes whose steps are recorded for trajectory plots", lo=0, hi=1000)
@@ -131,12 +147,24 @@ class EvaluateSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class FidelitySection(ConfigBase):
+    """The ``fidelity`` section: the predictor against the world on each env's offers."""
+
     episodes: int = param(2, "episodes per policy when comparing the predictor with the world on each env's offers "
                              "(`promogym fidelity`)", lo=1, hi=10_000)
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportSection(ConfigBase):
+    """Settings of the report drawn from the run (``promogym report``)."""
+
+    bias_band: float = param(0.05, "the simulator's stated band for the ship rule: a learned policy is shipped only "
+                                   "when |the simulator's bias on its own offers| is within it", lo=0.0, hi=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecutionSection(ConfigBase):
+    """The ``execution`` section: where trials run."""
+
     backend: str = param("local", "where trials run", choices=("local", "ray"))
     jobs: int = param(2, "trials in parallel (local processes or Ray CPUs)", lo=1, hi=4096)
     address: str | None = param(None, "Ray cluster address ('auto', 'ray://host:10001'); none: a local Ray")
@@ -144,6 +172,8 @@ class ExecutionSection(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+    """A validated experiment config (the YAML of ``promogym experiment``)."""
+
     name: str
     description: str
     logs: LogsSection
@@ -153,10 +183,12 @@ class ExperimentConfig:
     evaluate: EvaluateSection
     execution: ExecutionSection
     fidelity: FidelitySection
+    report: ReportSection = dataclasses.field(default_factory=ReportSection)
 
     SECTIONS: ClassVar[dict[str, type[ConfigBase]]] = {
         "logs": LogsSection, "predictor": PredictorSection, "train": TrainSection,
-        "evaluate": EvaluateSection, "execution": ExecutionSection, "fidelity": FidelitySection}
+        "evaluate": EvaluateSection, "execution": ExecutionSection, "fidelity": FidelitySection,
+        "report": ReportSection}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -223,6 +255,7 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
+        """Read and validate a YAML config file."""
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"experiment config not found: {p}")
@@ -233,6 +266,7 @@ class ExperimentConfig:
         return cls.from_dict(raw or {})
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain values (written as the run's experiment.yml)."""
         out: dict[str, Any] = {"name": self.name, "description": self.description}
         for key in self.SECTIONS:
             out[key] = getattr(self, key).to_dict()
@@ -242,7 +276,17 @@ class ExperimentConfig:
 
 # ---------------------------------------------------------------------------------------- trial payloads
 def baselines_of(env_id: str, sec: EnvSection) -> list[str]:
+    """The baselines scored on an env: those the config names, else the env's defaults."""
     return list(sec.baselines) if sec.baselines is not None else default_baselines(env_id)
+
+
+def unconstrained_config(env_config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``env_config`` with its business constraints off (``constraints: {}``), or None when it sets none (a
+    missing, empty or all-null ``constraints`` mapping): the env the constraints' cost is measured against."""
+    c = env_config.get("constraints")
+    if not isinstance(c, Mapping) or not any(v not in (None, [], ()) for v in c.values()):
+        return None
+    return {**env_config, "constraints": {}}
 
 
 def train_trial(p: dict[str, Any]) -> dict[str, Any]:
@@ -292,13 +336,17 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
         policy = make_policy(spec, env, ctx)
         trace: list[dict[str, Any]] = []
         traced = set(seeds[:p["trace_episodes"]]) if train_seed in (-1, 0) else set()
+        model_profit: dict[int, float] = {}  # per episode: the backend's expected profit of the decisions made
 
         def hook(seed: int, e: Any, t: int, info: dict[str, Any], traced: set[int] = traced,
-                 trace: list[dict[str, Any]] = trace) -> None:
+                 trace: list[dict[str, Any]] = trace, model_profit: dict[int, float] = model_profit) -> None:
+            model_profit[seed] = model_profit.get(seed, 0.0) + float(info.get("expected_profit", float("nan")))
             if seed in traced and trace_rows is not None:
                 trace.extend(trace_rows(e, seed, t, info))
 
         df = episode_table(env, policy, seeds, p["label"], on_step=hook)
+        # beside expected_profit_world: with a learned backend, the two give its bias on the policy's own offers
+        df["expected_profit_model"] = df["seed"].map(model_profit)
         df.insert(1, "train_seed", train_seed)
         frames.append(df)
         if trace:
@@ -337,6 +385,7 @@ class Experiment(Pipeline):
 
     # -- stages
     def logs(self) -> Path:
+        """The logs stage: the logs parquet (logged by the world, or copied from ``logs.path``)."""
         from promogym.experiments.data import make_logs
 
         lc = self.cfg.logs
@@ -356,6 +405,7 @@ class Experiment(Pipeline):
         return self.stage("logs", key_of("logs", lc.key_settings()), build) / "logs.parquet"
 
     def predictor_response(self) -> str:
+        """The response spec of the fitted predictor (the simulator ``sim``)."""
         folder = self.out / "predictor"
         kind = self.cfg.predictor.kind
         if kind == "bert":
@@ -363,6 +413,7 @@ class Experiment(Pipeline):
         return f"{kind}:{(folder / 'model.skops.zip').resolve()}"
 
     def predictor(self, logs: Path) -> str:
+        """The predictor stage: fit and score the conversion model; its response spec."""
         pc = self.cfg.predictor
         # a scikit-learn kind's key names its file format: a model of an earlier format is refitted, not read
         file_format = [] if pc.kind == "bert" else ["model.skops.zip"]
@@ -447,6 +498,7 @@ class Experiment(Pipeline):
         return {}
 
     def train_payloads(self, response: str) -> list[dict[str, Any]]:
+        """One training trial per (env, simulator, algorithm, seed)."""
         tc = self.cfg.train
         out = []
         for env_id, sec in self.cfg.envs.items():
@@ -467,12 +519,15 @@ class Experiment(Pipeline):
         return out
 
     def train(self, response: str) -> list[dict[str, Any]]:
+        """The train stage: every training trial; their payloads."""
         payloads = self.train_payloads(response)
         self.trials("train", payloads, train_trial,
                     lambda p: f"{short_name(p['env_id'])} {p['algo']} seed {p['seed']} on {p['on']}", unit="runs")
         return payloads
 
     def eval_payloads(self, response: str, runs: list[dict[str, Any]], logs: Path) -> list[dict[str, Any]]:
+        """One evaluation trial per (env, policy, backend): the world, the simulator (when there is one) and, on
+        an env with business constraints, the world with them off (:data:`UNCONSTRAINED`)."""
         ev = self.cfg.evaluate
         out = []
         base = {"episodes": ev.episodes, "first_seed": ev.seed, "trace_episodes": ev.trace_episodes,
@@ -508,9 +563,24 @@ class Experiment(Pipeline):
                     stem = self.out / "evaluate" / short_name(env_id) / backend / label.replace("@", "_at_")
                     out.append({**base, **settings, "response": resp, "planner_response": plan, "specs": specs,
                                 "key": key, "stem": str(stem), "record": str(stem.with_suffix(".json"))})
+            free = unconstrained_config(sec.config)
+            if free is None:
+                continue
+            # what the constraints cost: every policy (a learned one as trained, under the constraints) in the
+            # world with the constraints off, on the same seeds; planners plan without them too; no traces
+            for label, trained_on, algo, planner, specs, dep in policies:
+                plan = response if planner == SIM else WORLD
+                settings = {"env_id": env_id, "env_config": free, "label": label, "backend": UNCONSTRAINED,
+                            "trained_on": trained_on, "algo": algo}
+                key = key_of("evaluate", settings, {k: v for k, v in base.items() if k != "logs"}, dep,
+                             self.ids["predictor"] if planner == SIM else None)
+                stem = self.out / "evaluate" / short_name(env_id) / UNCONSTRAINED / label.replace("@", "_at_")
+                out.append({**base, **settings, "trace_episodes": 0, "response": WORLD, "planner_response": plan,
+                            "specs": specs, "key": key, "stem": str(stem), "record": str(stem.with_suffix(".json"))})
         return out
 
     def evaluate(self, response: str, runs: list[dict[str, Any]], logs: Path) -> None:
+        """The evaluate stage: every trial of :meth:`eval_payloads`."""
         payloads = self.eval_payloads(response, runs, logs)
         # the record names this experiment's tables: a table left by an earlier configuration is ignored
         tables = [str(Path(p["stem"]).relative_to(self.out)) for p in payloads]
@@ -520,6 +590,7 @@ class Experiment(Pipeline):
                     first=lambda p: (p["label"] != "oracle", not p["label"].startswith("myopic"), p["backend"] != SIM))
 
     def run(self, report_out: Path | None) -> Path | None:
+        """Every stage, then the report into ``report_out`` (None: no report); the report's path."""
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "experiment.yml") as tmp:

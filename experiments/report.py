@@ -29,7 +29,15 @@ from promogym.agents.registry import reference_policy
 from promogym.core.io import atomic_path, write_json
 from promogym.core.plots import pyplot, save_png
 from promogym.envs.families import family_of
-from promogym.experiments.stats import ab_test, bootstrap_ci, bootstrap_diff_ci, normalized, summarize
+from promogym.experiments.ship import BIAS_BAND, RULE_TEXT, decisions, ship_lines
+from promogym.experiments.stats import (
+    ab_test,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    bootstrap_ratio_ci,
+    normalized,
+    summarize,
+)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -126,6 +134,19 @@ def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
         bias[name] = {"sim": float(b.loc[both].mean()), "world": float(a.loc[both].mean()),
                       "bias": float(d["d"].mean()), "bias_ci95": bootstrap_ci(mat),
                       "relative": float(d["d"].mean() / a.loc[both].mean()) if a.loc[both].mean() else None}
+    # the simulator's bias on each policy's own offers: in its simulated episodes, the model's expected profit of
+    # the decisions made against the world's expectation of the same decisions in the same states
+    offer_bias = {}
+    if {"expected_profit_model", "expected_profit_world"} <= set(sim.columns):
+        for name in order:
+            s = sim[sim["policy"] == name].dropna(subset=["expected_profit_model", "expected_profit_world"])
+            if len(s) < 2:
+                continue
+            point, lo, hi = bootstrap_ratio_ci(s["expected_profit_model"].to_numpy(),
+                                               s["expected_profit_world"].to_numpy())
+            offer_bias[name] = {"model": float(s["expected_profit_model"].mean()),
+                                "world": float(s["expected_profit_world"].mean()), "bias": _finite(point),
+                                "ci95": (_finite(lo), _finite(hi))}
     # A/B: each learned policy (averaged over its training seeds, per episode) against the reference
     ab = {}
     ref_ep = world[world["policy"] == ref].groupby("seed")["return"].mean()
@@ -137,11 +158,48 @@ def env_statistics(episodes: pd.DataFrame) -> dict[str, Any]:
         if len(both) >= 2:
             ab[name] = ab_test(ref_ep.loc[both].to_numpy(), ep.loc[both].to_numpy())
     return {"policies": policies, "reference": ref, "oracle": oracle, "episodes": int(world["seed"].nunique()),
-            "sim_to_real": gaps, "simulator_bias": bias, "ab_vs_reference": ab}
+            "sim_to_real": gaps, "simulator_bias": bias, "offer_bias": offer_bias, "ab_vs_reference": ab,
+            "constraints_cost": constraints_cost(episodes)}
+
+
+def _finite(x: Any) -> float | None:
+    v = float(x)
+    return v if np.isfinite(v) else None
+
+
+def constraints_cost(episodes: pd.DataFrame) -> dict[str, Any]:
+    """What an env's business constraints cost each policy: its world return with the constraints (backend
+    ``world``) against the same policy on the same episode seeds with them off (``world_unconstrained``); the
+    paired difference (with − without, per episode, learned policies averaged over their training seeds) with its
+    95% CI. Empty when the env was not scored without its constraints."""
+    from promogym.experiments.experiment import UNCONSTRAINED
+
+    world = episodes[episodes["backend"] == "world"]
+    free = episodes[episodes["backend"] == UNCONSTRAINED]
+    out: dict[str, Any] = {}
+    if free.empty:
+        return out
+    for name in dict.fromkeys(world["policy"]):
+        a = world[world["policy"] == name].set_index(["train_seed", "seed"])["return"]
+        b = free[free["policy"] == name].set_index(["train_seed", "seed"])["return"]
+        both = a.index.intersection(b.index)
+        if len(both) < 2:
+            continue
+        with_ep = a.loc[both].groupby(level="seed").mean()
+        without_ep = b.loc[both].groupby(level="seed").mean()
+        if len(with_ep) < 2:
+            continue
+        r = ab_test(without_ep.to_numpy(), with_ep.to_numpy())
+        out[name] = {"with": r["mean_b"], "without": r["mean_a"], "diff": r["diff"], "diff_ci95": r["diff_ci"],
+                     "relative": r["lift"], "relative_ci95": r["lift_ci"], "p_value": r["p_value"],
+                     "episodes": r["episodes"], "seeds": int(both.get_level_values("train_seed").nunique())}
+    return out
 
 
 # ---------------------------------------------------------------------------------------- plots
 def plot_learning_curves(curves: pd.DataFrame, env: str, path: Path) -> bool:
+    """Evaluation return during training per algorithm and simulator, mean with a 95% CI band over seeds; False
+    when there are no curves."""
     sub = curves[curves["env"] == env] if len(curves) else curves
     if sub.empty:
         return False
@@ -165,6 +223,7 @@ def plot_learning_curves(curves: pd.DataFrame, env: str, path: Path) -> bool:
 
 
 def plot_profit(stats: dict[str, Any], env: str, path: Path) -> None:
+    """Profit per policy in the world: per-seed points and the mean with its 95% CI."""
     plt = pyplot()
     items = sorted(stats["policies"].items(), key=lambda kv: kv[1]["mean"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
@@ -183,6 +242,7 @@ def plot_profit(stats: dict[str, Any], env: str, path: Path) -> None:
 
 
 def plot_bias(stats: dict[str, Any], env: str, path: Path) -> bool:
+    """The simulator's bias per policy with its 95% CI; False when no policy was scored in the simulator."""
     bias = stats["simulator_bias"]
     if not bias:
         return False
@@ -209,6 +269,7 @@ def _f(x: Any, spec: str = ",.0f") -> str:
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                       *("| " + " | ".join(r) + " |" for r in rows)])
 
@@ -218,6 +279,7 @@ def _ci(ci: tuple[float, float], spec: str = ",.0f") -> str:
 
 
 def policy_table(stats: dict[str, Any]) -> str:
+    """The env's main table: every policy's world profit, CI, IQM, lift over the reference, share of the oracle."""
     rows = [[f"**{name}**" if p["learned"] else name, p["trained_on"], str(p["seeds"]), f"{p['mean']:,.0f}",
              _ci(p["ci95"]), f"{p['iqm']:,.0f}", f"{p['vs_reference']:+.1%}", _f(p.get("share_of_oracle"), ".1%"),
              _f(p.get("normalized"), ".2f")]
@@ -227,6 +289,7 @@ def policy_table(stats: dict[str, Any]) -> str:
 
 
 def gap_table(stats: dict[str, Any]) -> str:
+    """The sim-to-real gap per algorithm (trained on the simulator vs on the world, both scored in the world)."""
     if not stats["sim_to_real"]:
         return "_No algorithm was trained on both the simulator and the world._"
     rows = [[algo, f"{g['world_trained']:,.0f}", f"{g['sim_trained']:,.0f}", f"{g['gap']:+,.0f}",
@@ -237,6 +300,7 @@ def gap_table(stats: dict[str, Any]) -> str:
 
 
 def bias_table(stats: dict[str, Any]) -> str:
+    """The simulator's return against the world's per policy on the same episodes."""
     if not stats["simulator_bias"]:
         return "_No policy was scored in the simulator._"
     rows = [[name, f"{b['sim']:,.0f}", f"{b['world']:,.0f}", f"{b['bias']:+,.0f}", _ci(b["bias_ci95"], "+,.0f"),
@@ -246,11 +310,48 @@ def bias_table(stats: dict[str, Any]) -> str:
 
 
 def ab_table(stats: dict[str, Any]) -> str:
+    """Paired A/B tests of each learned policy against the reference (empty without learned policies)."""
     if not stats["ab_vs_reference"]:
         return ""
     rows = [[name, f"{r['lift']:+.2%}", _ci(r["lift_ci"], "+.2%"), f"{r['p_value']:.3g}", _f(r["episodes_needed"])]
             for name, r in stats["ab_vs_reference"].items()]
     return md_table([f"B (A = {stats['reference']})", "lift", "95% CI", "p-value", "episodes for 80% power"], rows)
+
+
+def constraints_table(stats: dict[str, Any]) -> str:
+    """Per policy: world profit with and without the env's constraints and the paired difference (empty when the
+    env was not scored without them)."""
+    cost = stats.get("constraints_cost") or {}
+    if not cost:
+        return ""
+    rows = [[name, f"{c['with']:,.0f}", f"{c['without']:,.0f}", f"{c['diff']:+,.0f}", _ci(c["diff_ci95"], "+,.0f"),
+             _f(c["relative"], "+.1%"), f"{c['p_value']:.3g}"]
+            for name, c in sorted(cost.items(), key=lambda kv: kv[1]["diff"])]
+    return md_table(["policy", "with constraints", "without", "difference (with − without)", "95% CI (paired)",
+                     "relative", "p-value"], rows)
+
+
+def constraints_section(stats: dict[str, Any], env_config: dict[str, Any]) -> list[str]:
+    """The report's "What the constraints cost" lines for one env; nothing when it has no constraints."""
+    table = constraints_table(stats)
+    if not table:
+        return []
+    active = {k: v for k, v in (env_config.get("constraints") or {}).items() if v not in (None, [], ())}
+    said = ", ".join(f"`{k}: {v}`" for k, v in active.items())
+    return ["### What the constraints cost", "",
+            f"The env's business constraints ({said}) against the same policies on the same episode seeds in the "
+            "world with the constraints off (common random numbers). A learned policy is the agent trained under "
+            "the constraints, played without them: the cost of the constraints to that policy, not to a policy "
+            "trained without them. Difference per episode, paired, learned policies averaged over their training "
+            "seeds; negative: the constraints cost profit.", "", table, ""]
+
+
+def ship_section(stats: dict[str, Any], fidelity: dict[str, Any] | None, band: float) -> list[str]:
+    """The report's "Should we ship it?" lines for one env's learned policies; nothing without any."""
+    lines = ship_lines(stats, fidelity, band)
+    if not lines:
+        return []
+    return ["### Should we ship it?", "", RULE_TEXT.format(band=band), "", *lines, ""]
 
 
 def fidelity_section(run: Path, env_id: str, plots: Path, summary: dict[str, Any]) -> list[str]:
@@ -295,8 +396,10 @@ def _trace_plot_files() -> list[str]:
     return sorted({plot.file for env_id in ENV_IDS for plot in family_of(env_id).trace_plots})
 
 
-def write_report(run: str | Path, out: str | Path) -> Path:
-    """Compute the statistics, draw the plots, write report.md, summary.json and episodes.parquet."""
+def write_report(run: str | Path, out: str | Path, band: float | None = None) -> Path:
+    """Compute the statistics, draw the plots, write report.md, summary.json and episodes.parquet. ``band``: the
+    simulator's stated bias band of the ship rule (default: the config's ``report.bias_band``, else
+    :data:`~promogym.experiments.ship.BIAS_BAND`)."""
     data = load_run(run)
     out = Path(out)
     plots = out / "plots"
@@ -308,6 +411,8 @@ def write_report(run: str | Path, out: str | Path) -> Path:
         if ours.fullmatch(stale.name):
             stale.unlink()
     cfg, meta = data["config"], data["meta"]
+    if band is None:
+        band = float(((cfg.get("report") or {}).get("bias_band")) or BIAS_BAND)
     episodes = data["episodes"]
     with atomic_path(out / "episodes.parquet") as tmp:
         episodes.to_parquet(tmp, index=False)
@@ -352,6 +457,9 @@ def write_report(run: str | Path, out: str | Path) -> Path:
         if table:
             lines += ["### A/B tests against the reference", "", "Paired by episode (learned policies averaged over "
                       "their seeds per episode).", "", table, ""]
+        stats["ship"] = {n: d.to_dict() for n, d in decisions(stats, stats.get("fidelity"), band).items()}
+        lines += ship_section(stats, stats.get("fidelity"), band)
+        lines += constraints_section(stats, (cfg["envs"][env_id] or {}).get("config") or {})
         for plot in family_of(env_id).trace_plots:
             if plot.draw(data["traces"], env, plots / f"{plot.file}_{env}.png"):
                 lines += [f"### {plot.heading}", "", f"![{plot.alt}](plots/{plot.file}_{env}.png)", ""]
