@@ -72,6 +72,8 @@ def visit_choice_proba(backend: ResponseBackend, market: Market, users: np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class CouponAllocationConfig(MarketEnvConfig):
+    """CouponAllocation-v1's config: the cohorts, the coupon levels, the campaign budget and its length."""
+
     cohort_size: int = param(64, "customers arriving per step", lo=1, hi=4096)
     coupon_levels: tuple[float, ...] = param(None, "coupon shares of the price", lo=0.0, hi=0.9,
                                              factory=lambda: (0.0, 0.05, 0.1, 0.2))

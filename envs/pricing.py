@@ -27,6 +27,8 @@ from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
 
 @dataclasses.dataclass(frozen=True)
 class DynamicPricingConfig(MarketEnvConfig):
+    """DynamicPricing-v1's config: the products priced, the season, the price band, traffic and stock."""
+
     n_products: int = param(10, "products priced by the agent (split evenly over `categories`)", lo=1, hi=200)
     categories: tuple[int, ...] = param(None, "catalog categories the products come from", lo=0, hi=9,
                                         factory=lambda: (0, 1))
@@ -54,6 +56,9 @@ class DynamicPricingConfig(MarketEnvConfig):
 
 @dataclasses.dataclass(frozen=True)
 class PricePromoConfig(DynamicPricingConfig):
+    """PricePromo-v1's config: DynamicPricing-v1's keys, the coupon levels a segment rule can pick and the
+    campaign budget."""
+
     coupon_levels: tuple[float, ...] = param(None, "coupon shares a segment rule can choose", lo=0.0, hi=0.9,
                                              factory=lambda: (0.0, 0.05, 0.1, 0.2))
     budget: float = param(1500.0, "campaign budget for redeemed coupons over the season", lo=0.0, hi=1e12)

@@ -289,14 +289,23 @@ class Market:
         rng = np.random.default_rng(seed)
         out = np.zeros(m.shape)
         half = max(1, draws // 2)
+        mask = None if available is None else np.asarray(available, bool)
+        u = np.empty((2, *m.shape))
         for _ in range(half):
             z_taste = rng.standard_normal((m.shape[0], 1))
             z_dev = rng.standard_normal((m.shape[0], 1))
             z_app = rng.standard_normal(m.shape)
-            for sign in (1.0, -1.0):
-                hidden = sign * (cfg.customer_noise * z_taste + cfg.product_noise * z_app
-                                 - cfg.price_sensitivity_noise * slope * z_dev)
-                out += mnl_from_utility(m + hidden, available)
+            hidden = (cfg.customer_noise * z_taste + cfg.product_noise * z_app
+                      - cfg.price_sensitivity_noise * slope * z_dev)
+            # the antithetic pair at once; mnl_from_utility without its shift (exp is capped: no overflow)
+            np.add(m, hidden, out=u[0])
+            np.subtract(m, hidden, out=u[1])
+            np.minimum(u, 700.0, out=u)
+            e = np.exp(u, out=u)
+            if mask is not None:
+                e *= mask
+            e /= 1.0 + e.sum(axis=-1, keepdims=True)
+            out += e[0] + e[1]
         return out / (2 * half)
 
     def choice_proba(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
