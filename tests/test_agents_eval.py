@@ -5,6 +5,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from budget_checks import MostGenerous, play_within_budget, unconstrained_spend
 
 from promogym import envs  # noqa: F401
 from promogym.agents.base import run_episode
@@ -45,18 +46,31 @@ def test_myopic_coupons_act_on_expected_profit():
 
 
 def test_coupon_oracle_paces_the_budget_and_beats_no_coupons():
+    """A budget of 60 binds (the top coupon for everyone would spend several times more over these seeds):
+    the most generous rule is refused most of what it asks for, and the refusals are counted; the oracle,
+    which paces the budget, gets a far larger share of what it asks for, and neither overspends."""
     env = gym.make("promogym/CouponAllocation-v1", config=COUPONS)
-    oracle = [run_episode(env, CouponOracle(env), seed=s) for s in range(4)]
-    none = [run_episode(env, UniformCoupon(env, 0), seed=s) for s in range(4)]
-    assert all(r["coupon_spend"] <= 60.0 + 1e-9 for r in oracle)
-    assert np.mean([r["return"] for r in oracle]) > np.mean([r["return"] for r in none])
+    seeds = range(4)
+    assert unconstrained_spend("promogym/CouponAllocation-v1", COUPONS, seeds) > 60.0
+    generous = play_within_budget(env, MostGenerous(env), seeds)
+    assert generous.clipped > 0 and max(generous.spend) <= 60.0 + 1e-9
+    oracle = play_within_budget(env, CouponOracle(env), seeds)
+    assert max(oracle.spend) <= 60.0 + 1e-9 and oracle.given > 0
+    assert oracle.clipped / oracle.requested < 0.75 * generous.clipped / generous.requested
+    returns = [run_episode(env, CouponOracle(env), seed=s)["return"] for s in seeds]
+    none = [run_episode(env, UniformCoupon(env, 0), seed=s)["return"] for s in seeds]
+    assert np.mean(returns) > np.mean(none)
 
 
 def test_uplift_targeting_paces_the_budget(coupon_logs):
     env = gym.make("promogym/CouponAllocation-v1", config=COUPONS)
     policy = UpliftTargeting(env, coupon_logs)
-    row = run_episode(env, policy, seed=0)
-    assert 0 < row["coupon_spend"] <= 60.0
+    ledger = play_within_budget(env, policy, [0])
+    assert ledger.given > 0 and 0 < ledger.spend[0] <= 60.0
+    generous = play_within_budget(env, MostGenerous(env), [0])
+    assert generous.clipped > 0 and ledger.clipped / max(ledger.requested, 1) < generous.clipped / generous.requested
+    row = run_episode(env, UpliftTargeting(env, coupon_logs), seed=0)
+    assert row["coupon_spend"] == pytest.approx(ledger.spend[0])
     none = run_episode(env, UniformCoupon(env, 0), seed=0)
     assert row["units"] >= none["units"] - 3
 

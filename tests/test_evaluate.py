@@ -95,11 +95,21 @@ def test_a_run_folder_of_another_env_is_refused(tmp_path, capsys):
 
 
 def test_evaluate_coupon_policies(tmp_path):
-    out = tmp_path / "c.parquet"
+    """`all_20pct` tries to overspend a budget of 30 (with the budget out of reach it spends more on these
+    seeds); in the table every episode stays within the budget, and each row's return is its components'."""
+    env_set = ["--env-set", "market={n_customers: 800, n_products: 100}", "--env-set", "cohort_size=8",
+               "--env-set", "horizon=6"]
+    out, free = tmp_path / "c.parquet", tmp_path / "free.parquet"
     assert main(["evaluate", "--env", "promogym/CouponAllocation-v1", "--policy", "no_coupon", "--policy", "myopic",
-                 "--policy", "oracle", "--episodes", "2", "--out", str(out), "--env-set",
-                 "market={n_customers: 800, n_products: 100}", "--env-set", "cohort_size=8", "--env-set", "horizon=6",
+                 "--policy", "oracle", "--policy", "all_20pct", "--episodes", "2", "--out", str(out), *env_set,
                  "--env-set", "budget=30"]) == 0
-    df = pd.read_parquet(out)
-    assert len(df) == 6 and (df["coupon_spend"] <= 30 + 1e-9).all()
+    assert main(["evaluate", "--env", "promogym/CouponAllocation-v1", "--policy", "all_20pct", "--episodes", "2",
+                 "--out", str(free), *env_set, "--env-set", "budget=1e9"]) == 0
+    df, unconstrained = pd.read_parquet(out), pd.read_parquet(free)
+    assert unconstrained["coupon_spend"].max() > 30               # the budget binds for all_20pct
+    assert len(df) == 8 and (df["coupon_spend"] <= 30 + 1e-9).all()
+    assert all(sorted(seeds) == [0, 1] for _, seeds in df.groupby("policy")["seed"])
+    greedy = df[df["policy"] == "all_20pct"]
+    assert greedy["coupon_spend"].sum() > 0                       # it was given what the budget could pay
     assert (df.loc[df["policy"] == "no_coupon", "coupon_spend"] == 0).all()
+    np.testing.assert_allclose(df["return"], df["revenue"] - df["cost"] - df["coupon_spend"], atol=1e-6)

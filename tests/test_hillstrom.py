@@ -9,9 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from budget_checks import MostGenerous, play_within_budget, unconstrained_spend
 from gymnasium.utils.env_checker import check_env
 
 from promogym import envs  # noqa: F401
+from promogym.agents.train import LearnedPolicy
 from promogym.experiments.cli import main
 from promogym.experiments.uplift_eval import auuc, budgeted_best_arm, ope, qini_coefficient, qini_curve, uplift_at_k
 from promogym.predictors.hillstrom import (
@@ -145,24 +148,56 @@ def test_response_models_fit_predict_and_round_trip(data, tmp_path):
 
 
 def test_env_passes_the_checker_and_never_overspends():
-    env = gym.make(ENV, config={"batch_size": 8, "horizon": 10, "budget_share": 0.25})
+    cfg = {"batch_size": 8, "horizon": 10, "budget_share": 0.25}
+    env = gym.make(ENV, config=cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(env.unwrapped)
+    # an e-mail for everyone would send 80 with no budget; with 20 the rest are refused and counted
+    assert unconstrained_spend(ENV, cfg, [0], budget_key="budget_share") == 80
+    generous = play_within_budget(env, MostGenerous(env), [0])
+    assert generous.given == 20 and generous.clipped == 60 and generous.spend == [20.0]
     env.reset(seed=0)
     env.action_space.seed(0)
-    sent, steps = 0, 0
+    sent, clipped, steps = 0, 0, 0
     while True:
         _obs, r, term, trunc, info = env.step(env.action_space.sample())
         sent += info["emails_sent"]
+        clipped += info["emails_clipped"]
         steps += 1
         assert r == pytest.approx(info["components"]["revenue"] - info["components"]["coupon_spend"])
         if term or trunc:
             break
-    assert steps == 10 and sent <= 0.25 * 8 * 10
+    assert steps == 10 and sent == 0.25 * 8 * 10 and clipped > 0  # random e-mails (2 in 3) exhaust 25% too
     assert not env.unwrapped.action_masks().reshape(8, 3)[:, 1:].any()  # budget spent: no e-mail allowed
     clone = pickle.loads(pickle.dumps(env.unwrapped))
     assert clone.budget_left == env.unwrapped.budget_left
+
+
+@pytest.mark.xfail(strict=True, reason="budgeted_best_arm with a threshold chosen on other rows (the track's "
+                   "train-split quantile) e-mails more than budget_share of the rows it is applied to: the "
+                   "committed results/hillstrom report shows uplift_bert and uplift_gbdt at 31% against a 30% budget")
+def test_budgeted_targeting_with_a_threshold_from_other_rows_respects_the_budget():
+    rng = np.random.default_rng(0)
+    train_values = np.column_stack([np.zeros(5000), rng.normal(0.0, 1.0, (5000, 2))])
+    test_values = np.column_stack([np.zeros(5000), rng.normal(0.1, 1.0, (5000, 2))])  # a slightly better split
+    gains = train_values[:, 1:].max(axis=1) - train_values[:, 0]
+    threshold = float(np.quantile(gains, 1 - 0.3))            # as experiments/hillstrom.py evaluate() does
+    assert (budgeted_best_arm(test_values, 0.3, threshold) > 0).mean() <= 0.3
+
+
+def test_replayed_policies_are_held_to_the_budget(monkeypatch, data):
+    """The track's replay of a learned policy over the test split: a policy e-mailing everyone ends with the
+    budget's share of the rows e-mailed (each episode's budget spent, the rest refused), not all of them."""
+    import promogym.agents.train as train_module
+    from promogym.experiments.hillstrom import replay
+
+    monkeypatch.setattr(train_module, "LearnedPolicy", lambda run, env: MostGenerous(env))
+    rows = int((data["split"] == "test").sum())
+    arms = replay(None, {"budget_share": 0.3}, rows)
+    assert (arms >= 0).all()                     # every test row was walked
+    share = float((arms > 0).mean())
+    assert 0.29 < share <= 0.3 + 1e-9, share
 
 
 def test_env_same_seed_same_trajectory_and_sequential_walk():
@@ -205,7 +240,23 @@ def test_hillstrom_command_end_to_end(tmp_path, capsys):
             "uplift_logistic", "rl_maskable_ppo_s0"} <= set(result["ope"])
     rl = result["ope"]["rl_maskable_ppo_s0"]
     assert rl["ips_ci95"][0] <= rl["ips"] <= rl["ips_ci95"][1]
-    assert rl["emails_share"] <= 0.3 + 1e-9
+    # the fixed rules' e-mail shares are what they say; every budgeted policy stays within 30%
+    assert result["ope"]["no_email"]["emails_share"] == 0 and result["ope"]["email_all_mens"]["emails_share"] == 1
+    assert result["ope"]["rl_maskable_ppo_s0"]["emails_share"] <= 0.3 + 1e-9     # the env's budget is a cap
+    # the uplift rules' threshold comes from the train split: within 2 points of the cap on the test split
+    # (exactly within it once budgeted_best_arm caps: see the strict xfail below)
+    for name in ("random_at_budget", "uplift_bert", "uplift_gbdt", "uplift_logistic"):
+        assert 0 < result["ope"][name]["emails_share"] <= 0.32, name
+    # the learned policy in its env: it asks only for e-mails its mask allows and gets exactly those the budget
+    # can pay; an e-mail for everyone is refused past the budget, and the refusals are counted
+    run = tmp_path / "runs" / "rl" / "maskable_ppo_s0"
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    env = gym.make(ENV, config=cfg["env_config"])
+    learned = play_within_budget(env, LearnedPolicy(run, env), range(3))
+    assert learned.masked_requests == 0 and learned.given + learned.clipped == learned.requested
+    generous = play_within_budget(env, MostGenerous(env), range(3))
+    budget = 0.3 * env.unwrapped.config.batch_size * env.unwrapped.config.horizon
+    assert generous.clipped > 0 and max(generous.spend) <= budget + 1e-9 and max(learned.spend) <= budget + 1e-9
     assert (tmp_path / "out" / "qini.png").stat().st_size > 10_000
     assert "Qini coefficient" in (tmp_path / "out" / "report.md").read_text()
     # a second run reuses every model and run

@@ -3,9 +3,10 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from budget_checks import MostGenerous, play_within_budget, unconstrained_spend
 
 from promogym import envs  # noqa: F401
-from promogym.agents.base import episode_table, run_episode
+from promogym.agents.base import episode_table
 from promogym.agents.baselines import StaticPrice
 from promogym.agents.oracle import StockDPOracle
 from promogym.agents.train import LearnedPolicy, TrainSpec, train
@@ -73,12 +74,18 @@ def test_ppo_beats_the_best_static_price_when_stock_is_scarce(tmp_path):
 
 @pytest.mark.slow
 def test_maskable_ppo_never_overspends(tmp_path):
+    """A budget of 40 binds over these 20 campaigns (the top coupon for everyone would spend more): the learned
+    policy asks only for levels its mask allows, is given exactly what the budget can pay of what it asked for,
+    and never overspends; a rule asking for the top coupon for everyone is refused, and the refusals counted."""
     cfg = {"market": {"n_customers": 2000, "n_products": 100}, "cohort_size": 16, "horizon": 30, "budget": 40.0}
     spec = TrainSpec("promogym/CouponAllocation-v1", "maskable_ppo", seed=0, timesteps=8_000, env_config=cfg,
                      eval_freq=4000, hyperparams={"n_steps": 256, "batch_size": 64})
     train(spec, tmp_path / "mppo")
     env = gym.make("promogym/CouponAllocation-v1", config=cfg)
-    policy = LearnedPolicy(tmp_path / "mppo", env)
-    for seed in range(20):
-        row = run_episode(env, policy, seed)
-        assert row["coupon_spend"] <= 40.0 + 1e-9
+    seeds = range(20)
+    assert unconstrained_spend("promogym/CouponAllocation-v1", cfg, seeds) > 40.0
+    generous = play_within_budget(env, MostGenerous(env), seeds)
+    assert generous.clipped > 0 and max(generous.spend) <= 40.0 + 1e-9
+    learned = play_within_budget(env, LearnedPolicy(tmp_path / "mppo", env), seeds)
+    assert learned.masked_requests == 0 and learned.given + learned.clipped == learned.requested
+    assert max(learned.spend) <= 40.0 + 1e-9
