@@ -17,6 +17,7 @@ import yaml
 from promogym.experiments.cli import main
 from promogym.experiments.experiment import CONFIG_DIR, Experiment, ExperimentConfig
 from promogym.experiments.report import env_statistics
+from promogym.experiments.stats import ab_test, bootstrap_ci, iqm
 from promogym.experiments.trials import run_trials
 
 SMOKE = CONFIG_DIR / "smoke.yml"
@@ -187,6 +188,55 @@ def test_smoke_experiment_writes_a_complete_report(smoke_run):
     assert meta["wall_seconds_total"] > 0 and meta["machine"]["cpus"] >= 1
 
 
+def test_the_report_is_a_recomputation_of_its_episode_table(smoke_run):
+    """Every figure of the report's policy, gap, bias and A/B tables (summary.json, and the policy table's
+    row in report.md) equals a recomputation from episodes.parquet: per-seed means, their mean and IQM, the
+    stratified bootstrap CI with the project's seed, the reference's ratio, paired differences."""
+    _, report, _ = smoke_run
+    episodes = pd.read_parquet(report / "episodes.parquet")
+    summary = json.loads((report / "summary.json").read_text())
+    text = (report / "report.md").read_text()
+    assert set(summary["envs"]) == set(episodes["env_id"]) and len(summary["envs"]) == 2
+    for env_id, stats in summary["envs"].items():
+        env = episodes[episodes["env_id"] == env_id]
+        world, sim = env[env["backend"] == "world"], env[env["backend"] == "sim"]
+        assert set(stats["policies"]) == set(world["policy"])
+        assert stats["episodes"] == world["seed"].nunique()
+        means = {}
+        for name, p in stats["policies"].items():
+            rows = world[world["policy"] == name]
+            mat = rows.pivot_table(index="train_seed", columns="seed", values="return").to_numpy()
+            per_seed = rows.groupby("train_seed")["return"].mean().to_numpy()
+            means[name] = per_seed.mean()
+            assert p["seeds"] == len(per_seed) == mat.shape[0]
+            assert p["per_seed"] == pytest.approx(per_seed.tolist())
+            assert p["mean"] == pytest.approx(per_seed.mean())
+            assert p["iqm"] == pytest.approx(iqm(per_seed))
+            assert p["ci95"] == pytest.approx(list(bootstrap_ci(mat)))
+            row = (f"| {'**' + name + '**' if p['learned'] else name} | {p['trained_on']} | {len(per_seed)} | "
+                   f"{per_seed.mean():,.0f} | [{p['ci95'][0]:,.0f}, {p['ci95'][1]:,.0f}] | {iqm(per_seed):,.0f} |")
+            assert row in text, row
+        ref = stats["reference"]
+        for name, p in stats["policies"].items():
+            assert p["vs_reference"] == pytest.approx(means[name] / means[ref] - 1)
+            if "oracle" in means:
+                assert p["share_of_oracle"] == pytest.approx(means[name] / means["oracle"])
+        for algo, g in stats["sim_to_real"].items():
+            assert g["gap"] == pytest.approx(means[f"{algo}@sim"] - means[f"{algo}@world"])
+        assert stats["simulator_bias"], env_id
+        for name, b in stats["simulator_bias"].items():
+            paired = world[world["policy"] == name].merge(sim[sim["policy"] == name], on=["train_seed", "seed"],
+                                                          suffixes=("_w", "_s"))
+            assert b["bias"] == pytest.approx((paired["return_s"] - paired["return_w"]).mean())
+            assert b["world"] == pytest.approx(paired["return_w"].mean())
+        for name, r in stats["ab_vs_reference"].items():
+            ref_ep = world[world["policy"] == ref].groupby("seed")["return"].mean()
+            ep = world[world["policy"] == name].groupby("seed")["return"].mean().loc[ref_ep.index]
+            again = ab_test(ref_ep.to_numpy(), ep.to_numpy())
+            assert r["diff"] == pytest.approx(again["diff"]) and r["p_value"] == pytest.approx(again["p_value"])
+            assert r["lift"] == pytest.approx((ep.mean() - ref_ep.mean()) / ref_ep.mean())
+
+
 def test_a_rerun_skips_finished_stages_and_redoes_only_what_was_lost(smoke_run, capsys):
     out, report, _ = smoke_run
     capsys.readouterr()
@@ -216,7 +266,16 @@ def test_report_command_redraws_the_report(smoke_run, tmp_path, capsys):
     out, _, _ = smoke_run
     assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
     assert "report:" in capsys.readouterr().out
-    assert (tmp_path / "again" / "report.md").is_file() and (tmp_path / "again" / "summary.json").is_file()
+    # the redrawn report holds the run's statistics: each env's figures recomputed from its episode table
+    eps = pd.read_parquet(tmp_path / "again" / "episodes.parquet")
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert set(summary["envs"]) == set(eps["env_id"]) == {"promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1"}
+    for env_id, stats in summary["envs"].items():
+        again = env_statistics(eps[eps["env_id"] == env_id])
+        assert stats["reference"] == again["reference"] and stats["episodes"] == again["episodes"]
+        assert {n: p["mean"] for n, p in stats["policies"].items()} == pytest.approx(
+            {n: p["mean"] for n, p in again["policies"].items()})
+        assert f"## {env_id}" in (tmp_path / "again" / "report.md").read_text()
     # redrawing the same run's report is the same work; a stale plot of the report's goes, a user's file stays
     plots = tmp_path / "again" / "plots"
     (plots / "profit_Gone-v0.png").write_bytes(b"a plot an earlier report drew")
