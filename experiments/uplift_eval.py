@@ -140,10 +140,18 @@ def ope(policy_arms: np.ndarray, logged_arms: np.ndarray, rewards: np.ndarray, p
 def budgeted_best_arm(values: np.ndarray, budget_share: float, threshold: float | None = None) -> np.ndarray:
     """Uplift targeting: each customer's best e-mail by predicted value over no e-mail (``values``: rows x
     arms, arm 0 = none); e-mail the customers whose best gain is positive and above ``threshold`` (by
-    default the (1 - budget_share) quantile of the gains, so about ``budget_share`` of them get one)."""
+    default the (1 - budget_share) quantile of the gains, so about ``budget_share`` of them get one), never
+    more than ``floor(budget_share x rows)`` of them: a threshold taken on other rows (the training split)
+    can let more through, and then only the largest gains are e-mailed, so the budget always holds."""
     v = np.asarray(values, float)
     gain = v[:, 1:].max(axis=1) - v[:, 0]
     best = 1 + v[:, 1:].argmax(axis=1)
     if threshold is None:
         threshold = float(np.quantile(gain, 1 - budget_share)) if budget_share < 1 else -np.inf
-    return np.where((gain > 0) & (gain >= threshold) & (budget_share > 0), best, 0)
+    chosen = (gain > 0) & (gain >= threshold) & (budget_share > 0)
+    cap = int(np.floor(budget_share * len(gain) + 1e-9))
+    if chosen.sum() > cap:
+        keep = np.flatnonzero(chosen)[np.argsort(-gain[chosen], kind="stable")[:cap]]
+        chosen = np.zeros_like(chosen)
+        chosen[keep] = True
+    return np.where(chosen, best, 0)

@@ -174,9 +174,6 @@ def test_env_passes_the_checker_and_never_overspends():
     assert clone.budget_left == env.unwrapped.budget_left
 
 
-@pytest.mark.xfail(strict=True, reason="budgeted_best_arm with a threshold chosen on other rows (the track's "
-                   "train-split quantile) e-mails more than budget_share of the rows it is applied to: the "
-                   "committed results/hillstrom report shows uplift_bert and uplift_gbdt at 31% against a 30% budget")
 def test_budgeted_targeting_with_a_threshold_from_other_rows_respects_the_budget():
     rng = np.random.default_rng(0)
     train_values = np.column_stack([np.zeros(5000), rng.normal(0.0, 1.0, (5000, 2))])
@@ -243,10 +240,11 @@ def test_hillstrom_command_end_to_end(tmp_path, capsys):
     # the fixed rules' e-mail shares are what they say; every budgeted policy stays within 30%
     assert result["ope"]["no_email"]["emails_share"] == 0 and result["ope"]["email_all_mens"]["emails_share"] == 1
     assert result["ope"]["rl_maskable_ppo_s0"]["emails_share"] <= 0.3 + 1e-9     # the env's budget is a cap
-    # the uplift rules' threshold comes from the train split: within 2 points of the cap on the test split
-    # (exactly within it once budgeted_best_arm caps: see the strict xfail below)
-    for name in ("random_at_budget", "uplift_bert", "uplift_gbdt", "uplift_logistic"):
-        assert 0 < result["ope"][name]["emails_share"] <= 0.32, name
+    # the uplift rules' threshold comes from the train split, and budgeted_best_arm caps them at the budget on
+    # the test split; random_at_budget e-mails each row with probability 0.3 (binomial: within 2 points)
+    for name in ("uplift_bert", "uplift_gbdt", "uplift_logistic"):
+        assert 0 < result["ope"][name]["emails_share"] <= 0.3 + 1e-9, name
+    assert 0.28 <= result["ope"]["random_at_budget"]["emails_share"] <= 0.32
     # the learned policy in its env: it asks only for e-mails its mask allows and gets exactly those the budget
     # can pay; an e-mail for everyone is refused past the budget, and the refusals are counted
     run = tmp_path / "runs" / "rl" / "maskable_ppo_s0"
