@@ -10,6 +10,10 @@ import numpy as np
 import pandas as pd
 
 COMPONENTS = ("revenue", "cost", "coupon_spend", "units", "stockouts")
+# what the env refused or moved, summed over an episode: offers past the budget (coupons or e-mails), coupons past
+# a customer's cap, products whose price the business constraints moved
+REFUSALS = {"offers_refused": ("coupons_clipped", "emails_clipped"), "coupons_capped": ("coupons_capped",),
+            "prices_adjusted": ("constraint_adjusted",)}
 
 
 @runtime_checkable
@@ -49,13 +53,15 @@ StepHook = Callable[[gym.Env[Any, Any], int, dict[str, Any]], None]
 
 def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int, on_step: StepHook | None = None
                 ) -> dict[str, Any]:
-    """One episode from ``reset(seed=seed)``; the return and the summed reward components.
+    """One episode from ``reset(seed=seed)``; the return, the summed reward components and what the env refused
+    or moved (``REFUSALS``: offers past the budget, coupons past a cap, prices the constraints moved).
     ``on_step(env, t, info)`` is called after every step (to record trajectories)."""
     obs, _ = env.reset(seed=seed)
     if isinstance(policy, EnvPolicy):
         policy.reset()
     total, steps = 0.0, 0
     sums = dict.fromkeys(COMPONENTS, 0.0)
+    refusals = dict.fromkeys(REFUSALS, 0)
     world = 0.0
     start = True
     state = None
@@ -67,13 +73,15 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int, on_step: Step
         steps += 1
         for k in COMPONENTS:
             sums[k] += float(info["components"][k])
+        for name, keys in REFUSALS.items():
+            refusals[name] += sum(int(info.get(k, 0)) for k in keys)
         world += float(info.get("expected_profit_world", np.nan))
         if on_step is not None:
             on_step(env, steps - 1, info)
         if terminated or truncated:
             break
     return {"seed": seed, "return": total, "steps": steps, **sums, "expected_profit_world": world,
-            "terminated": bool(terminated)}
+            "terminated": bool(terminated), **refusals}
 
 
 def episode_table(env: gym.Env[Any, Any], policy: Policy, seeds: Sequence[int], name: str | None = None,

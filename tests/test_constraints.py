@@ -197,3 +197,20 @@ def test_constrained_env_passes_the_checker() -> None:
 
     check_env(gym.make("promogym/PricePromo-v1", config={**SMALL, "constraints": {**ALL, "coupon_cap": 2}}).unwrapped,
               skip_render_check=True)
+
+
+def test_episode_tables_count_what_the_env_refused_or_moved() -> None:
+    from promogym.agents.base import episode_table
+    from promogym.agents.baselines import UniformCoupon
+
+    env = gym.make("promogym/DynamicPricing-v1", config={**SMALL, "horizon": 5, "constraints": ALL})
+    df = episode_table(env, StaticPrice(env, 0.6), [0, 1])
+    assert (df["prices_adjusted"] > 0).all() and (df["offers_refused"] == 0).all()
+    coupons = gym.make("promogym/CouponAllocation-v1", config={"cohort_size": 16, "horizon": 30, "budget": 20.0,
+                                                              "constraints": {"coupon_cap": 1}})
+    df = episode_table(coupons, UniformCoupon(coupons, 3), [0])
+    assert df["offers_refused"].iloc[0] > 0 and df["coupon_spend"].iloc[0] <= 20.0 + 1e-9
+    loose = gym.make("promogym/CouponAllocation-v1", config={"cohort_size": 16, "horizon": 30, "budget": 1e6,
+                                                             "constraints": {"coupon_cap": 1}})
+    df = episode_table(loose, UniformCoupon(loose, 3), [0])
+    assert df["coupons_capped"].iloc[0] > 0 and df["offers_refused"].iloc[0] == 0
