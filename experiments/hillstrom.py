@@ -190,6 +190,7 @@ def evaluate(specs: dict[str, str], rl_runs: list[Path], args: TrackSettings, ou
         table[name] = est
         say(f"{name:>24}: IPS {est['ips'] * 1000:7.1f}  DR {est['dr'] * 1000:7.1f}  BERT sim "
             f"{est['bert_simulator'] * 1000:7.1f} per 1,000 customers")
+    ship = ship_verdicts(policies, table, a, reward, q_dr, args.bootstrap)
     rl = [k for k in table if k.startswith("rl_")]
     if rl:
         per_seed = np.array([table[k]["ips"] for k in rl])
@@ -198,10 +199,40 @@ def evaluate(specs: dict[str, str], rl_runs: list[Path], args: TrackSettings, ou
     result = {"outcome": key, "email_cost": cost, "budget_share": args.budget_share, "test_rows": len(test),
               "train_arms": arm_summary(train).to_dict(orient="index"),
               "test_arms": arm_summary(test).to_dict(orient="index"), "uplift": uplift, "ope": table,
+              "ship": {k: d.to_dict() for k, d in ship.items()},
               "dr_outcome_model": "gbdt", "machine": machine_info()}
     plot_qini(curves, out / "qini.png")
     write_json(out / "metrics.json", result)
     return result
+
+
+BUDGETED_RULES = ("random_at_budget", "uplift_bert", "uplift_gbdt", "uplift_logistic")
+
+
+def ship_verdicts(policies: dict[str, np.ndarray], table: dict[str, Any], logged: np.ndarray, reward: np.ndarray,
+                  q_dr: np.ndarray, reps: int) -> dict[str, Any]:
+    """The "should we ship it?" verdict on each learned policy (``rl_*``) of the test split: against the best
+    rule that spends the same e-mail budget without RL (random at budget or an uplift rule, the best by DR on
+    this split), the paired DR difference per 1,000 customers with its bootstrap CI; the simulator's bias is
+    its BERT simulator's value against DR (relative to |DR|)."""
+    from promogym.experiments.ship import ship_decision
+    from promogym.experiments.uplift_eval import dr_terms, paired_dr_difference
+    from promogym.predictors.hillstrom import PROPENSITY
+
+    rules = [r for r in BUDGETED_RULES if r in table]
+    if not rules:
+        return {}
+    best = max(rules, key=lambda r: table[r]["dr"])
+    base = dr_terms(policies[best], logged, reward, PROPENSITY, q_dr)
+    out = {}
+    for name in (k for k in policies if k.startswith("rl_")):
+        diff, (lo, hi) = paired_dr_difference(dr_terms(policies[name], logged, reward, PROPENSITY, q_dr), base, reps)
+        e = table[name]
+        bias = e["sim_to_real_gap"] / abs(e["dr"]) if e["dr"] else None
+        out[name] = ship_decision(name, best, diff * 1000, (lo * 1000, hi * 1000), bias,
+                                  bias_source="BERT simulator vs DR on the test split", episodes=len(logged),
+                                  unit="per 1,000 customers", sample="test customers")
+    return out
 
 
 def plot_qini(curves: dict[str, Any], path: Path) -> None:
@@ -259,6 +290,14 @@ def markdown(result: dict[str, Any]) -> str:
     for name, e in sorted(((n, e) for n, e in result["ope"].items() if "dr" in e), key=lambda kv: -kv[1]["dr"]):
         lines.append(f"| {name} | {e['emails_share']:.0%} | {_ci(e, 'ips')} | {_ci(e, 'snips')} | {_ci(e, 'dr')} | "
                      f"{e['bert_simulator'] * 1000:.1f} | {e['sim_to_real_gap'] * 1000:+.1f} |")
+    if result.get("ship"):
+        from promogym.experiments.ship import RULE_TEXT
+
+        band = next(iter(result["ship"].values()))["band"]
+        lines += ["", "**Should we ship it?** " + RULE_TEXT.format(band=band).replace(
+            "per common episode", "per test customer (DR, rows resampled jointly)").replace(
+            "the best static rule", "the best rule spending the same e-mail budget without RL"), ""]
+        lines += [f"- {d['line']}" for d in result["ship"].values()]
     return "\n".join(lines)
 
 

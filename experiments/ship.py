@@ -39,14 +39,17 @@ class ShipDecision:
     bias_ci: tuple[float, float] | None
     bias_source: str | None
     band: float
+    unit: str = "per episode"          # what diff is measured in
+    sample: str = "common episodes"    # what ``episodes`` counts
 
     def line(self) -> str:
         """The report's one line: ``SHIP`` with the evidence, or ``do not ship: ship <baseline> instead`` with
         the reasons."""
         if self.diff is not None and self.diff_ci is not None:
             lo, hi = self.diff_ci
-            vs = (f"{self.diff:+,.0f} [{lo:+,.0f}, {hi:+,.0f}] per episode against {self.baseline} (paired 95% CI"
-                  + (f", {self.episodes} common episodes)" if self.episodes else ")"))
+            d = 0 if hi - lo >= 10 else 1  # whole units unless the CI is narrow
+            vs = (f"{self.diff:+,.{d}f} [{lo:+,.{d}f}, {hi:+,.{d}f}] {self.unit} against {self.baseline} (paired 95% CI"
+                  + (f", {self.episodes:,} {self.sample})" if self.episodes else ")"))
         else:
             vs = f"no paired comparison with {self.baseline}"
         if self.bias is not None:
@@ -68,11 +71,13 @@ class ShipDecision:
 
 def ship_decision(policy: str, baseline: str, diff: float | None, diff_ci: Sequence[float] | None,
                   bias: float | None, *, band: float = BIAS_BAND, bias_ci: Sequence[float] | None = None,
-                  bias_source: str | None = None, episodes: int | None = None) -> ShipDecision:
+                  bias_source: str | None = None, episodes: int | None = None, unit: str = "per episode",
+                  sample: str = "common episodes") -> ShipDecision:
     """The verdict on ``policy`` against ``baseline``: ``diff`` is the mean of (learned − baseline) per common
     episode and ``diff_ci`` its paired 95% CI (None: no paired comparison); ``bias`` is the simulator's relative
-    bias on the policy's own offers (None: not measured) and ``band`` the largest |bias| trusted. Pure: the same
-    inputs give the same decision."""
+    bias on the policy's own offers (None: not measured) and ``band`` the largest |bias| trusted; ``unit`` and
+    ``sample`` name what ``diff`` is measured in and what ``episodes`` counts, for the line. Pure: the same inputs
+    give the same decision."""
     if not (band >= 0 and math.isfinite(band)):
         raise ValueError(f"band must be a finite number >= 0, got {band}")
     reasons = []
@@ -91,7 +96,8 @@ def ship_decision(policy: str, baseline: str, diff: float | None, diff_ci: Seque
     return ShipDecision(policy=policy, baseline=baseline, ship=not reasons, reasons=tuple(reasons),
                         diff=None if diff is None else float(diff), diff_ci=ci, episodes=episodes, bias=bias_value,
                         bias_ci=None if bias_ci is None else (float(bias_ci[0]), float(bias_ci[1])),
-                        bias_source=bias_source if bias_value is not None else None, band=float(band))
+                        bias_source=bias_source if bias_value is not None else None, band=float(band), unit=unit,
+                        sample=sample)
 
 
 def _offer_bias(name: str, stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None

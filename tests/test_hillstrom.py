@@ -237,6 +237,14 @@ def test_hillstrom_command_end_to_end(tmp_path, capsys):
             "uplift_logistic", "rl_maskable_ppo_s0"} <= set(result["ope"])
     rl = result["ope"]["rl_maskable_ppo_s0"]
     assert rl["ips_ci95"][0] <= rl["ips"] <= rl["ips_ci95"][1]
+    # the ship verdict: against the best budgeted rule by DR, paired; its line is in the report
+    verdict = result["ship"]["rl_maskable_ppo_s0"]
+    rules = ("random_at_budget", "uplift_bert", "uplift_gbdt", "uplift_logistic")
+    assert verdict["baseline"] == max(rules, key=lambda r: result["ope"][r]["dr"])
+    assert verdict["diff"] == pytest.approx((rl["dr"] - result["ope"][verdict["baseline"]]["dr"]) * 1000)
+    assert verdict["diff_ci"][0] <= verdict["diff"] <= verdict["diff_ci"][1]
+    assert verdict["ship"] == (verdict["diff_ci"][0] > 0 and abs(verdict["bias"]) <= verdict["band"])
+    assert verdict["line"] in (tmp_path / "out" / "report.md").read_text()
     # the fixed rules' e-mail shares are what they say; every budgeted policy stays within 30%
     assert result["ope"]["no_email"]["emails_share"] == 0 and result["ope"]["email_all_mens"]["emails_share"] == 1
     assert result["ope"]["rl_maskable_ppo_s0"]["emails_share"] <= 0.3 + 1e-9     # the env's budget is a cap
@@ -268,3 +276,20 @@ def test_arms_are_named_as_in_the_file():
     assert ARMS == ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
     df = pd.DataFrame({"segment": list(ARMS)})
     assert df["segment"].map({a: i for i, a in enumerate(ARMS)}).tolist() == [0, 1, 2]
+
+
+def test_paired_dr_difference_cancels_the_rows_noise():
+    from promogym.experiments.uplift_eval import dr_terms, paired_dr_difference
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    logged = rng.integers(0, 3, n)
+    base = rng.normal(0, 1, n)                      # each row's own level: shared by every policy's terms
+    reward = base + 0.1 * (logged > 0) + rng.normal(0, 0.5, n)
+    q = np.column_stack([base, base + 0.1, base + 0.1])
+    a = dr_terms(np.ones(n, int), logged, reward, 1 / 3, q)
+    b = dr_terms(np.zeros(n, int), logged, reward, 1 / 3, q)
+    diff, (lo, hi) = paired_dr_difference(a, b, reps=300)
+    assert diff == pytest.approx(0.1, abs=0.02) and 0 < lo < diff < hi      # paired: the e-mail's +0.1 is detected
+    same, ci = paired_dr_difference(a, a, reps=50)
+    assert same == 0 and ci == (0.0, 0.0)
