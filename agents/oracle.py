@@ -206,6 +206,9 @@ class StockDPOracle(EnvPolicy):
         cfg = e.config
         if cfg.n_products != 1 or getattr(e, "with_coupons", False) or e.market.config.reference_adaptation != 0:
             raise ValueError("StockDPOracle needs a one-product DynamicPricing env with reference_adaptation=0")
+        if getattr(e, "rules", None) is not None:
+            raise ValueError("StockDPOracle does not model business constraints (its recursion prices freely each "
+                             "day); use an env without `constraints`")
         mult = np.linspace(cfg.price_low, cfg.price_high, n_prices)
         self.prices = np.round(e.list_price[0] * mult, 2)
         users, _ = e.visitor_sample(n_visitors, seed)

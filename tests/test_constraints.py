@@ -214,3 +214,13 @@ def test_episode_tables_count_what_the_env_refused_or_moved() -> None:
                                                              "constraints": {"coupon_cap": 1}})
     df = episode_table(loose, UniformCoupon(loose, 3), [0])
     assert df["coupons_capped"].iloc[0] > 0 and df["offers_refused"].iloc[0] == 0
+
+
+def test_the_exact_dp_oracle_refuses_constraints_it_does_not_model() -> None:
+    from promogym.agents.oracle import StockDPOracle
+
+    env = gym.make("promogym/DynamicPricing-v1", config={"n_products": 1, "categories": [0], "horizon": 5,
+                                                         "market": {"reference_adaptation": 0.0},
+                                                         "constraints": {"max_daily_change": 0.1}})
+    with pytest.raises(ValueError, match="business constraints"):
+        StockDPOracle(env, n_visitors=100)
