@@ -25,7 +25,7 @@ from promogym.core.io import atomic_path, write_json
 from promogym.envs.base import world_config
 from promogym.experiments.errors import CLIError
 from promogym.experiments.evaluation import play, summary
-from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
+from promogym.experiments.paths import add_force, check_episodes, input_file, output_file, parse_overrides
 from promogym.experiments.stats import ab_test
 from promogym.predictors.registry import check_spec
 
@@ -76,10 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
     """Every problem of the command line, before any episode: env, counts, seeds, config, policies."""
     _check_env(args.env)
-    if not 1 <= args.episodes <= 1_000_000:
-        raise CLIError(f"--episodes must be between 1 and 1,000,000, got {args.episodes}")
-    if not 0 <= args.seed <= 2**31 - 1 - args.episodes:
-        raise CLIError(f"--seed must be >= 0 (episodes use seed, seed+1, ...), got {args.seed}")
+    check_episodes(args.episodes, args.seed, 1_000_000)
     if args.logs is not None:
         input_file(args.logs, "--logs")
     env_config = parse_overrides(args.env_set, "--env-set")

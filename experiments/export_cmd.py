@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, input_file, output_file, parse_overrides
+from promogym.experiments.paths import add_force, check_episodes, input_file, output_file, parse_overrides
 
 MAX_EPISODES = 100_000
 
@@ -105,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.env not in envs.ENV_IDS:
         raise CLIError(f"unknown env id {args.env!r}; choose one of {', '.join(envs.ENV_IDS)}")
-    if not 1 <= args.episodes <= MAX_EPISODES:
-        raise CLIError(f"--episodes must be between 1 and {MAX_EPISODES:,}, got {args.episodes}")
-    if not 0 <= args.seed <= 2**31 - 1 - args.episodes:
-        raise CLIError(f"--seed must be >= 0 (episodes use seed, seed+1, ...), got {args.seed}")
+    check_episodes(args.episodes, args.seed, MAX_EPISODES)
     if args.logs is not None:
         input_file(args.logs, "--logs")
     out = _check_out(args.out, args.force)

@@ -17,7 +17,14 @@ import gymnasium as gym
 from promogym.agents.registry import check_policy, policy_help
 from promogym.envs.base import world_config
 from promogym.experiments.errors import CLIError
-from promogym.experiments.paths import add_force, check_output_dir, input_file, output_dir, parse_overrides
+from promogym.experiments.paths import (
+    add_force,
+    check_episodes,
+    check_output_dir,
+    input_file,
+    output_dir,
+    parse_overrides,
+)
 from promogym.predictors.registry import SPEC_HELP, check_spec
 
 MAX_EPISODES = 10_000
@@ -57,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.env not in envs.MARKET_ENV_IDS:
         raise CLIError(f"unknown or unsupported env id {args.env!r}; choose one of {', '.join(envs.MARKET_ENV_IDS)}")
-    if not 1 <= args.episodes <= MAX_EPISODES:
-        raise CLIError(f"--episodes must be between 1 and {MAX_EPISODES:,}, got {args.episodes}")
-    if not 0 <= args.seed <= 2**31 - 1 - args.episodes:
-        raise CLIError(f"--seed must be >= 0 (episodes use seed, seed+1, ...), got {args.seed}")
+    check_episodes(args.episodes, args.seed, MAX_EPISODES)
     if args.model == "world":
         raise CLIError("--model world is the ground truth itself; name a learned model to compare with it "
                        f"({SPEC_HELP.split(' | truth')[0]})")

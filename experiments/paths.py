@@ -132,6 +132,15 @@ def add_force(p: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output (only what this command writes)")
 
 
+def check_episodes(episodes: int, seed: int, most: int) -> None:
+    """``--episodes`` in [1, ``most``] and ``--seed`` such that seeds ``seed .. seed + episodes - 1`` are valid
+    Gymnasium seeds; CLIError naming the flag otherwise."""
+    if not 1 <= episodes <= most:
+        raise CLIError(f"--episodes must be between 1 and {most:,}, got {episodes}")
+    if not 0 <= seed <= 2**31 - 1 - episodes:
+        raise CLIError(f"--seed must be >= 0 (episodes use seed, seed+1, ...), got {seed}")
+
+
 def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
     """``path`` as a Path when it is an existing file; CLIError naming ``what`` otherwise."""
     p = Path(path)
