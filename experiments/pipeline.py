@@ -60,6 +60,7 @@ class Pipeline:
         self.backend, self.jobs, self.address = backend, jobs, address
         self.keys: dict[str, str] = {}
         self.ids: dict[str, str] = {}
+        self.commit = git_commit()  # the code this invocation runs: recorded with every stage it finishes
 
     def done(self, name: str, key: str) -> str | None:
         """The output id of stage ``name`` if it finished with this key, else None."""
@@ -68,7 +69,8 @@ class Pipeline:
 
     def _finish(self, folder: Path, name: str, key: str, seconds: float, **extra: Any) -> str:
         out_id = uuid.uuid4().hex
-        write_json(folder / "stage.json", {"key": key, "id": out_id, "seconds": seconds, **extra})
+        write_json(folder / "stage.json", {"key": key, "id": out_id, "seconds": seconds, "commit": self.commit,
+                                           **extra})
         self.ids[name] = out_id
         return out_id
 
@@ -122,13 +124,21 @@ class Pipeline:
                 for name in self.keys if (self.out / name / "stage.json").is_file()}
 
     def record_run(self, name: str, seconds: float) -> None:
-        """``run.json``: wall time summed over invocations that did work, stage seconds, machine and commit."""
+        """``run.json``: wall time summed over invocations that did work, stage seconds, machine, the commit of
+        this invocation (``commit``) and the commit each stage was computed at (``stage_commits``: a resumed or
+        redrawn run keeps the commit of the code that produced each stage)."""
         before = read_record(self.out / "run.json")
         same = not before or before.get("keys") == self.keys
         total = float(before.get("wall_seconds_total", 0.0)) + seconds if same else seconds
         write_json(self.out / "run.json", {"name": name, "wall_seconds_total": total,
                                            "last_invocation_seconds": seconds, "stage_seconds": self.stage_seconds(),
-                                           "machine": machine_info(), "commit": git_commit(), "keys": self.keys})
+                                           "machine": machine_info(), "commit": self.commit,
+                                           "stage_commits": self.stage_commits(), "keys": self.keys})
+
+    def stage_commits(self) -> dict[str, str | None]:
+        """The commit each finished stage was computed at (None: recorded before commits were)."""
+        return {name: read_record(self.out / name / "stage.json").get("commit")
+                for name in self.keys if (self.out / name / "stage.json").is_file()}
 
 
 __all__ = ["Pipeline", "key_of", "read_record", "trial_done"]
