@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -51,37 +51,51 @@ class EnvPolicy:
 StepHook = Callable[[gym.Env[Any, Any], int, dict[str, Any]], None]
 
 
-def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int, on_step: StepHook | None = None
-                ) -> dict[str, Any]:
-    """One episode from ``reset(seed=seed)``; the return, the summed reward components and what the env refused
-    or moved (``REFUSALS``: offers past the budget, coupons past a cap, prices the constraints moved).
-    ``on_step(env, t, info)`` is called after every step (to record trajectories)."""
+def episode_steps(env: gym.Env[Any, Any], policy: Policy, seed: int
+                  ) -> Iterator[tuple[np.ndarray, float, bool, dict[str, Any]]]:
+    """The steps of one episode from ``reset(seed=seed)``, the policy acting deterministically (a baseline is
+    reset first): ``(action, reward, terminated, info)`` per step, until the episode ends. The one loop every
+    evaluation plays, so each sees the same decisions."""
     obs, _ = env.reset(seed=seed)
     if isinstance(policy, EnvPolicy):
         policy.reset()
-    total, steps = 0.0, 0
-    sums = dict.fromkeys(COMPONENTS, 0.0)
-    refusals = dict.fromkeys(REFUSALS, 0)
-    world = 0.0
-    start = True
     state = None
+    start = True
     while True:
         action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
         start = False
         obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
+        yield np.asarray(action), float(reward), bool(terminated), info
+        if terminated or truncated:
+            return
+
+
+def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int, on_step: StepHook | None = None
+                ) -> dict[str, Any]:
+    """One episode from ``reset(seed=seed)`` (:func:`episode_steps`); the return, the summed reward components,
+    the backend's and the world's expected profit of the decisions made (``expected_profit_model``,
+    ``expected_profit_world``: with a learned backend, its bias on the policy's own offers) and what the env refused
+    or moved (``REFUSALS``: offers past the budget, coupons past a cap, prices the constraints moved).
+    ``on_step(env, t, info)`` is called after every step (to record trajectories)."""
+    total, steps = 0.0, 0
+    sums = dict.fromkeys(COMPONENTS, 0.0)
+    refusals = dict.fromkeys(REFUSALS, 0)
+    model = world = 0.0
+    terminated = False
+    for _action, reward, done, info in episode_steps(env, policy, seed):
+        total += reward
         steps += 1
+        terminated = done  # the last step's: whether the episode ended (not a time limit)
         for k in COMPONENTS:
             sums[k] += float(info["components"][k])
         for name, keys in REFUSALS.items():
             refusals[name] += sum(int(info.get(k, 0)) for k in keys)
+        model += float(info.get("expected_profit", np.nan))
         world += float(info.get("expected_profit_world", np.nan))
         if on_step is not None:
             on_step(env, steps - 1, info)
-        if terminated or truncated:
-            break
     return {"seed": seed, "return": total, "steps": steps, **sums, "expected_profit_world": world,
-            "terminated": bool(terminated), **refusals}
+            "terminated": terminated, **refusals, "expected_profit_model": model}
 
 
 def episode_table(env: gym.Env[Any, Any], policy: Policy, seeds: Sequence[int], name: str | None = None,

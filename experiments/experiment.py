@@ -336,17 +336,14 @@ def eval_trial(p: dict[str, Any]) -> dict[str, Any]:
         policy = make_policy(spec, env, ctx)
         trace: list[dict[str, Any]] = []
         traced = set(seeds[:p["trace_episodes"]]) if train_seed in (-1, 0) else set()
-        model_profit: dict[int, float] = {}  # per episode: the backend's expected profit of the decisions made
 
         def hook(seed: int, e: Any, t: int, info: dict[str, Any], traced: set[int] = traced,
-                 trace: list[dict[str, Any]] = trace, model_profit: dict[int, float] = model_profit) -> None:
-            model_profit[seed] = model_profit.get(seed, 0.0) + float(info.get("expected_profit", float("nan")))
+                 trace: list[dict[str, Any]] = trace) -> None:
             if seed in traced and trace_rows is not None:
                 trace.extend(trace_rows(e, seed, t, info))
 
+        # expected_profit_model beside expected_profit_world: with a learned backend, its bias on the policy's offers
         df = episode_table(env, policy, seeds, p["label"], on_step=hook)
-        # beside expected_profit_world: with a learned backend, the two give its bias on the policy's own offers
-        df["expected_profit_model"] = df["seed"].map(model_profit)
         df.insert(1, "train_seed", train_seed)
         frames.append(df)
         if trace:

@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from promogym.agents.base import EnvPolicy
+from promogym.agents.base import episode_steps
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +127,14 @@ class Export:
 
 def play_recorded(env: gym.Env[Any, Any], policy: Any, seed: int,
                   on_step: Callable[[int, np.ndarray, dict[str, Any]], None]) -> float:
-    """One episode from ``reset(seed=seed)``, played as :func:`promogym.agents.base.run_episode` plays it (the
-    same calls in the same order, so the decisions are the ones `promogym evaluate` scores);
-    ``on_step(t, action, info)`` sees each step's action and info. Returns the episode's return."""
-    obs, _ = env.reset(seed=seed)
-    if isinstance(policy, EnvPolicy):
-        policy.reset()
-    total, t, state, start = 0.0, 0, None, True
-    while True:
-        action, state = policy.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
-        start = False
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        on_step(t, np.asarray(action), info)
-        t += 1
-        if terminated or truncated:
-            return total
+    """One episode from ``reset(seed=seed)`` by :func:`promogym.agents.base.episode_steps`, the loop
+    `promogym evaluate` plays, so the decisions are the ones it scores; ``on_step(t, action, info)`` sees each
+    step's action and info. Returns the episode's return."""
+    total = 0.0
+    for t, (action, reward, _terminated, info) in enumerate(episode_steps(env, policy, seed)):
+        total += reward
+        on_step(t, action, info)
+    return total
 
 
 # ---------------------------------------------------------------------------------------- per family

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from promogym.experiments.stats import bootstrap_ci
+
 
 # ---------------------------------------------------------------------------------------- curves
 def _cumulative(y: np.ndarray, score: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -120,10 +122,7 @@ def paired_dr_difference(terms_a: np.ndarray, terms_b: np.ndarray, reps: int = 1
     """The DR difference (a − b) of two policies on the same logged rows and its percentile bootstrap CI, rows
     resampled jointly (paired: the rows' shared noise cancels)."""
     d = np.asarray(terms_a, float) - np.asarray(terms_b, float)
-    rng = np.random.default_rng(seed)
-    boots = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(reps)])
-    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(d.mean()), (float(lo), float(hi))
+    return float(d.mean()), bootstrap_ci(d, reps=reps, level=level, seed=seed)
 
 
 def ope(policy_arms: np.ndarray, logged_arms: np.ndarray, rewards: np.ndarray, propensity: float | np.ndarray,
@@ -141,11 +140,11 @@ def ope(policy_arms: np.ndarray, logged_arms: np.ndarray, rewards: np.ndarray, p
     rows = np.arange(len(r))
     w = (pi == a) / e
     dm = q[rows, pi]
-    dr_terms = dm + w * (r - q[rows, a])
+    terms = dr_terms(pi, a, r, e, q)
 
     def estimates(idx: np.ndarray) -> np.ndarray:
         ww, rr = w[idx], r[idx]
-        return np.array([np.mean(ww * rr), np.sum(ww * rr) / max(np.sum(ww), 1e-12), np.mean(dr_terms[idx]),
+        return np.array([np.mean(ww * rr), np.sum(ww * rr) / max(np.sum(ww), 1e-12), np.mean(terms[idx]),
                          np.mean(dm[idx])])
 
     point = estimates(rows)
