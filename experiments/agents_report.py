@@ -19,7 +19,7 @@ import numpy as np
 from promogym.core.io import atomic_path, write_json
 from promogym.envs.families import family_of, short_name
 from promogym.experiments.experiment import ExperimentConfig
-from promogym.experiments.ship import BIAS_BAND, RULE_TEXT, decisions, ship_lines
+from promogym.experiments.ship import BIAS_BAND, decisions, rule_text, ship_lines
 
 DEFAULT_ENVS = ("promogym/DynamicPricing-v1", "promogym/PricePromo-v1", "promogym/CouponAllocation-v1")
 
@@ -60,7 +60,7 @@ def markdown(env_id: str, stats: dict[str, Any], band: float = BIAS_BAND) -> str
                      f"{e['vs_reference']:+.1%} | {_pct(e.get('share_of_oracle'))} | {_num(e.get('normalized'))} |")
     ship = ship_lines(stats, None, band)
     if ship:
-        lines += ["", "Should we ship it? " + RULE_TEXT.format(band=band), "", *ship]
+        lines += ["", "Should we ship it? " + rule_text(band), "", *ship]
     return "\n".join(lines)
 
 

@@ -288,12 +288,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {e['emails_share']:.0%} | {_ci(e, 'ips')} | {_ci(e, 'snips')} | {_ci(e, 'dr')} | "
                      f"{e['bert_simulator'] * 1000:.1f} | {e['sim_to_real_gap'] * 1000:+.1f} |")
     if result.get("ship"):
-        from promogym.experiments.ship import RULE_TEXT
+        from promogym.experiments.ship import rule_text
 
         band = next(iter(result["ship"].values()))["band"]
-        lines += ["", "**Should we ship it?** " + RULE_TEXT.format(band=band).replace(
-            "per common episode", "per test customer (DR, rows resampled jointly)").replace(
-            "the best static rule", "the best rule spending the same e-mail budget without RL"), ""]
+        lines += ["", "**Should we ship it?** " + rule_text(
+            band, reference="the best rule spending the same e-mail budget without RL",
+            per="per test customer (DR, rows resampled jointly)"), ""]
         lines += [f"- {d['line']}" for d in result["ship"].values()]
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ from promogym.agents.registry import reference_policy
 from promogym.core.io import atomic_path, write_json
 from promogym.core.plots import pyplot, save_png
 from promogym.envs.families import family_of
-from promogym.experiments.ship import BIAS_BAND, RULE_TEXT, decisions, ship_lines
+from promogym.experiments.ship import BIAS_BAND, decisions, rule_text, ship_lines
 from promogym.experiments.stats import (
     ab_test,
     bootstrap_ci,
@@ -351,7 +351,7 @@ def ship_section(stats: dict[str, Any], fidelity: dict[str, Any] | None, band: f
     lines = ship_lines(stats, fidelity, band)
     if not lines:
         return []
-    return ["### Should we ship it?", "", RULE_TEXT.format(band=band), "", *lines, ""]
+    return ["### Should we ship it?", "", rule_text(band), "", *lines, ""]
 
 
 def fidelity_section(run: Path, env_id: str, plots: Path, summary: dict[str, Any]) -> list[str]:

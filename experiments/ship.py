@@ -146,8 +146,14 @@ def ship_lines(stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None = No
     return [f"- {d.line()}" for d in decisions(stats, fidelity, band).values()]
 
 
-RULE_TEXT = ("SHIP only when the learned policy beats the reference (the best static rule) with the paired 95% CI "
-             "of (learned − reference) per common episode above zero, and the simulator's bias on the policy's own "
+RULE_TEXT = ("SHIP only when the learned policy beats the reference ({reference}) with the paired 95% CI "
+             "of (learned − reference) {per} above zero, and the simulator's bias on the policy's own "
              "offers is within ±{band:.0%}; otherwise ship the reference.")
 
-__all__ = ["BIAS_BAND", "RULE_TEXT", "ShipDecision", "decisions", "ship_decision", "ship_lines"]
+
+def rule_text(band: float = BIAS_BAND, reference: str = "the best static rule", per: str = "per common episode"
+              ) -> str:
+    """The rule as a report states it, for ``band`` and the report's ``reference`` and unit of pairing ``per``."""
+    return RULE_TEXT.format(band=band, reference=reference, per=per)
+
+__all__ = ["BIAS_BAND", "RULE_TEXT", "ShipDecision", "decisions", "rule_text", "ship_decision", "ship_lines"]
