@@ -77,8 +77,8 @@ class BusinessConstraints(ConfigBase):
 
     def active(self) -> dict[str, Any]:
         """The keys that are set, with their values (empty: no constraints)."""
-        default = BusinessConstraints()
-        return {k: v for k, v in self.to_dict().items() if v != getattr(default, k)}
+        default = BusinessConstraints().to_dict()
+        return {k: v for k, v in self.to_dict().items() if v != default[k]}
 
     def to_dict(self) -> dict[str, Any]:
         """The keys as plain values (tuples as lists), for JSON."""

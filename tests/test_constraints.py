@@ -192,6 +192,14 @@ def test_bad_constraints_are_refused_naming_the_key(env_id, constraints, match) 
         gym.make(env_id, config={"constraints": constraints})
 
 
+def test_a_refused_constraint_names_only_the_keys_that_are_set() -> None:
+    with pytest.raises(ValueError) as e:
+        gym.make("promogym/CouponAllocation-v1", config={"constraints": {"max_daily_change": 0.1}})
+    assert "constraints: max_daily_change constrain prices" in str(e.value)
+    assert BusinessConstraints(margin_floor=0.2).active() == {"margin_floor": 0.2}
+    assert BusinessConstraints().active() == {}
+
+
 def test_constrained_env_passes_the_checker() -> None:
     from gymnasium.utils.env_checker import check_env
 
