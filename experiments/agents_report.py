@@ -19,7 +19,7 @@ import numpy as np
 from promogym.core.io import atomic_path, write_json
 from promogym.envs.families import family_of, short_name
 from promogym.experiments.experiment import ExperimentConfig
-from promogym.experiments.ship import BIAS_BAND, decisions, rule_text, ship_lines
+from promogym.experiments.ship import BIAS_BAND, decision_records, rule_text, ship_lines
 
 DEFAULT_ENVS = ("promogym/DynamicPricing-v1", "promogym/PricePromo-v1", "promogym/CouponAllocation-v1")
 
@@ -49,7 +49,8 @@ def _num(x: float | None) -> str:
 
 
 def markdown(env_id: str, stats: dict[str, Any], band: float = BIAS_BAND) -> str:
-    """One env's table of the agents report, with a should-we-ship-it line per learned policy."""
+    """One env's table of the agents report, with the should-we-ship-it line of each learned policy its
+    statistics record (``stats["ship"]``)."""
     lines = [f"### {env_id} ({stats['episodes']} evaluation episodes in the world; reference: {stats['reference']})",
              "", "| policy | seeds | mean return | 95% CI | IQM | vs reference | share of oracle | normalized |",
              "|---|---|---|---|---|---|---|---|"]
@@ -58,7 +59,7 @@ def markdown(env_id: str, stats: dict[str, Any], band: float = BIAS_BAND) -> str
         label = name.split("@")[0] + (" (learned)" if e["learned"] else "")
         lines.append(f"| {label} | {e['seeds']} | {e['mean']:,.0f} | [{lo:,.0f}, {hi:,.0f}] | {e['iqm']:,.0f} | "
                      f"{e['vs_reference']:+.1%} | {_pct(e.get('share_of_oracle'))} | {_num(e.get('normalized'))} |")
-    ship = ship_lines(stats, None, band)
+    ship = ship_lines(stats.get("ship") or {})
     if ship:
         lines += ["", "Should we ship it? " + rule_text(band), "", *ship]
     return "\n".join(lines)
@@ -78,7 +79,7 @@ def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: in
     parts = []
     for env_id in env_ids:
         stats = env_statistics(episodes[episodes["env_id"] == env_id])
-        stats["ship"] = {n: d.to_dict() for n, d in decisions(stats, None, band).items()}
+        stats["ship"] = decision_records(stats, None, band)
         write_json(out / f"{short_name(env_id)}.json", {"env_id": env_id, "timesteps": timesteps, **stats})
         parts.append(markdown(env_id, stats, band))
     gathered = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()), band)

@@ -40,6 +40,7 @@ from promogym.agents.registry import default_baselines, policies_for
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import atomic_dir, atomic_path, write_json
 from promogym.envs.base import world_config
+from promogym.envs.constraints import BusinessConstraints
 from promogym.envs.families import short_name
 from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
@@ -284,7 +285,7 @@ def unconstrained_config(env_config: Mapping[str, Any]) -> dict[str, Any] | None
     """``env_config`` with its business constraints off (``constraints: {}``), or None when it sets none (a
     missing, empty or all-null ``constraints`` mapping): the env the constraints' cost is measured against."""
     c = env_config.get("constraints")
-    if not isinstance(c, Mapping) or not any(v not in (None, [], ()) for v in c.values()):
+    if not isinstance(c, Mapping) or not BusinessConstraints.coerce(c).active():
         return None
     return {**env_config, "constraints": {}}
 

@@ -288,13 +288,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {e['emails_share']:.0%} | {_ci(e, 'ips')} | {_ci(e, 'snips')} | {_ci(e, 'dr')} | "
                      f"{e['bert_simulator'] * 1000:.1f} | {e['sim_to_real_gap'] * 1000:+.1f} |")
     if result.get("ship"):
-        from promogym.experiments.ship import rule_text
+        from promogym.experiments.ship import rule_text, ship_lines
 
         band = next(iter(result["ship"].values()))["band"]
         lines += ["", "**Should we ship it?** " + rule_text(
             band, reference="the best rule spending the same e-mail budget without RL",
             per="per test customer (DR, rows resampled jointly)"), ""]
-        lines += [f"- {d['line']}" for d in result["ship"].values()]
+        lines += ship_lines(result["ship"])
     return "\n".join(lines)
 
 

@@ -28,8 +28,9 @@ import yaml
 from promogym.agents.registry import reference_policy
 from promogym.core.io import atomic_path, write_json
 from promogym.core.plots import pyplot, save_png
+from promogym.envs.constraints import BusinessConstraints
 from promogym.envs.families import family_of
-from promogym.experiments.ship import BIAS_BAND, decisions, rule_text, ship_lines
+from promogym.experiments.ship import BIAS_BAND, decision_records, rule_text, ship_lines
 from promogym.experiments.stats import (
     ab_test,
     bootstrap_ci,
@@ -336,7 +337,7 @@ def constraints_section(stats: dict[str, Any], env_config: dict[str, Any]) -> li
     table = constraints_table(stats)
     if not table:
         return []
-    active = {k: v for k, v in (env_config.get("constraints") or {}).items() if v not in (None, [], ())}
+    active = BusinessConstraints.coerce(env_config.get("constraints") or {}).active()
     said = ", ".join(f"`{k}: {v}`" for k, v in active.items())
     return ["### What the constraints cost", "",
             f"The env's business constraints ({said}) against the same policies on the same episode seeds in the "
@@ -346,9 +347,10 @@ def constraints_section(stats: dict[str, Any], env_config: dict[str, Any]) -> li
             "seeds; negative: the constraints cost profit.", "", table, ""]
 
 
-def ship_section(stats: dict[str, Any], fidelity: dict[str, Any] | None, band: float) -> list[str]:
-    """The report's "Should we ship it?" lines for one env's learned policies; nothing without any."""
-    lines = ship_lines(stats, fidelity, band)
+def ship_section(stats: dict[str, Any], band: float) -> list[str]:
+    """The report's "Should we ship it?" lines for one env's learned policies (``stats["ship"]``); nothing
+    without any."""
+    lines = ship_lines(stats.get("ship") or {})
     if not lines:
         return []
     return ["### Should we ship it?", "", rule_text(band), "", *lines, ""]
@@ -457,8 +459,8 @@ def write_report(run: str | Path, out: str | Path, band: float | None = None) ->
         if table:
             lines += ["### A/B tests against the reference", "", "Paired by episode (learned policies averaged over "
                       "their seeds per episode).", "", table, ""]
-        stats["ship"] = {n: d.to_dict() for n, d in decisions(stats, stats.get("fidelity"), band).items()}
-        lines += ship_section(stats, stats.get("fidelity"), band)
+        stats["ship"] = decision_records(stats, stats.get("fidelity"), band)
+        lines += ship_section(stats, band)
         lines += constraints_section(stats, (cfg["envs"][env_id] or {}).get("config") or {})
         for plot in family_of(env_id).trace_plots:
             if plot.draw(data["traces"], env, plots / f"{plot.file}_{env}.png"):

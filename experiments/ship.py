@@ -140,10 +140,17 @@ def decisions(stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None = Non
     return out
 
 
-def ship_lines(stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None = None, band: float = BIAS_BAND
-               ) -> list[str]:
-    """The report's "Should we ship it?" lines (markdown list items), one per learned policy; empty without any."""
-    return [f"- {d.line()}" for d in decisions(stats, fidelity, band).values()]
+def decision_records(stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None = None, band: float = BIAS_BAND
+                     ) -> dict[str, dict[str, object]]:
+    """:func:`decisions` as JSON-ready records with their lines: what a report stores (``stats["ship"]``) and
+    prints (:func:`ship_lines`)."""
+    return {name: d.to_dict() for name, d in decisions(stats, fidelity, band).items()}
+
+
+def ship_lines(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The report's "Should we ship it?" lines (markdown list items) of the stored decision ``records``
+    (:func:`decision_records`), one per learned policy; empty without any."""
+    return [f"- {d['line']}" for d in records.values()]
 
 
 RULE_TEXT = ("SHIP only when the learned policy beats the reference ({reference}) with the paired 95% CI "
@@ -156,4 +163,5 @@ def rule_text(band: float = BIAS_BAND, reference: str = "the best static rule", 
     """The rule as a report states it, for ``band`` and the report's ``reference`` and unit of pairing ``per``."""
     return RULE_TEXT.format(band=band, reference=reference, per=per)
 
-__all__ = ["BIAS_BAND", "RULE_TEXT", "ShipDecision", "decisions", "rule_text", "ship_decision", "ship_lines"]
+__all__ = ["BIAS_BAND", "RULE_TEXT", "ShipDecision", "decision_records", "decisions", "rule_text", "ship_decision",
+           "ship_lines"]

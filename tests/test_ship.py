@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from promogym.experiments.ship import BIAS_BAND, decisions, ship_decision, ship_lines
+from promogym.experiments.ship import BIAS_BAND, decision_records, decisions, ship_decision, ship_lines
 
 
 def test_ships_when_the_ci_is_above_zero_and_the_bias_within_the_band():
@@ -62,4 +62,5 @@ def test_decisions_read_the_best_bias_evidence_a_report_holds():
     assert decisions(_stats())["ppo@sim"].reasons == ("no fidelity measured: the simulator's bias on its offers is "
                                                       "unknown",)
     assert list(decisions(_stats())) == ["ppo@sim"]
-    assert ship_lines(_stats(own, lo=-5.0))[0].startswith("- **ppo@sim: do not ship — ship best_static instead**")
+    line = ship_lines(decision_records(_stats(own, lo=-5.0)))[0]
+    assert line.startswith("- **ppo@sim: do not ship — ship best_static instead**")
