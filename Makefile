@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/promogym bench world --out results/bench --force
 	$(BIN)/promogym bench predictor --out results/bench --force
 	$(BIN)/promogym bench env --out results/bench --force
+	$(BIN)/promogym bench policy --out results/bench --force
 
 # the API reference (site/), from the docstrings; docs/hooks.py generates the env config page from the configs
 docs: install

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib
 import inspect
 import io
 import json
@@ -113,8 +114,83 @@ def algo_class(algo: str) -> Any:
 
 
 def policy_name(algo: str) -> str:
-    """The SB3 policy class name an algorithm trains: ``MlpLstmPolicy`` for recurrent_ppo, else ``MlpPolicy``."""
+    """The SB3 policy class name an algorithm trains by default: ``MlpLstmPolicy`` for recurrent_ppo, else
+    ``MlpPolicy``."""
     return "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyChoice:
+    """A policy a hyperparameter table may name instead of the default (``policy: <name>``): its class for each
+    algorithm that can train it (``"module:Class"``; the others cannot use it), and ``env_kwargs``, a
+    ``"module:function"`` reading the policy kwargs it needs from an env (ValueError when the env does not fit)."""
+
+    classes: Mapping[str, str]
+    env_kwargs: str | None = None
+
+
+# the policies a table may name besides policy_name(algo); each class is imported only when used
+POLICIES: dict[str, PolicyChoice] = {
+    "per_customer": PolicyChoice(
+        {"maskable_ppo": "promogym.agents.per_customer:PerCustomerPolicy",
+         "ppo": "promogym.agents.per_customer:PerCustomerPPOPolicy"},
+        env_kwargs="promogym.agents.per_customer:env_policy_kwargs"),  # one MLP scores each customer of a cohort
+}
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _policy_choice(algo: str, params: Mapping[str, Any]) -> tuple[str, PolicyChoice | None]:
+    """(name, its PolicyChoice, None for the default) of the hyperparameters' ``policy``; ValueError naming the
+    known policies for an unknown name, and the algorithms that can train it for a policy ``algo`` cannot."""
+    default = policy_name(algo)
+    name = params.get("policy", default)
+    if name == default:
+        return default, None
+    if not isinstance(name, str) or name not in POLICIES:
+        known = [default, *(n for n, c in POLICIES.items() if algo in c.classes)]
+        raise ValueError(f"hyperparameter policy {name!r} is not a known policy for {algo}; choose one of "
+                         f"{', '.join(known)}")
+    choice = POLICIES[name]
+    if algo not in choice.classes:
+        raise ValueError(f"hyperparameter policy {name!r} trains with {', '.join(choice.classes)} only, not {algo}")
+    return name, choice
+
+
+def _unwrapped(env: Any) -> Any:
+    """The base env of a gym env, its wrappers or a VecEnv (the first of its envs)."""
+    if hasattr(env, "get_attr") and not isinstance(env, gym.Env):
+        return env.get_attr("unwrapped")[0]
+    return getattr(env, "unwrapped", env)
+
+
+def model_arguments(algo: str, params: Mapping[str, Any], env: Any) -> tuple[Any, dict[str, Any]]:
+    """``(policy, keyword arguments)`` to build ``algo``'s model on ``env`` (a gym env or VecEnv) with these
+    hyperparameters: ``policy`` taken out of them, and the policy kwargs the named policy reads from the env filled
+    in (ValueError when the env does not fit it, or a table sets one to another value). A deep copy: SB3 adds its
+    defaults (torch classes) to policy_kwargs in place."""
+    kwargs = copy.deepcopy(dict(params))
+    kwargs.pop("policy", None)
+    name, choice = _policy_choice(algo, params)
+    if choice is None:
+        return name, kwargs
+    if choice.env_kwargs is not None:
+        base = _unwrapped(env)
+        try:
+            from_env = _import(choice.env_kwargs)(base)
+        except ValueError as exc:
+            raise ValueError(f"hyperparameter policy {name!r}: {exc}") from None
+        policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
+        for key, value in from_env.items():
+            if key in policy_kwargs and policy_kwargs[key] != value:
+                raise ValueError(f"hyperparameter policy_kwargs.{key} is {policy_kwargs[key]!r} but the env's is "
+                                 f"{value!r} (it is read from the env; leave it out)")
+            policy_kwargs[key] = value
+        kwargs["policy_kwargs"] = policy_kwargs
+    return _import(choice.classes[algo]), kwargs
 
 
 # ---------------------------------------------------------------------------------------- hyperparameters
@@ -171,13 +247,19 @@ def _check_value(key: str, v: Any) -> str | None:
     return None
 
 
-def check_hyperparams(algo: str, params: Mapping[str, Any]) -> None:
+def check_hyperparams(algo: str, params: Mapping[str, Any], env_id: str | None = None,
+                      env_config: dict[str, Any] | None = None) -> None:
     """ValueError naming the key for a hyperparameter the algorithm's constructor does not take, or a value of
     the wrong type or range for the common numeric ones (and for ``policy_kwargs`` keys its policy does not
-    take) — before any training."""
+    take) — before any training. ``policy`` names the policy (``POLICIES``; default ``policy_name(algo)``): an
+    unknown name, or one the algorithm cannot train, is a ValueError; given ``env_id`` (and its ``env_config``),
+    so is a policy that does not fit the env (e.g. ``per_customer`` on an env without a per-customer layout)."""
     cls = algo_class(algo)
+    name, choice = _policy_choice(algo, params)
     accepted = set(inspect.signature(cls).parameters) - set(_RESERVED)
     for key, value in params.items():
+        if key == "policy":
+            continue
         if key not in accepted:
             near = [k for k in sorted(accepted) if k[:3] == str(key)[:3]]
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
@@ -186,8 +268,11 @@ def check_hyperparams(algo: str, params: Mapping[str, Any]) -> None:
         why = _check_value(key, value)
         if why is not None:
             raise ValueError(f"hyperparameter {key} must be {why}, got {value!r}")
+    if choice is not None and choice.env_kwargs is not None and env_id is not None:
+        check_compatible(env_id, algo, env_config)
+        model_arguments(algo, params, gym.make(env_id, config=probe_config(env_id, env_config)))
     kwargs = params.get("policy_kwargs") or {}
-    policy_cls = cls.policy_aliases.get(policy_name(algo))
+    policy_cls = cls.policy_aliases.get(name) if choice is None else _import(choice.classes[algo])
     if kwargs and policy_cls is not None:
         taken = set(inspect.signature(policy_cls).parameters) - {"observation_space", "action_space", "lr_schedule"}
         for key in kwargs:
@@ -509,7 +594,7 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
 
     check_compatible(spec.env_id, spec.algo, spec.env_config)
     params = {**load_hyperparams(spec.env_id, spec.algo), **spec.hyperparams}
-    check_hyperparams(spec.algo, params)
+    check_hyperparams(spec.algo, params, spec.env_id, spec.env_config)
     spec.hyperparams = params
     if resume:
         _check_resumable(run, spec)
@@ -532,8 +617,9 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     config_text = yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False)
     if point is not None:
         model, train_env, done, skipped = point
-    else:  # a copy: SB3 adds its defaults (torch classes) to policy_kwargs in place
-        model = cls(policy_name(spec.algo), train_env, seed=spec.seed, verbose=0, **copy.deepcopy(params))
+    else:
+        policy, kwargs = model_arguments(spec.algo, params, train_env)
+        model = cls(policy, train_env, seed=spec.seed, verbose=0, **kwargs)
     files["config.yml"] = _write_bytes(run / "config.yml", config_text.encode())
     write_manifest(run, files)
     eval_cls: Any = EvalCallback
@@ -558,7 +644,9 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     meta = {"env_id": spec.env_id, "algo": spec.algo, "seed": spec.seed, "timesteps": spec.timesteps,
             "resumed_from_step": done, "wall_seconds": time.perf_counter() - start, "commit": git_commit(),
             "versions": package_versions(), "response": spec.response,
-            "response_sha256": response_hash(spec.response)}
+            "response_sha256": response_hash(spec.response),
+            "policy": _policy_choice(spec.algo, params)[0],
+            "policy_class": f"{type(model.policy).__module__}.{type(model.policy).__qualname__}"}
     if skipped:
         meta["skipped_checkpoints"] = skipped
     write_json(run / "metadata.json", meta)
@@ -621,5 +709,5 @@ class LearnedPolicy:
         return action[0], state
 
 
-__all__ = ["ALGOS", "MANIFEST", "TRUST_HELP", "LearnedPolicy", "TrainSpec", "check_compatible", "check_hyperparams",
-           "read_manifest", "read_verified", "train"]
+__all__ = ["ALGOS", "MANIFEST", "POLICIES", "TRUST_HELP", "LearnedPolicy", "PolicyChoice", "TrainSpec",
+           "check_compatible", "check_hyperparams", "model_arguments", "read_manifest", "read_verified", "train"]

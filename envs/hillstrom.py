@@ -99,6 +99,9 @@ class HillstromTargetingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
     family = TARGETING
+    # the observation is ``batch_size`` blocks of this many features per customer, then the global features:
+    # per-customer policies (:mod:`promogym.agents.per_customer`) read the layout from here
+    item_features = N_CUSTOMER_FEATURES
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         from promogym.predictors.hillstrom import load_hillstrom, tabular_features

@@ -289,9 +289,78 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
     return figures
 
 
+POLICY_BENCH_ENV = "promogym/CouponAllocation-v1"
+# the MlpPolicy side of `bench policy`: the hyperparameter table's MaskablePPO settings with the policy and widths
+# the table gave before it switched to the per-customer policy
+MLP_BASELINE: dict[str, Any] = {"policy": "MlpPolicy", "policy_kwargs": {"net_arch": [256, 256]}}
+
+
+def bench_policy(quick: bool = False) -> dict[str, Any]:
+    """Training steps/s of MaskablePPO on CouponAllocation-v1 (world backend, default config: cohorts of 64) with
+    SB3's MlpPolicy and with the per-customer policy (:mod:`promogym.agents.per_customer`), the same seed and
+    hyperparameters (agents/hyperparams.yml) apart from the policy, and their ratio, on one core and one torch
+    thread; each first trains ``warmup`` untimed steps, then ``steps`` timed ones (several updates of
+    ``n_steps``). Also the share of the time spent in updates (the rest: rollouts, env steps included), and each
+    policy's parameter count at cohorts of 64 and 256."""
+    import gymnasium as gym
+    import torch
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from promogym import envs  # noqa: F401 (registers the env ids)
+    from promogym.agents.per_customer import count_parameters
+    from promogym.agents.train import load_hyperparams, model_arguments
+
+    # one thread, as bench env: per-core figures, and on a shared machine a second OpenMP thread waiting for a busy
+    # core made MlpPolicy's updates up to 100x slower at random (an inflated, irreproducible ratio)
+    torch.set_num_threads(1)
+    table = load_hyperparams(POLICY_BENCH_ENV, "maskable_ppo")
+    n_steps = 256 if quick else 1024
+    steps, warmup = (2 * n_steps, n_steps) if quick else (4 * n_steps, n_steps)
+    setups = {"mlp": {**table, **MLP_BASELINE, "n_steps": n_steps},
+              "per_customer": {**table, "policy": "per_customer", "n_steps": n_steps}}
+
+    def vec(config: dict[str, Any]) -> Any:
+        return VecNormalize(DummyVecEnv([lambda: Monitor(gym.make(POLICY_BENCH_ENV, config=config))]), gamma=0.99)
+
+    figures: dict[str, Any] = {}
+    for name, params in setups.items():
+        train_env = vec({"response": "world"})
+        policy, kwargs = model_arguments("maskable_ppo", params, train_env)
+        model = MaskablePPO(policy, train_env, seed=0, verbose=0, **kwargs)
+        model.learn(warmup)
+        update_seconds = [0.0]
+        update = model.train
+
+        def timed_update(update: Callable[[], None] = update, acc: list[float] = update_seconds) -> None:
+            t0 = time.perf_counter()
+            update()
+            acc[0] += time.perf_counter() - t0
+
+        model.train = timed_update  # type: ignore[method-assign]
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        seconds = time.perf_counter() - start
+        figures[f"{name}_steps_per_s"] = steps / seconds
+        figures[f"{name}_update_share"] = update_seconds[0] / seconds
+        for cohort in (64, 256):
+            env = vec({"response": "world", "cohort_size": cohort})
+            policy, kwargs = model_arguments("maskable_ppo", params, env)
+            figures[f"{name}_params_cohort{cohort}"] = count_parameters(
+                MaskablePPO(policy, env, seed=0, verbose=0, **kwargs).policy)
+    figures["ratio_per_customer_over_mlp"] = figures["per_customer_steps_per_s"] / figures["mlp_steps_per_s"]
+    figures.update(env_id=POLICY_BENCH_ENV, timed_steps=steps, warmup_steps=warmup, n_steps=n_steps,
+                   threads=torch.get_num_threads(),
+                   widths={n: (p.get("policy_kwargs") or {}).get("net_arch") for n, p in setups.items()},
+                   targets={"ratio_per_customer_over_mlp": 10.0})
+    return figures
+
+
 # name -> (benchmark, pinned to one core: the world's targets are per core; torch uses all cores)
 BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], bool]] = {
-    "world": (bench_world, True), "predictor": (bench_predictor, False), "env": (bench_env, True)}
+    "world": (bench_world, True), "predictor": (bench_predictor, False), "env": (bench_env, True),
+    "policy": (bench_policy, True)}
 DEVICE_BENCHES = ("predictor",)  # the benchmarks that take --device
 RATIO_KEYS = ("finetune_examples_per_s_fp32", "finetune_examples_per_s_bf16", "full_encoder_offers_per_s",
               "cached_offers_per_s")

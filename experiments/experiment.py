@@ -242,7 +242,7 @@ class ExperimentConfig:
                 if not isinstance(params, Mapping):
                     raise ValueError(f"envs.{env_id}.hyperparams.{algo} must be a mapping of settings")
                 try:  # the settings as training will use them: agents/hyperparams.yml, then the config's
-                    check_hyperparams(algo, {**load_hyperparams(env_id, algo), **params})
+                    check_hyperparams(algo, {**load_hyperparams(env_id, algo), **params}, env_id, dict(sec.config))
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"envs.{env_id}.hyperparams.{algo}: {exc}") from exc
             for b in sec.baselines or ():

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     try:
         check_compatible(args.env, args.algo, env_config)
-        check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides})
+        check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides}, args.env, env_config)
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from exc
     out = resumable_dir(args.out or Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{seed}",

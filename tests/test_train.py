@@ -9,7 +9,7 @@ import yaml
 from budget_checks import MostGenerous, play_within_budget, unconstrained_spend
 
 from promogym.agents.base import run_episode
-from promogym.agents.train import LearnedPolicy, algo_class, policy_name
+from promogym.agents.train import LearnedPolicy, algo_class, model_arguments
 from promogym.experiments.cli import main
 
 FAST_ENV = ["--env-set", "horizon=8", "--env-set", "daily_customers=60", "--env-set", "initial_stock=15",
@@ -139,7 +139,8 @@ def _fresh_parameters(out, env_id: str, algo: str) -> dict:
 
     cfg = yaml.safe_load((out / "config.yml").read_text())
     venv = VecNormalize(DummyVecEnv([lambda: gym.make(env_id, config=cfg["env_config"])]))
-    model = algo_class(algo)(policy_name(algo), venv, seed=cfg["seed"], verbose=0, **cfg["hyperparams"])
+    policy, kwargs = model_arguments(algo, cfg["hyperparams"], venv)  # the table may name a policy
+    model = algo_class(algo)(policy, venv, seed=cfg["seed"], verbose=0, **kwargs)
     return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
 
 
