@@ -1,6 +1,7 @@
 """The per-customer actor-critic (agents/per_customer.py) and its wiring into `promogym train`."""
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -281,3 +282,15 @@ def test_a_training_run_records_its_policy_and_plays(tmp_path):
     action, _ = learned.predict(obs)
     assert env.action_space.contains(action.astype(env.action_space.dtype))
 
+
+def test_committed_policy_bench_holds_its_own_ratio():
+    """results/bench/policy.json (`promogym bench policy`): the ratio is the quotient of its two measured rates,
+    the per-customer policy's parameter count is the same at cohorts of 64 and 256 and MlpPolicy's is not
+    (structure, not timings)."""
+    figures = json.loads((Path(__file__).resolve().parents[1] / "results" / "bench" / "policy.json").read_text())[
+        "figures"]
+    assert figures["ratio_per_customer_over_mlp"] == pytest.approx(
+        figures["per_customer_steps_per_s"] / figures["mlp_steps_per_s"])
+    assert figures["per_customer_params_cohort64"] == figures["per_customer_params_cohort256"]
+    assert figures["mlp_params_cohort256"] > figures["mlp_params_cohort64"]
+    assert figures["targets"] == {"ratio_per_customer_over_mlp": 10.0}
