@@ -182,14 +182,23 @@ class UniformCoupon(EnvPolicy):
         return np.full(self.env.config.cohort_size, self.level, dtype=np.int64)
 
 
+def price_grid(config: Any, step: float = 0.1) -> np.ndarray:
+    """Multiples of list price in steps of ``step`` over an env's price band (``price_low`` .. ``price_high``):
+    the grid planners and the best-static search choose from."""
+    lo, hi = float(config.price_low), float(config.price_high)
+    return np.round(np.arange(np.ceil(lo / step - 1e-9) * step, hi + 1e-9, step), 2)
+
+
 def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Sequence[int],
-                         grid: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4),
-                         rounds: int = 2) -> tuple[np.ndarray, float]:
+                         grid: Sequence[float] | None = None, rounds: int = 2) -> tuple[np.ndarray, float]:
     """The best constant price vector on a simulator: a common multiplier first, then coordinate
-    ascent per product over ``grid``, each candidate scored by its mean return over the same ``seeds``
+    ascent per product over ``grid`` (default: the env's price band in steps of 0.1), each candidate scored
+    by its mean return over the same ``seeds``
     (common random numbers). Returns (multipliers, mean return)."""
     env = make_env()
     n = int(env.unwrapped.config.n_products)  # type: ignore[attr-defined]
+    if grid is None:
+        grid = [float(g) for g in price_grid(env.unwrapped.config)]  # type: ignore[attr-defined]
 
     def score(mult: np.ndarray) -> float:
         return float(episode_table(env, StaticPrice(env, mult), seeds)["return"].mean())
@@ -205,6 +214,48 @@ def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Seque
                     continue
                 cand = best.copy()
                 cand[j] = m
+                s = score(cand)
+                if s > best_score + 1e-9:
+                    best, best_score, improved = cand, s, True
+        if not improved:
+            break
+    return best, best_score
+
+
+MARKDOWN_GRID: dict[str, tuple[float, ...]] = {
+    "start": (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6),
+    "step": (0.03, 0.05, 0.1, 0.2),
+    "after": (0.0, 0.25, 0.5, 0.75),
+    "trigger": (0.7, 0.9, 1.1, 1.3),
+    "floor": (0.6, 0.8, 1.0),
+}
+
+
+def search_markdown(make_env: Callable[[], gym.Env[Any, Any]], seeds: Sequence[int],
+                    grid: dict[str, tuple[float, ...]] | None = None,
+                    rounds: int = 2) -> tuple[dict[str, float], float]:
+    """The best markdown schedule on a simulator, tuned as a pricing team would tune one: coordinate ascent over
+    :class:`Markdown`'s parameters (``grid``: the values tried per parameter, default :data:`MARKDOWN_GRID`
+    clipped to the env's price band), each candidate scored by its mean return over the same ``seeds`` (common
+    random numbers). Returns (parameters, mean return)."""
+    env = make_env()
+    cfg = env.unwrapped.config  # type: ignore[attr-defined]
+    lo, hi = cfg.price_low - 1e-9, cfg.price_high + 1e-9
+    grid = {k: tuple(v for v in vals if k not in ("start", "floor") or lo <= v <= hi)
+            for k, vals in (grid or MARKDOWN_GRID).items()}
+
+    def score(params: dict[str, float]) -> float:
+        return float(episode_table(env, Markdown(env, **params), seeds)["return"].mean())
+
+    best = {"start": 1.0, "step": 0.1, "floor": max(0.6, float(cfg.price_low)), "after": 0.4, "trigger": 1.1}
+    best_score = score(best)
+    for _ in range(rounds):
+        improved = False
+        for key, values in grid.items():
+            for v in values:
+                if v == best[key]:
+                    continue
+                cand = {**best, key: v}
                 s = score(cand)
                 if s > best_score + 1e-9:
                     best, best_score, improved = cand, s, True
@@ -253,6 +304,14 @@ def _cost_plus(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> C
 @register_policy("markdown", families=("pricing",), help="list price, marked down as the season runs on")
 def _markdown(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Markdown:
     return Markdown(env)
+
+
+@register_policy("best_markdown", families=("pricing",), plans=True,
+                 help="the markdown schedule tuned on the simulator (start price, step, timing, trigger, floor)")
+def _best_markdown(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Markdown:
+    params = ctx.cached("best_markdown", lambda: search_markdown(ctx.make_simulator_env,
+                                                               seeds=range(ctx.search_seeds))[0])
+    return Markdown(env, **params)
 
 
 @register_policy("thompson", families=("pricing",), help="Thompson sampling over a price ladder per product")

@@ -30,38 +30,58 @@ import gymnasium as gym
 import numpy as np
 
 from promogym.agents.base import EnvPolicy
+from promogym.agents.baselines import price_grid
 from promogym.agents.registry import PolicyContext, register_policy
 from promogym.envs.backends import WorldBackend
 from promogym.envs.market import mnl_from_utility
 
-GRID = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
-
 
 class _Planner(EnvPolicy):
-    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 1000, grid: tuple[float, ...] = GRID,
+    def __init__(self, env: gym.Env[Any, Any], n_visitors: int = 1000, grid: tuple[float, ...] | None = None,
                  seed: int = 0) -> None:
         super().__init__(env)
         e = self.env
-        self.grid = np.asarray([g for g in grid if e.config.price_low - 1e-9 <= g <= e.config.price_high + 1e-9])
+        self.grid = price_grid(e.config) if grid is None else \
+            np.asarray([g for g in grid if e.config.price_low - 1e-9 <= g <= e.config.price_high + 1e-9])
         self.users, self.sets = e.visitor_sample(n_visitors, seed)
         self.levels = np.asarray(getattr(e.config, "coupon_levels", (0.0,)))
         self.n_segments = e.action_space.shape[0] - e.config.n_products
         self.cost = e.market.catalog.unit_cost[e.products]
         self.reset()
 
+    # whether plans carry a price offset per phase of the env's calendar (grid steps added to every product's
+    # price on the phase's days): the MPC oracle plans the season's phases; the myopic rule needs only today
+    plans_phases = False
+
     def reset(self) -> None:
         n = self.env.config.n_products
         self.plan = np.full(n, int(np.argmin(np.abs(self.grid - 1.0))))   # grid index per product
         self.seg = np.zeros(self.n_segments, dtype=int)                    # level index per segment
+        phases = int(self.env.phase_of_day.max()) + 1 if self.plans_phases and self.env.has_calendar else 0
+        self.off = np.zeros(phases, dtype=int)                             # grid steps per calendar phase
 
     def score(self, plan: np.ndarray, seg: np.ndarray) -> float:
         """The value of a plan (grid index per product, coupon level index per segment); higher is better."""
         raise NotImplementedError
 
-    def prices(self, plan: np.ndarray) -> np.ndarray:
-        """The prices a plan sets today: its grid multiples of list price, projected onto the env's business
-        constraints (the day's feasible set), so that plans are scored as the env would set them."""
-        return self.env.project_prices(self.env.list_price * self.grid[plan])
+    def day_prices(self, plan: np.ndarray, off: np.ndarray, t: int) -> np.ndarray:
+        """The prices a plan sets on season day ``t``: its grid multiples of list price, shifted by the phase's
+        offset when the plan has phases (not projected)."""
+        k = plan + (off[self.env.phase_of_day[min(t, len(self.env.phase_of_day) - 1)]] if len(off) else 0)
+        return self.env.list_price * self.grid[np.clip(k, 0, len(self.grid) - 1)]
+
+    def prices(self, plan: np.ndarray, off: np.ndarray | None = None) -> np.ndarray:
+        """The prices a plan sets today, projected onto the env's business constraints (the day's feasible set),
+        so that plans are scored as the env would set them."""
+        return self.env.project_prices(self.day_prices(plan, self.off if off is None else off, self.env.t))
+
+    def _score(self, plan: np.ndarray, seg: np.ndarray, off: np.ndarray) -> float:
+        """:meth:`score` of a plan with phase offsets ``off`` (planners without phases ignore them)."""
+        saved, self.off = self.off, off
+        try:
+            return self.score(plan, seg)
+        finally:
+            self.off = saved
 
     def improve(self, rounds: int = 2) -> None:
         """Coordinate ascent: move every price together, then one coordinate at a time, by one grid
@@ -92,12 +112,27 @@ class _Planner(EnvPolicy):
                         s = self.score(self.plan, cand)
                         if s > best + 1e-9:
                             self.seg, best, improved = cand, s, True
+            today = self.env.phase_of_day[min(self.env.t, len(self.env.phase_of_day) - 1)]
+            for j in range(today + 1, len(self.off)):  # later phases' offsets (today's is the plan itself)
+                for step in (-1, 1):
+                    off = self.off.copy()
+                    off[j] += step
+                    if abs(off[j]) < len(self.grid):
+                        s = self._score(self.plan, self.seg, off)
+                        if s > best + 1e-9:
+                            self.off, best, improved = off, s, True
             if not improved:
                 break
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """Improve yesterday's plan from today's state and play it."""
-        self.improve()
+        if len(self.off):  # a new phase today: its offset becomes part of the products' plan
+            today = self.env.phase_of_day[min(self.env.t, len(self.env.phase_of_day) - 1)]
+            self.plan = np.clip(self.plan + self.off[today], 0, len(self.grid) - 1)
+            self.off = self.off - self.off[today]
+        # the first day searches until no move helps (a season's plan can be far from list price); later days
+        # improve yesterday's plan
+        self.improve(rounds=50 if self.env.t == 0 else 2)
         e = self.env
         action = e.action_from_prices(self.prices(self.plan))
         if self.n_segments:
@@ -136,14 +171,16 @@ class MyopicGreedy(_Planner):
         """Today's expected profit of the plan under the simulator, everything in stock, no fatigue."""
         e = self.env
         self.blind.day = e.state.day
-        scale = e.config.daily_customers * e.season_factor(e.state.day) / len(self.users)
+        scale = e.config.daily_customers * e.visit_scale(self.users, e.state.day) / len(self.users)
         return self._day_profit(self.simulator, self.blind, self.prices(plan), seg, scale, None)[0]
 
 
 class MPCOracle(_Planner):
-    """Model-predictive control on the true world: constant plans rolled over the rest of the season."""
+    """Model-predictive control on the true world: plans rolled over the rest of the season, constant over it
+    or, on an env with a calendar, constant within each of its phases (a price offset per phase)."""
 
     name = "oracle"
+    plans_phases = True
 
     def __init__(self, env: gym.Env[Any, Any], **kwargs: Any) -> None:
         super().__init__(env, **kwargs)
@@ -153,14 +190,14 @@ class MPCOracle(_Planner):
         """The world's expected profit of holding the plan to the season's end (fluid rollout from today)."""
         e = self.env
         cfg = e.config
-        prices = self.prices(plan)
         state = e.state.copy()
         stock = state.stock[e.products].astype(float)
         budget = float(getattr(e, "budget_left", 0.0))
         rho = e.market.config.reference_adaptation
         total = 0.0
-        for _ in range(e.t, cfg.horizon):
-            scale = cfg.daily_customers * e.season_factor(state.day) / len(self.users)
+        for t in range(e.t, cfg.horizon):
+            prices = self.prices(plan) if t == e.t else self.day_prices(plan, self.off, t)
+            scale = cfg.daily_customers * e.visit_scale(self.users, state.day) / len(self.users)
             use_seg = seg if budget > 0 else np.zeros_like(seg)
             profit, units, spend = self._day_profit(self.world, state, prices, use_seg, scale, stock)
             if spend > budget:  # the budget cannot pay this plan's coupons: no coupons from here on
@@ -172,7 +209,7 @@ class MPCOracle(_Planner):
             shown = e.products
             state.reference_price[shown] += rho * (prices - state.reference_price[shown])
             state.day += 1
-        return total
+        return total + cfg.salvage_share * float((self.cost * stock).sum())  # what is left is sold off
 
 
 @register_policy("myopic", families=("pricing",), plans=True,
@@ -206,6 +243,9 @@ class StockDPOracle(EnvPolicy):
         cfg = e.config
         if cfg.n_products != 1 or getattr(e, "with_coupons", False) or e.market.config.reference_adaptation != 0:
             raise ValueError("StockDPOracle needs a one-product DynamicPricing env with reference_adaptation=0")
+        if getattr(e, "has_calendar", False):
+            raise ValueError("StockDPOracle does not model a season's calendar (traffic and shopper mix by phase); "
+                             "use an env without `phase_days`")
         if getattr(e, "rules", None) is not None:
             raise ValueError("StockDPOracle does not model business constraints (its recursion prices freely each "
                              "day); use an env without `constraints`")

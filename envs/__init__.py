@@ -1,8 +1,9 @@
 """promogym environments and the ground-truth market they simulate.
 
 Importing ``promogym.envs`` registers the Gymnasium ids (idempotently):
-``promogym/DynamicPricing-v1``, ``promogym/CouponAllocation-v1``, ``promogym/PricePromo-v1`` (the synthetic
-market) and ``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
+``promogym/DynamicPricing-v1``, ``promogym/CouponAllocation-v1``, ``promogym/PricePromo-v1``,
+``promogym/DynamicPricing-v2`` and ``promogym/CouponAllocation-v2`` (the synthetic market) and
+``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import gymnasium as gym
 
 ENV_IDS: dict[str, str] = {
     "promogym/DynamicPricing-v1": "promogym.envs.pricing:DynamicPricingEnv",
+    "promogym/DynamicPricing-v2": "promogym.envs.pricing:SeasonalPricingEnv",
     "promogym/CouponAllocation-v1": "promogym.envs.coupons:CouponAllocationEnv",
+    "promogym/CouponAllocation-v2": "promogym.envs.coupons:PacedCouponEnv",
     "promogym/PricePromo-v1": "promogym.envs.pricing:PricePromoEnv",
     "promogym/HillstromTargeting-v0": "promogym.envs.hillstrom:HillstromTargetingEnv",
 }
 
 # the envs simulating the synthetic market (world or learned backends)
-MARKET_ENV_IDS = ("promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1", "promogym/PricePromo-v1")
+MARKET_ENV_IDS = ("promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1", "promogym/PricePromo-v1",
+                  "promogym/DynamicPricing-v2", "promogym/CouponAllocation-v2")
 
 
 def register_envs() -> None:

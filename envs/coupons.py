@@ -82,6 +82,8 @@ class CouponAllocationConfig(MarketEnvConfig):
     cohorts_per_day: int = param(8, "cohorts per day (fatigue and the shop's coupon record advance daily)",
                                  lo=1, hi=10_000)
     min_budget: float = param(1.0, "the episode terminates when less budget than this is left", lo=0.0, hi=1e12)
+    weekday_traffic: bool = param(False, "cohorts per day follow the market's weekly arrival pattern (more at "
+                                         "weekends) and the observation shows the weekday", choices=(False, True))
 
     gives_coupons = True
 
@@ -154,6 +156,9 @@ class CouponAllocationEnv(MarketEnv):
     config_class = CouponAllocationConfig
     family = COUPONS
     config: CouponAllocationConfig
+    # the observation is ``cohort_size`` blocks of this many features per customer, then the global features:
+    # per-customer policies (:mod:`promogym.agents.per_customer`) read the layout from here
+    item_features = N_FEATURES
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         super().__init__(config, render_mode, **overrides)
@@ -163,7 +168,8 @@ class CouponAllocationEnv(MarketEnv):
         # the most products a visit can view (the largest category): ``views`` keeps one shape across steps
         self.view_width = int(self.market.catalog_pool.shape[1])
         self.action_space = spaces.MultiDiscrete([len(self.levels)] * cfg.cohort_size)
-        self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(N_FEATURES * cfg.cohort_size + 2,),
+        n_global = 2 + (7 if cfg.weekday_traffic else 0)
+        self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(N_FEATURES * cfg.cohort_size + n_global,),
                                             dtype=np.float32)
         self._new_cohort_placeholders()
 
@@ -175,6 +181,7 @@ class CouponAllocationEnv(MarketEnv):
         self.budget_left = self.config.budget
         self.coupons_received = np.zeros(self.market.config.n_customers, np.int64)
         self.t = 0
+        self.day_step = 0  # cohorts served today
         self._day_coupons: list[np.ndarray] = []
         self._day_views: list[np.ndarray] = []
         self.history: list[dict[str, Any]] = []
@@ -201,7 +208,17 @@ class CouponAllocationEnv(MarketEnv):
     def _obs(self) -> np.ndarray:
         cfg = self.config
         tail = [self.budget_left / cfg.budget if cfg.budget > 0 else 0.0, (cfg.horizon - self.t) / cfg.horizon]
+        if cfg.weekday_traffic:
+            tail += list(self._weekday_onehot())
         return self._clip_obs(np.concatenate([self.customer_features().ravel(), np.asarray(tail, np.float32)]))
+
+    def cohorts_on(self, day: int) -> int:
+        """Cohorts served on market ``day``: ``cohorts_per_day``, times the weekly arrival pattern with
+        ``weekday_traffic`` (at least one)."""
+        cfg = self.config
+        if not cfg.weekday_traffic:
+            return cfg.cohorts_per_day
+        return max(1, round(cfg.cohorts_per_day * self.season_factor(day)))
 
     def worst_case_cost(self) -> np.ndarray:
         """(cohort_size, levels): the cost of each level for each customer if redeemed on the dearest product
@@ -234,6 +251,7 @@ class CouponAllocationEnv(MarketEnv):
         """Give the cohort its coupons (within the budget and caps), sample its choices, draw the next cohort."""
         cfg = self.config
         a = check_action(self, action)
+        day = int(self.state.day)  # the day this cohort is served
         cat = self.market.catalog
         views, shown = self.views, self.views >= 0
         items = np.maximum(views, 0)
@@ -271,7 +289,9 @@ class CouponAllocationEnv(MarketEnv):
         self._day_coupons.append(self.users[coupon > 0])
         self._day_views.append(views[shown])
         self.t += 1
-        if self.t % cfg.cohorts_per_day == 0:
+        self.day_step += 1
+        if self.day_step >= self.cohorts_on(self.state.day):
+            self.day_step = 0
             seen = np.concatenate(self._day_views)
             self.market.end_of_day(self.state, seen, cat.list_price[seen], np.concatenate(self._day_coupons))
             self._day_coupons, self._day_views = [], []
@@ -280,7 +300,7 @@ class CouponAllocationEnv(MarketEnv):
                                "stockouts": 0, "budget_left": self.budget_left},
                 "coupons_given": int((coupon > 0).sum()), "coupons_clipped": clipped,
                 "coupons_capped": int(cap.sum()), "coupon": coupon,
-                "users": self.users.copy(), "views": views.copy(), "bought": bought, "chosen": chosen,
+                "users": self.users.copy(), "views": views.copy(), "bought": bought, "chosen": chosen, "day": day,
                 "expected_profit": expected, "expected_profit_world": expected_world, "profit_spread": spread}
         self.history.append({"t": self.t, "reward": reward, "spend": spend, "given": int((coupon > 0).sum()),
                              "budget_left": self.budget_left, "units": units})
@@ -312,3 +332,60 @@ class CouponAllocationEnv(MarketEnv):
             axes[1].set_title("budget left", fontsize=9)
             return figure_to_array(fig)
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PacedCouponConfig(CouponAllocationConfig):
+    """CouponAllocation-v2's config: CouponAllocation-v1's keys with a campaign budget that binds, two weeks of
+    weekday traffic, and a campaign that runs to its end when the money is gone."""
+
+    budget: float = param(400.0, "campaign budget for redeemed coupons", lo=0.0, hi=1e12)
+    horizon: int = param(112, "steps (cohorts) per episode", lo=1, hi=100_000)
+    min_budget: float = param(0.0, "the episode terminates when less budget than this is left (0: it runs to the "
+                                   "horizon; customers keep buying without coupons)", lo=0.0, hi=1e12)
+    weekday_traffic: bool = param(True, "cohorts per day follow the market's weekly arrival pattern (more at "
+                                        "weekends) and the observation shows the weekday", choices=(False, True))
+
+
+class PacedCouponEnv(CouponAllocationEnv):
+    """CouponAllocation-v2: a coupon budget that binds, over two weeks of weekday traffic.
+
+    ## Description
+    CouponAllocation-v1's market, visits and choices, with a campaign the way a marketing team runs one: the
+    budget (400 by default) covers about a third of what handing every customer their best coupon would
+    spend over the campaign's 112 cohorts (two weeks), so every coupon given now is one that cannot be given
+    later. Cohorts per day follow the market's weekly arrival pattern (more at weekends; the observation has the
+    weekday), fatigue and reference prices carry across days, and the campaign runs to its end when the budget
+    is spent (customers keep buying at list price), so overspending early costs the later weeks' best
+    customers, not the episode.
+
+    Why time matters here: the myopic rule with the world's own knowledge gives each customer their best
+    coupon until the money runs out; pacing the budget so that it goes to the customers with the best uplift
+    per unit of cost over the whole campaign is worth more (the paced oracle's gain over the myopic rule is
+    in the README's agents table).
+
+    ## Action Space
+    As CouponAllocation-v1.
+
+    ## Observation Space
+    ``Box(-10, 10, (13 cohort_size + 9,))`` float32: CouponAllocation-v1's, then the weekday (one-hot, 7).
+
+    ## Rewards
+    As CouponAllocation-v1.
+
+    ## Starting State
+    As CouponAllocation-v1.
+
+    ## Episode End
+    After ``horizon`` steps (``min_budget`` 0: a spent budget does not end the campaign).
+
+    ## Arguments
+    ``gymnasium.make("promogym/CouponAllocation-v2", config={...})`` with the keys of :class:`PacedCouponConfig`.
+
+    ## Version History
+    * v2: a binding budget, weekday traffic and a campaign that does not end when the budget does (in v1 the
+      budget never binds and the myopic rule equals the oracle).
+    * v1, v0: see CouponAllocation-v1.
+    """
+
+    config_class = PacedCouponConfig

@@ -21,7 +21,7 @@ from promogym.envs.base import (
 )
 from promogym.envs.constraints import PriceRules, capped
 from promogym.envs.families import PRICING
-from promogym.envs.market.customers import VISIT_BANDS
+from promogym.envs.market.customers import PRICE_SENS, VISIT_BANDS
 from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
 
 
@@ -37,6 +37,20 @@ class DynamicPricingConfig(MarketEnvConfig):
     price_high: float = param(1.4, "highest price, as a multiple of list price (action +1)", lo=0.05, hi=10.0)
     daily_customers: float = param(250.0, "mean visitors per day browsing these products", lo=1.0, hi=1e6)
     initial_stock: int = param(60, "units of each product at the start of the season", lo=0, hi=1_000_000)
+    phase_days: tuple[int, ...] = param(
+        None, "the season's calendar: the length in days of each phase (empty: every day alike; the last phase "
+              "lasts to the season's end)", lo=1, hi=3650, factory=tuple)
+    phase_traffic: tuple[float, ...] = param(
+        None, "visitors in each phase of the calendar, relative to daily_customers", lo=0.0, hi=100.0, factory=tuple)
+    phase_tilt: tuple[float, ...] = param(
+        None, "the shopper mix of each phase: a customer's odds of being among the phase's visitors are multiplied "
+              "by exp(-tilt x their standardised log price sensitivity), so > 0 brings the less price-sensitive "
+              "(gift buyers, early adopters), < 0 the bargain hunters", lo=-3.0, hi=3.0, factory=tuple)
+    salvage_share: float = param(0.0, "each unit left at the season's end is sold off at this share of its unit cost "
+                                      "(added to the last day's reward)", lo=0.0, hi=1.0)
+    demand_level_sd: float = param(
+        0.0, "a season is a hit or a flop: every day's visitors are multiplied by one level per episode, drawn "
+             "lognormal with this sd (mean 1), unobserved: a policy infers it from the sales", lo=0.0, hi=2.0)
 
     sets_prices = True
 
@@ -52,6 +66,10 @@ class DynamicPricingConfig(MarketEnvConfig):
             raise ValueError(f"{type(self).__name__}.n_products ({self.n_products}) must be at least the number of "
                              f"categories ({len(self.categories)}): every category's visitors view the env's products "
                              "of that category")
+        n = len(self.phase_days)
+        if len(self.phase_traffic) != n or len(self.phase_tilt) != n:
+            raise ValueError(f"{type(self).__name__}.phase_days, phase_traffic and phase_tilt must have one entry per "
+                             f"phase, got {n}, {len(self.phase_traffic)} and {len(self.phase_tilt)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +118,8 @@ class _SeasonEnv(MarketEnv):
         self.arrival_scale = cfg.daily_customers / (self.market.config.daily_arrivals
                                                     * self.market.browse_share(self.categories))
         self.list_price = self.market.catalog.list_price[self.products]
+        self._build_calendar()
+        self.demand_level = 1.0
         self.constraints = cfg.business_constraints()
         try:
             self.rules = PriceRules(self.constraints, self.list_price, self.market.catalog.unit_cost[self.products],
@@ -111,9 +131,63 @@ class _SeasonEnv(MarketEnv):
             warm(self.products, members=cfg.uncertainty_penalty > 0)
         n_segments = len(VISIT_BANDS) if self.with_coupons else 0
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n + n_segments,), dtype=np.float32)
-        obs_dim = 8 + 4 * n + (1 + n_segments if self.with_coupons else 0)
+        obs_dim = 8 + 4 * n + (1 + n_segments if self.with_coupons else 0) + (4 if self.has_calendar else 0)
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(obs_dim,), dtype=np.float32)
         self._reset_tracking()
+
+    # ------------------------------------------------------------------ the season's calendar
+    def _build_calendar(self) -> None:
+        """Per day of the season: the phase, its traffic and its shopper tilt; and each customer's standardised log
+        price sensitivity (activity-weighted), which the tilt weighs visits by."""
+        cfg = self.config
+        self.has_calendar = len(cfg.phase_days) > 0
+        if not self.has_calendar:
+            self.phase_of_day = np.zeros(cfg.horizon, np.int64)
+            self.traffic = np.ones(cfg.horizon)
+            self.tilt = np.zeros(cfg.horizon)
+            return
+        phase = np.repeat(np.arange(len(cfg.phase_days)), cfg.phase_days)
+        phase = np.concatenate([phase, np.full(max(0, cfg.horizon - len(phase)), len(cfg.phase_days) - 1)])
+        self.phase_of_day = phase[: cfg.horizon]
+        self.traffic = np.asarray(cfg.phase_traffic, float)[self.phase_of_day]
+        self.tilt = np.asarray(cfg.phase_tilt, float)[self.phase_of_day]
+        cus = self.market.customers
+        log_eta = np.log(PRICE_SENS[cus.ctype] * (1.0 + cus.price_dev))
+        share = cus.activity / cus.activity.sum()
+        mu = float((share * log_eta).sum())
+        self._shopper_z = (log_eta - mu) / np.sqrt(float((share * (log_eta - mu) ** 2).sum()))
+        self._visit_share = share
+
+    def _draw_demand_level(self) -> None:
+        sd = self.config.demand_level_sd
+        self.demand_level = float(np.exp(self.np_random.normal(0.0, sd) - sd * sd / 2)) if sd > 0 else 1.0
+
+    def _tilt_weights(self, t: int) -> tuple[np.ndarray, float]:
+        """Every customer's visit odds on season day ``t`` under its shopper tilt (mean 1 over visits)."""
+        w = np.exp(-self.tilt[t] * self._shopper_z)
+        return w / float((self._visit_share * w).sum()), float(self.tilt[t])
+
+    def season_day(self, day: int | None = None) -> int:
+        """The day of the season (0-based, capped at the last day) of a market ``day`` (default today)."""
+        return int(min(self.config.horizon - 1, max(0, (self.state.day if day is None else day))))
+
+    def visit_scale(self, users: np.ndarray, day: int) -> np.ndarray:
+        """Expected visits on market ``day``, per visitor of a sample drawn as :meth:`visitor_sample` draws
+        (weekly seasonality x the calendar's traffic x the visitor's shopper-tilt odds), relative to the
+        average day: planners multiply by ``daily_customers / len(users)``."""
+        base = np.full(len(users), self.season_factor(day) * self.demand_level)
+        if not self.has_calendar:
+            return base
+        t = self.season_day(day)
+        w, _ = self._tilt_weights(t)
+        return base * self.traffic[t] * w[np.asarray(users)]
+
+    def _calendar_obs(self) -> list[float]:
+        t = self.season_day(self.t)
+        nxt = slice(t + 1, min(self.config.horizon, t + 8))
+        ahead_traffic = float(self.traffic[nxt].mean()) if t + 1 < self.config.horizon else 0.0
+        ahead_tilt = float(self.tilt[nxt].mean()) if t + 1 < self.config.horizon else 0.0
+        return [float(self.traffic[t]) - 1.0, float(self.tilt[t]), ahead_traffic - 1.0, ahead_tilt]
 
     # ------------------------------------------------------------------ helpers
     def _reset_tracking(self) -> None:
@@ -157,9 +231,20 @@ class _SeasonEnv(MarketEnv):
         """The day's visitors browsing the env's categories and the products each views (catalog ids,
         -1 padding), by the market's one visit process (:meth:`Market.sample_visits`): a thinning of the
         whole market's visits, never a visitor sent to a category they would not browse."""
-        v = self.market.sample_visits(self.state.day, self.np_random if rng is None else rng,
-                                      categories=self.categories, scale=self.arrival_scale, n=n, pool=self.pool)
-        return v.users, v.views
+        rng = self.np_random if rng is None else rng
+        if not self.has_calendar or n is not None:
+            v = self.market.sample_visits(self.state.day, rng, categories=self.categories, n=n, pool=self.pool,
+                                          scale=self.arrival_scale * (self.demand_level if n is None else 1.0))
+            return v.users, v.views
+        # the calendar's day: its traffic, and its shopper mix by thinning (each visit kept with probability
+        # w / max w of its customer's tilt odds w), a thinning of the same visit process
+        t = self.season_day()
+        w, _ = self._tilt_weights(t)
+        top = float(w.max())
+        v = self.market.sample_visits(self.state.day, rng, categories=self.categories, pool=self.pool,
+                                      scale=self.arrival_scale * self.demand_level * self.traffic[t] * top)
+        keep = rng.random(len(v.users)) < w[v.users] / top
+        return v.users[keep], v.views[keep]
 
     def _price_by_item(self, prices: np.ndarray) -> np.ndarray:
         """Env prices (per env product) spread over the catalog's product ids (list price elsewhere: a
@@ -192,15 +277,16 @@ class _SeasonEnv(MarketEnv):
                          ) -> tuple[np.ndarray, np.ndarray]:
         """Expected units and coupon spend per env product for visitors ``users`` choosing among ``sets``
         at ``prices`` (per env product) under ``backend`` and ``state`` (stock decides availability),
-        multiplied by ``scale``. Nothing in the env changes."""
+        multiplied by ``scale`` (one number, or one per visitor: :meth:`visit_scale`). Nothing in the env changes."""
         coupon = np.zeros(len(users)) if segment_coupons is None else \
             np.asarray(segment_coupons)[self.market.customers.visit_band[users]]
         p, items, price2, coupon2, available = self._choice_proba(backend, state, users, sets,
                                                                   self._price_by_item(prices), coupon)
         idx = self.env_index[items]
-        units = np.bincount(idx[available], weights=p[available], minlength=self.config.n_products) * scale
-        spend = np.bincount(idx[available], weights=(p * price2 * coupon2)[available],
-                            minlength=self.config.n_products) * scale
+        w = p * np.broadcast_to(np.asarray(scale, float).reshape(-1, 1) if np.ndim(scale) else scale, p.shape)
+        units = np.bincount(idx[available], weights=w[available], minlength=self.config.n_products).astype(float)
+        spend = np.bincount(idx[available], weights=(w * price2 * coupon2)[available],
+                            minlength=self.config.n_products).astype(float)  # (float even when nothing is available)
         return units, spend
 
     def decode_observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,9 +296,13 @@ class _SeasonEnv(MarketEnv):
         parts = {"weekday": o[:7], "season_left": o[7:8], "stock_share": o[8:8 + n],
                  "price_index": o[8 + n:8 + 2 * n], "reference_index": o[8 + 2 * n:8 + 3 * n],
                  "last_units": o[8 + 3 * n:8 + 4 * n] * max(1.0, self.config.initial_stock / self.config.horizon)}
+        end = 8 + 4 * n
         if self.with_coupons:
-            parts["budget_share"] = o[8 + 4 * n:9 + 4 * n]
-            parts["segment_recent_coupons"] = o[9 + 4 * n:]
+            parts["budget_share"] = o[end:end + 1]
+            parts["segment_recent_coupons"] = o[end + 1:end + 1 + len(VISIT_BANDS)]
+            end += 1 + len(VISIT_BANDS)
+        if self.has_calendar:
+            parts["calendar"] = o[end:end + 4]
         return parts
 
     def _obs(self) -> np.ndarray:
@@ -227,6 +317,8 @@ class _SeasonEnv(MarketEnv):
             band = self.market.customers.visit_band
             parts.append([self.budget_left / budget if budget > 0 else 0.0])
             parts.append([recent[band == b].mean() / 7.0 for b in range(len(VISIT_BANDS))])
+        if self.has_calendar:
+            parts.append(self._calendar_obs())
         return self._clip_obs(np.concatenate([np.asarray(p, dtype=np.float32) for p in parts]))
 
     # ------------------------------------------------------------------ gymnasium API
@@ -237,6 +329,7 @@ class _SeasonEnv(MarketEnv):
         self.state = self.market.initial_state()
         self.state.stock[:] = 0
         self.state.stock[self.products] = self.config.initial_stock
+        self._draw_demand_level()
         self._reset_tracking()
         return self._obs(), {"products": self.products.copy(), "list_price": self.list_price.copy()}
 
@@ -259,9 +352,14 @@ class _SeasonEnv(MarketEnv):
         # worth anything afterwards), not a time limit: value-based learners must not bootstrap past it
         terminated = bool(self.state.stock[self.products].sum() == 0) or self.t >= cfg.horizon
         truncated = False
+        salvage = 0.0
+        if terminated and cfg.salvage_share > 0:  # what is left is sold off at the salvage value
+            left = self.state.stock[self.products]
+            salvage = float((cfg.salvage_share * self.market.catalog.unit_cost[self.products] * left).sum())
+            reward += salvage
         info = {"components": {"revenue": out.revenue, "cost": out.cost, "coupon_spend": out.coupon_spend,
                                "units": int(out.units.sum()), "stockouts": out.stockouts,
-                               "budget_left": self.budget_left},
+                               "budget_left": self.budget_left, "salvage": salvage},
                 "prices": self.prices.copy(), "units": out.units.copy(), "visitors": out.visitors,
                 "coupons_given": out.coupons_given, "coupons_clipped": out.coupons_clipped,
                 "coupons_capped": out.coupons_capped, "prices_requested": requested,
@@ -482,3 +580,79 @@ class PricePromoEnv(_SeasonEnv):
     # the oracle also plans a coupon level per segment: 300 visitors keep it at ~3.5 s an episode (1,000: ~10 s)
     planning_visitors = 300
     with_coupons = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SeasonalPricingConfig(DynamicPricingConfig):
+    """DynamicPricing-v2's config: DynamicPricing-v1's keys with a seasonal calendar, scarce stock and a salvage
+    value by default."""
+
+    price_high: float = param(1.8, "highest price, as a multiple of list price (action +1)", lo=0.05, hi=10.0)
+    initial_stock: int = param(45, "units of each product at the start of the season", lo=0, hi=1_000_000)
+    phase_days: tuple[int, ...] = param(
+        None, "the season's calendar: the length in days of each phase (launch, regular, holiday week, clearance; "
+              "the last phase lasts to the season's end)", lo=1, hi=3650, factory=lambda: (7, 7, 7, 7))
+    phase_traffic: tuple[float, ...] = param(
+        None, "visitors in each phase of the calendar, relative to daily_customers", lo=0.0, hi=100.0,
+        factory=lambda: (0.8, 1.0, 2.0, 0.8))
+    phase_tilt: tuple[float, ...] = param(
+        None, "the shopper mix of each phase: a customer's odds of being among the phase's visitors are multiplied "
+              "by exp(-tilt x their standardised log price sensitivity), so > 0 brings the less price-sensitive "
+              "(gift buyers, early adopters), < 0 the bargain hunters", lo=-3.0, hi=3.0,
+        factory=lambda: (0.5, 0.0, 1.0, -1.0))
+    salvage_share: float = param(0.5, "each unit left at the season's end is sold off at this share of its unit cost "
+                                      "(added to the last day's reward)", lo=0.0, hi=1.0)
+    demand_level_sd: float = param(
+        0.5, "a season is a hit or a flop: every day's visitors are multiplied by one level per episode, drawn "
+             "lognormal with this sd (mean 1), unobserved: a policy infers it from the sales", lo=0.0, hi=2.0)
+
+
+class SeasonalPricingEnv(DynamicPricingEnv):
+    """DynamicPricing-v2: a seasonal selling problem — finite stock, a calendar that moves demand, a salvage value.
+
+    ## Description
+    DynamicPricing-v1's market and visit process, with what a fashion or holiday season asks of a pricing team.
+    The world is unchanged; what changes is *who comes when* and what is left at the end:
+
+    * a **calendar** the shop knows in advance (config ``phase_days``, ``phase_traffic``, ``phase_tilt``): by
+      default a launch week of early adopters (less price-sensitive, 0.8x traffic), a regular week, a
+      **holiday week** with twice the visitors, many of them gift buyers who care less about price, and a
+      clearance week of bargain hunters (0.8x traffic). The shopper mix is a thinning of the market's one visit
+      process: each visit is kept with odds that rise (tilt > 0) or fall (tilt < 0) with the customer's price
+      sensitivity, so the same customers behave as in the logs; only their mix changes;
+    * **scarce stock** (45 units per product by default, never restocked), so a unit sold in the launch week
+      is a unit the holiday week cannot sell;
+    * a **salvage value**: units left at the end are sold off at ``salvage_share`` x unit cost.
+
+    Why time matters here: a constant price must compromise between the holiday week's willing buyers, the
+    bargain hunters at the end and the stock that has to last; a good policy holds stock back before the
+    holiday, prices up in it and clears what is left. The oracle's gain over the best constant price is
+    measured in the README (agents table).
+
+    ## Action Space
+    As DynamicPricing-v1.
+
+    ## Observation Space
+    ``Box(-10, 10, (12 + 4 n_products,))`` float32: DynamicPricing-v1's, then the calendar: today's traffic
+    (relative, minus 1), today's shopper tilt, the mean traffic (minus 1) and tilt of the next 7 days.
+
+    ## Rewards
+    As DynamicPricing-v1, plus the salvage value of the stock left on the last day (``info["components"]
+    ["salvage"]``).
+
+    ## Starting State
+    As DynamicPricing-v1.
+
+    ## Episode End
+    As DynamicPricing-v1.
+
+    ## Arguments
+    ``gymnasium.make("promogym/DynamicPricing-v2", config={...})`` with the keys of :class:`SeasonalPricingConfig`.
+
+    ## Version History
+    * v2: the seasonal calendar (traffic and shopper mix by phase), scarce stock and a salvage value, so that a
+      dynamic policy has something to find (in v1 the best constant price is within ~1.3% of the oracle).
+    * v1, v0: see DynamicPricing-v1.
+    """
+
+    config_class = SeasonalPricingConfig

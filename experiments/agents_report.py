@@ -21,7 +21,9 @@ from promogym.envs.families import family_of, short_name
 from promogym.experiments.experiment import ExperimentConfig
 from promogym.experiments.ship import BIAS_BAND, decision_records, rule_text, ship_lines
 
-DEFAULT_ENVS = ("promogym/DynamicPricing-v1", "promogym/PricePromo-v1", "promogym/CouponAllocation-v1")
+DEFAULT_ENVS = ("promogym/DynamicPricing-v2", "promogym/CouponAllocation-v2", "promogym/PricePromo-v1")
+# the order of report.md: the default envs, then any other env with a table in the report folder
+REPORT_ORDER = (*DEFAULT_ENVS, "promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1")
 
 
 def agents_config(env_ids: list[str], seeds: int, timesteps: int, episodes: int, jobs: int,
@@ -62,10 +64,43 @@ def markdown(env_id: str, stats: dict[str, Any], band: float = BIAS_BAND) -> str
     ship = ship_lines(stats.get("ship") or {})
     if ship:
         lines += ["", "Should we ship it? " + rule_text(band), "", *ship]
+    if stats.get("learning_curves"):
+        lines += ["", f"![learning curves of {env_id}]({stats['learning_curves']})"]
     return "\n".join(lines)
 
 
-__all__ = ["agents_config", "markdown"]
+def learning_curves(runs: Path, env_id: str, path: Path) -> bool:
+    """Each learned policy's periodic evaluations during training (mean return over the evaluation episodes
+    against training steps; one thin line per seed, the mean over seeds thick), from the run folder's
+    ``evaluations.npz`` files. False when the run folder has none for ``env_id``."""
+    from promogym.core.plots import pyplot, save_png
+
+    plt = pyplot()
+    root = runs / "train" / short_name(env_id)
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for f in sorted(root.glob("*/*/evaluations.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            steps, results = z["timesteps"], z["results"]
+        algo = f.parent.name.rsplit("_s", 1)[0] + ("" if f.parent.parent.name == "world" else
+                                                  f"@{f.parent.parent.name}")
+        curves.setdefault(algo, []).append((steps, results.mean(axis=1)))
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for k, (algo, seeds) in enumerate(sorted(curves.items())):
+        colour = f"C{k}"
+        for steps, mean in seeds:
+            ax.plot(steps, mean, color=colour, lw=0.6, alpha=0.4)
+        n = min(len(s) for s, _ in seeds)
+        ax.plot(seeds[0][0][:n], np.mean([m[:n] for _, m in seeds], axis=0), color=colour, lw=2.0,
+                label=f"{algo} ({len(seeds)} seeds)")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("mean evaluation return")
+    ax.set_title(f"{short_name(env_id)}: learning curves (world)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_png(fig, path)
+    return True
 
 
 def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: int, band: float = BIAS_BAND) -> str:
@@ -80,13 +115,15 @@ def write_agents_report(runs: Path, out: Path, env_ids: list[str], timesteps: in
     for env_id in env_ids:
         stats = env_statistics(episodes[episodes["env_id"] == env_id])
         stats["ship"] = decision_records(stats, None, band)
+        curves = f"learning_{short_name(env_id)}.png"
+        stats["learning_curves"] = curves if learning_curves(runs, env_id, out / curves) else None
         write_json(out / f"{short_name(env_id)}.json", {"env_id": env_id, "timesteps": timesteps, **stats})
         parts.append(markdown(env_id, stats, band))
     gathered = [markdown(e, json.loads((out / f"{short_name(e)}.json").read_text()), band)
-                for e in DEFAULT_ENVS if (out / f"{short_name(e)}.json").is_file()]
+                for e in REPORT_ORDER if (out / f"{short_name(e)}.json").is_file()]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n\n".join(gathered) + "\n")
     return "\n\n".join(parts)
 
 
-__all__ = ["DEFAULT_ENVS", "agents_config", "markdown", "write_agents_report"]
+__all__ = ["DEFAULT_ENVS", "agents_config", "learning_curves", "markdown", "write_agents_report"]

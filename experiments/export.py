@@ -190,7 +190,7 @@ def _coupon_rows(env: Any, seed: int, t: int, action: np.ndarray, info: dict[str
     profit = (o.proba * o.margin).sum(axis=1)
     world = (o.proba_world * o.margin).sum(axis=1)
     band = u.market.customers.visit_band[users]
-    day = t // u.config.cohorts_per_day
+    day = int(info["day"])
     rows = []
     for k in range(len(users)):
         row: dict[str, Any] = {"episode_seed": seed, "step": t, "day": day, "position": k,

@@ -20,6 +20,9 @@ FAST = {
     "promogym/DynamicPricing-v1": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15},
     "promogym/CouponAllocation-v1": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
     "promogym/PricePromo-v1": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15, "budget": 80.0},
+    "promogym/DynamicPricing-v2": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15,
+                                   "phase_days": [3, 3, 2, 2]},
+    "promogym/CouponAllocation-v2": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
 }
 
 
@@ -204,6 +207,9 @@ BERT_CFG = {
     "promogym/CouponAllocation-v1": {"horizon": 6, "cohort_size": 16, "budget": 40.0, "cohorts_per_day": 3},
     "promogym/PricePromo-v1": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10,
                                "budget": 40.0},
+    "promogym/DynamicPricing-v2": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10,
+                                   "phase_days": [2, 1, 1, 1]},
+    "promogym/CouponAllocation-v2": {"horizon": 6, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
 }
 
 
