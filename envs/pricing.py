@@ -588,7 +588,7 @@ class SeasonalPricingConfig(DynamicPricingConfig):
     value by default."""
 
     price_high: float = param(1.8, "highest price, as a multiple of list price (action +1)", lo=0.05, hi=10.0)
-    initial_stock: int = param(45, "units of each product at the start of the season", lo=0, hi=1_000_000)
+    initial_stock: int = param(30, "units of each product at the start of the season", lo=0, hi=1_000_000)
     phase_days: tuple[int, ...] = param(
         None, "the season's calendar: the length in days of each phase (launch, regular, holiday week, clearance; "
               "the last phase lasts to the season's end)", lo=1, hi=3650, factory=lambda: (7, 7, 7, 7))
@@ -603,31 +603,37 @@ class SeasonalPricingConfig(DynamicPricingConfig):
     salvage_share: float = param(0.5, "each unit left at the season's end is sold off at this share of its unit cost "
                                       "(added to the last day's reward)", lo=0.0, hi=1.0)
     demand_level_sd: float = param(
-        0.5, "a season is a hit or a flop: every day's visitors are multiplied by one level per episode, drawn "
+        1.0, "a season is a hit or a flop: every day's visitors are multiplied by one level per episode, drawn "
              "lognormal with this sd (mean 1), unobserved: a policy infers it from the sales", lo=0.0, hi=2.0)
 
 
 class SeasonalPricingEnv(DynamicPricingEnv):
-    """DynamicPricing-v2: a seasonal selling problem — finite stock, a calendar that moves demand, a salvage value.
+    """DynamicPricing-v2: a seasonal selling problem — a hit or a flop, scarce stock, a calendar, a salvage value.
 
     ## Description
     DynamicPricing-v1's market and visit process, with what a fashion or holiday season asks of a pricing team.
-    The world is unchanged; what changes is *who comes when* and what is left at the end:
+    The world is unchanged; what changes is *how many come, who comes when* and what is left at the end:
 
+    * **a hit or a flop** (``demand_level_sd``): nobody knows before the season how well it will sell. Every
+      day's visitors are multiplied by one level per season, lognormal with sd 1 (mean 1: half the seasons
+      sell at under 0.6x the average, one in six at over 1.7x), not in the observation; the first days' sales
+      reveal it;
+    * **scarce stock** (30 units per product by default, never restocked), so a unit sold early at too low a
+      price is a unit a hit season cannot sell later;
     * a **calendar** the shop knows in advance (config ``phase_days``, ``phase_traffic``, ``phase_tilt``): by
       default a launch week of early adopters (less price-sensitive, 0.8x traffic), a regular week, a
       **holiday week** with twice the visitors, many of them gift buyers who care less about price, and a
       clearance week of bargain hunters (0.8x traffic). The shopper mix is a thinning of the market's one visit
       process: each visit is kept with odds that rise (tilt > 0) or fall (tilt < 0) with the customer's price
       sensitivity, so the same customers behave as in the logs; only their mix changes;
-    * **scarce stock** (45 units per product by default, never restocked), so a unit sold in the launch week
-      is a unit the holiday week cannot sell;
     * a **salvage value**: units left at the end are sold off at ``salvage_share`` x unit cost.
 
-    Why time matters here: a constant price must compromise between the holiday week's willing buyers, the
-    bargain hunters at the end and the stock that has to last; a good policy holds stock back before the
-    holiday, prices up in it and clears what is left. The oracle's gain over the best constant price is
-    measured in the README (agents table).
+    Why time matters here: the best constant price is a compromise between hits (where it sells out too early
+    and too cheaply) and flops (where it is left with stock to salvage). A policy that reads the sales raises
+    prices in a hit and cuts them in a flop; the oracle knows the level and plans the calendar's phases. Its
+    gain over the best constant price, and the learned policies', are measured in the README (agents table).
+    Without the demand level (``demand_level_sd`` 0) the calendar alone leaves a constant price within ~3% of
+    the oracle: the world's loss-averse reference prices and rivals selling at list price make prices sticky.
 
     ## Action Space
     As DynamicPricing-v1.
@@ -650,9 +656,10 @@ class SeasonalPricingEnv(DynamicPricingEnv):
     ``gymnasium.make("promogym/DynamicPricing-v2", config={...})`` with the keys of :class:`SeasonalPricingConfig`.
 
     ## Version History
-    * v2: the seasonal calendar (traffic and shopper mix by phase), scarce stock and a salvage value, so that a
-      dynamic policy has something to find (in v1 the best constant price is within ~1.3% of the oracle).
+    * v2: hit-or-flop demand, the seasonal calendar (traffic and shopper mix by phase), scarce stock and a
+      salvage value, so that a dynamic policy has something to find (in v1 the best constant price is within ~1.3% of the oracle).
     * v1, v0: see DynamicPricing-v1.
     """
 
     config_class = SeasonalPricingConfig
+    planning_visitors = 400  # the MPC oracle rolls out every phase of the season: 400 visitors keep it ~5 s an episode
