@@ -657,7 +657,8 @@ class SeasonalPricingEnv(DynamicPricingEnv):
 
     ## Version History
     * v2: hit-or-flop demand, the seasonal calendar (traffic and shopper mix by phase), scarce stock and a
-      salvage value, so that a dynamic policy has something to find (in v1 the best constant price is within ~1.3% of the oracle).
+      salvage value, so that a dynamic policy has something to find (in v1 the best constant price is within
+      ~1.3% of the oracle).
     * v1, v0: see DynamicPricing-v1.
     """
 
