@@ -20,12 +20,13 @@ from promogym.experiments import (
     hillstrom_cmd,
     report_cmd,
     train_cmd,
+    tune_cmd,
     world_cmd,
 )
 from promogym.experiments.errors import CLIError
 
 COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, fidelity_cmd, agents_report_cmd,
-            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd)
+            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd, tune_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
