@@ -46,6 +46,8 @@ from promogym.envs.base import world_config
 log = logging.getLogger(__name__)
 
 HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
+# the reward a model trains on: the env's (realized) or its expectation under the response backend (ExpectedReward)
+TRAINING_REWARDS = ("realized", "expected")
 ALGOS = ("ppo", "a2c", "sac", "td3", "dqn", "maskable_ppo", "recurrent_ppo")
 # which action spaces each algorithm can act in
 SUPPORTED: dict[str, tuple[type[spaces.Space[Any]], ...]] = {
@@ -174,6 +176,7 @@ def model_arguments(algo: str, params: Mapping[str, Any], env: Any) -> tuple[Any
     defaults (torch classes) to policy_kwargs in place."""
     kwargs = copy.deepcopy(dict(params))
     kwargs.pop("policy", None)
+    kwargs.pop("training_reward", None)
     name, choice = _policy_choice(algo, params)
     if choice is None:
         return name, kwargs
@@ -259,6 +262,11 @@ def check_hyperparams(algo: str, params: Mapping[str, Any], env_id: str | None =
     accepted = set(inspect.signature(cls).parameters) - set(_RESERVED)
     for key, value in params.items():
         if key == "policy":
+            continue
+        if key == "training_reward":
+            if value not in TRAINING_REWARDS:
+                raise ValueError(f"hyperparameter training_reward must be one of {', '.join(TRAINING_REWARDS)}, "
+                                 f"got {value!r}")
             continue
         if key not in accepted:
             near = [k for k in sorted(accepted) if k[:3] == str(key)[:3]]
@@ -464,15 +472,37 @@ def _load_model(cls: Any, data: bytes, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- training
+class ExpectedReward(gym.Wrapper):  # type: ignore[type-arg]
+    """Training reward ``expected``: each step's reward with the realized profit replaced by its expectation under
+    the env's response backend (``info["expected_profit"]``: choice probabilities x margins of the step's offers).
+    The same expected value given the state and action, without the noise of who happened to buy: on an
+    allocation env the reward of a cohort of 64 customers otherwise buries each customer's action under the
+    others' purchases. Used for training only; evaluations score the realized reward."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        if getattr(env.unwrapped.config, "reward", "profit") != "profit":
+            raise ValueError("training_reward 'expected' needs an env with reward 'profit'")
+
+    def step(self, action: Any) -> Any:
+        """The env's step with the realized profit swapped for the expected profit in the reward."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        c = info["components"]
+        realized = c["revenue"] - c["cost"] - c["coupon_spend"]
+        return obs, float(reward - realized + info["expected_profit"]), terminated, truncated, info
+
+
 def _make_vec(spec: TrainSpec, seed: int, training: bool) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     cfg = {**spec.env_config, "response": spec.response}
+    expected = training and spec.hyperparams.get("training_reward", "realized") == "expected"
 
     def factory(rank: int) -> Any:
         def make() -> gym.Env[Any, Any]:
-            env = Monitor(gym.make(spec.env_id, config=cfg))
+            base = gym.make(spec.env_id, config=cfg)
+            env = Monitor(ExpectedReward(base) if expected else base)
             env.reset(seed=seed + rank)
             return env
         return make
