@@ -270,7 +270,7 @@ def _list_price(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> 
     return ListPrice(env)
 
 
-@register_policy("best_static", families=("pricing",), static=True, plans=True,
+@register_policy("best_static", families=("pricing",), static=True, plans=True, searched=True,
                  help="the best constant price vector, searched on the simulator")
 def _best_static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
     best = ctx.cached("best_static", lambda: search_static_prices(ctx.make_simulator_env,
@@ -306,7 +306,7 @@ def _markdown(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Ma
     return Markdown(env)
 
 
-@register_policy("best_markdown", families=("pricing",), plans=True,
+@register_policy("best_markdown", families=("pricing",), plans=True, searched=True,
                  help="the markdown schedule tuned on the simulator (start price, step, timing, trigger, floor)")
 def _best_markdown(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Markdown:
     params = ctx.cached("best_markdown", lambda: search_markdown(ctx.make_simulator_env,

@@ -26,6 +26,7 @@ What a registration declares is what the pipelines need to know:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import math
@@ -50,7 +51,9 @@ ENTRY_POINT_GROUP = "promogym.policies"
 class PolicyEntry:
     """One registration: a policy ``name`` for an env ``family``, its ``factory(env, ctx, arg)`` and ``help``; ``arg``
     names its numeric argument (``name:<arg>``), ``default`` whether an experiment scores it when no baselines are
-    named, ``static`` whether it is a static rule, ``plans`` whether it plans with the simulator, ``knows_truth``
+    named, ``static`` whether it is a static rule, ``plans`` whether it plans with the simulator, ``searched``
+    whether that planning is only a search over its own parameters scored by episode returns (black-box, as a
+    learner sees the env, not reading the simulator's model), ``knows_truth``
     whether it is told the world's truth (an oracle), ``check_arg`` the validator of its argument."""
 
     name: str
@@ -62,6 +65,7 @@ class PolicyEntry:
     static: bool = False
     plans: bool = False
     knows_truth: bool = False
+    searched: bool = False
     check_arg: ArgCheck | None = None
 
     @property
@@ -76,7 +80,8 @@ _discovered = False
 
 def register_policy(name: str, *, families: tuple[str, ...], help: str, arg: str | None = None,
                     default: bool = True, static: bool = False, plans: bool = False,
-                    knows_truth: bool = False, check_arg: ArgCheck | None = None) -> Callable[[Factory], Factory]:
+                    knows_truth: bool = False, check_arg: ArgCheck | None = None,
+                    searched: bool = False) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory(env, ctx, arg) -> policy`` under ``name`` for each of ``families``
     (a name registered again for a family replaces the earlier entry). ``arg`` names a numeric argument
     (``name:<arg>``); ``check_arg(env, value)`` raises ValueError for a value the env cannot take."""
@@ -86,7 +91,7 @@ def register_policy(name: str, *, families: tuple[str, ...], help: str, arg: str
     def wrap(factory: Factory) -> Factory:
         for family in families:
             _REGISTRY[(name, family)] = PolicyEntry(name, family, factory, help, arg, default, static, plans,
-                                                    knows_truth, check_arg)
+                                                    knows_truth, searched, check_arg)
         return factory
 
     return wrap
@@ -246,19 +251,26 @@ def make_policy(spec: str, env: gym.Env[Any, Any], ctx: PolicyContext, trust: bo
 
 def reference_policy(means: Mapping[str, float], learned: set[str] | frozenset[str] = frozenset(),
                      env_id: str | None = None) -> str:
-    """The reference of the normalized score and the A/B tests, one rule for every report: the constant
-    price searched on the world (``best_static``) when it was scored; otherwise the best-scoring static rule;
-    otherwise the best-scoring policy that is neither learned, nor told the truth, nor planned on the
-    simulator (``name@sim``)."""
-    if "best_static" in means:
-        return "best_static"
+    """The reference of the normalized score and the A/B tests, one rule for every report: the best-scoring
+    baseline not told the truth. That excludes learned policies, oracles (``knows_truth``), policies planned on a
+    simulator and scored elsewhere (``name@sim``) and planners that read the env's response model (``plans``,
+    e.g. the myopic rule): what remains are rules and rules tuned by a black-box search over their parameters
+    scored by episode returns (``searched``: the best constant price, the tuned markdown schedule), which see
+    the env as a learner does."""
     _discover()
-    entries = {e.name: e for e in policies_for(env_id)} if env_id else {n: e for (n, _), e in _REGISTRY.items()}
-    rules = [n for n in means if n in entries and entries[n].static]
-    pool = rules or [n for n in means if n not in learned and "@" not in n
-                     and not (n in entries and entries[n].knows_truth)]
+    entries = {n: e for (n, _), e in _REGISTRY.items()}
+    if env_id:
+        # an env id that is not registered (statistics of stored tables) keeps every family's entries
+        with contextlib.suppress(ValueError):
+            entries = {e.name: e for e in policies_for(env_id)}
+
+    def fair(n: str) -> bool:
+        e = entries.get(n)
+        return n not in learned and "@" not in n and (e is None or (not e.knows_truth and (not e.plans or e.searched)))
+
+    pool = [n for n in means if fair(n)]
     if not pool:
-        raise ValueError(f"no reference among {sorted(means)}: every policy is learned or told the truth")
+        raise ValueError(f"no reference among {sorted(means)}: every policy is learned, told the truth or a planner")
     return max(pool, key=lambda n: means[n])
 
 

@@ -2,7 +2,7 @@
 
 A learned policy is shipped (``SHIP``) only when both hold:
 
-1. it beats the best static rule — the report's reference baseline (the best baseline not told the truth,
+1. it beats the report's reference baseline (the best baseline not told the truth,
    :func:`promogym.agents.registry.reference_policy`) — with the paired 95% confidence interval of
    (learned − baseline) per episode above zero, on the common evaluation episodes (common random numbers);
 2. the simulator's bias on the policy's own offers is within its stated band (``BIAS_BAND``, ±5% by default):
@@ -125,9 +125,9 @@ def _offer_bias(name: str, stats: Mapping[str, Any], fidelity: Mapping[str, Any]
 def decisions(stats: Mapping[str, Any], fidelity: Mapping[str, Any] | None = None, band: float = BIAS_BAND
               ) -> dict[str, ShipDecision]:
     """The verdict on every learned policy of one env's report statistics (those of
-    :func:`promogym.experiments.report.env_statistics`): against the report's reference (the best static rule),
-    with the paired A/B comparison it holds and the simulator's bias on the policy's offers (``fidelity``: the
-    fidelity stage's figures per policy name, when the report has them)."""
+    :func:`promogym.experiments.report.env_statistics`): against the report's reference (the best baseline not
+    told the truth), with the paired A/B comparison it holds and the simulator's bias on the policy's offers
+    (``fidelity``: the fidelity stage's figures per policy name, when the report has them)."""
     out = {}
     for name, p in stats["policies"].items():
         if not p.get("learned"):
@@ -158,8 +158,8 @@ RULE_TEXT = ("SHIP only when the learned policy beats the reference ({reference}
              "offers is within ±{band:.0%}; otherwise ship the reference.")
 
 
-def rule_text(band: float = BIAS_BAND, reference: str = "the best static rule", per: str = "per common episode"
-              ) -> str:
+def rule_text(band: float = BIAS_BAND, reference: str = "the best baseline not told the truth",
+              per: str = "per common episode") -> str:
     """The rule as a report states it, for ``band`` and the report's ``reference`` and unit of pairing ``per``."""
     return RULE_TEXT.format(band=band, reference=reference, per=per)
 
