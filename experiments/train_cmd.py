@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from promogym.experiments.errors import CLIError
+from promogym.experiments.errors import CLIError, integer_arg
 from promogym.experiments.paths import add_force, parse_overrides, resumable_dir
 
 TRUST_HELP = ("read checkpoints that no valid manifest.json lists: SB3 model zips hold pickles, so this runs "
@@ -41,24 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _integer(value: str, flag: str, lo: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise CLIError(f"{flag} must be an integer >= {lo}, got {value!r}") from None
-    if number < lo:
-        raise CLIError(f"{flag} must be >= {lo}, got {number}")
-    return number
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym train`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, load_hyperparams, train
 
-    seed = _integer(args.seed, "--seed", 0)
-    timesteps = _integer(args.timesteps, "--timesteps", 1)
-    eval_freq = _integer(args.eval_freq, "--eval-freq", 1)
-    checkpoint_freq = _integer(args.checkpoint_freq, "--checkpoint-freq", 1)
+    seed = integer_arg(args.seed, "--seed", 0)
+    timesteps = integer_arg(args.timesteps, "--timesteps", 1)
+    eval_freq = integer_arg(args.eval_freq, "--eval-freq", 1)
+    checkpoint_freq = integer_arg(args.checkpoint_freq, "--checkpoint-freq", 1)
     if args.trust and not args.resume:
         raise CLIError("--trust only applies with --resume (it lets resume read checkpoints no manifest lists)")
     env_config = parse_overrides(args.env_set, "--env-set")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from promogym.experiments import tune
-from promogym.experiments.errors import CLIError
+from promogym.experiments.errors import CLIError, integer_arg
 from promogym.experiments.paths import add_force, check_output_dir, output_dir, parse_overrides, read_marker
 
 DESCRIPTION = (
@@ -48,16 +48,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _integer(value: str, flag: str, lo: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise CLIError(f"{flag} must be an integer >= {lo}, got {value!r}") from None
-    if number < lo:
-        raise CLIError(f"{flag} must be >= {lo}, got {number}")
-    return number
-
-
 def command_line(args: argparse.Namespace, trials: int, timesteps: int, episodes: int, seed: int) -> str:
     """The command that reproduces the search (recorded in its outputs)."""
     words = ["promogym", "tune", "--env", args.env, "--algo", args.algo, "--trials", str(trials), "--timesteps",
@@ -69,11 +59,11 @@ def command_line(args: argparse.Namespace, trials: int, timesteps: int, episodes
 
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym tune`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
-    trials = _integer(args.trials, "--trials", 1)
-    timesteps = _integer(args.timesteps, "--timesteps", 1)
-    episodes = _integer(args.eval_episodes, "--eval-episodes", 1)
-    seed = _integer(args.seed, "--seed", 0)
-    jobs = _integer(args.jobs, "--jobs", 1)
+    trials = integer_arg(args.trials, "--trials", 1)
+    timesteps = integer_arg(args.timesteps, "--timesteps", 1)
+    episodes = integer_arg(args.eval_episodes, "--eval-episodes", 1)
+    seed = integer_arg(args.seed, "--seed", 0)
+    jobs = integer_arg(args.jobs, "--jobs", 1)
     env_config = parse_overrides(args.env_set, "--env-set")
     if importlib.util.find_spec("optuna") is None:
         raise CLIError("promogym tune needs optuna, which is not installed: pip install promogym[tune]")
