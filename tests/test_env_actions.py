@@ -16,8 +16,10 @@ SMALL = {"market": {"n_customers": 600, "n_products": 60}}
 SEASON = {**SMALL, "n_products": 2, "horizon": 4, "daily_customers": 40, "initial_stock": 30}
 CONFIGS = {
     "promogym/DynamicPricing-v1": SEASON,
+    "promogym/DynamicPricing-v2": {**SEASON, "phase_days": [1, 1, 1, 1], "daily_customers": 60},
     "promogym/PricePromo-v1": {**SEASON, "budget": 80.0},
     "promogym/CouponAllocation-v1": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
+    "promogym/CouponAllocation-v2": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
     "promogym/HillstromTargeting-v0": {"batch_size": 8, "horizon": 10, "budget_share": 0.25},
 }
 IDS = list(envs.ENV_IDS)
