@@ -8,6 +8,19 @@ statistics; each model is always applied with its own), ``evaluations.npz`` (the
 ``checkpoint_freq`` steps, for ``resume``), ``metadata.json`` (git commit, package versions, seed, the
 response model's hash, wall time) and ``manifest.json``.
 
+A run may start from an earlier run's policy (``TrainSpec.init_from``, the warm start of a closed loop that
+retrains the agent on a refitted simulator each round): the new run builds its model from its own spec (env
+config, response, hyperparameters, seed) and copies in the earlier run's final policy weights (``model.zip``,
+every tensor of the policy: actor, critic, target networks, log std) and its final observation and return
+normalization statistics (``vecnormalize.json``), both read through the checked readers resume uses (the
+earlier run's manifest, or ``trust``). The final model rather than the best one: the best was picked on a few
+evaluation episodes of the earlier simulator (a noisy choice the new simulator does not vouch for), while the final
+weights are where optimisation stood, and they go with the statistics they were trained on. Optimizer moments,
+replay buffers, SAC's learned entropy coefficient and the step count start afresh: they belong to the earlier
+objective. The earlier run must be of the same env id and algorithm, on the same observation and action spaces,
+with the same policy architecture (class, tensor names and shapes, layers); anything else is refused before the
+run folder is touched. ``config.yml`` keeps the folder and ``metadata.json`` its model's sha256.
+
 Nothing is unpickled from a file the project did not write. The normalization statistics are plain JSON
 (running means, variances and counts, clip values, epsilon, gamma) from which ``VecNormalize`` is rebuilt.
 SB3's model zips hold cloudpickled objects, so they are loaded only from run folders whose ``manifest.json``
@@ -75,7 +88,9 @@ def _count(name: str, value: Any, lo: int) -> None:
 class TrainSpec:
     """What to train: ``algo`` on ``env_id`` (with ``response`` and ``env_config``) for ``timesteps`` steps from
     ``seed``; evaluation and checkpoint frequencies in steps, parallel envs and hyperparameter overrides of the YAML
-    table's. Invalid counts or hyperparameters raise ValueError naming the field on construction."""
+    table's; ``init_from``, an earlier run folder whose final policy weights and normalization statistics the run
+    starts from (a warm start; None: a fresh policy). Invalid counts or hyperparameters raise ValueError naming the
+    field on construction."""
 
     env_id: str
     algo: str
@@ -88,9 +103,14 @@ class TrainSpec:
     checkpoint_freq: int = 10000
     n_envs: int = 1
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         """ValueError naming the field for settings no training could use (checked before any work)."""
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str | os.PathLike) or not str(self.init_from):
+                raise ValueError(f"TrainSpec.init_from must be a run folder path or None, got {self.init_from!r}")
+            self.init_from = str(self.init_from)
         _count("seed", self.seed, 0)
         _count("timesteps", self.timesteps, 1)
         _count("eval_freq", self.eval_freq, 1)
@@ -609,31 +629,137 @@ def _check_resumable(run: Path, spec: TrainSpec) -> None:
     if before.get("env_id") != spec.env_id or before.get("algo") != spec.algo:
         raise ValueError(f"{run} holds a {before.get('algo')} run on {before.get('env_id')}, "
                          f"not {spec.algo} on {spec.env_id}")
-    for key in ("response", "env_config", "hyperparams"):
+    for key in ("response", "env_config", "hyperparams", "init_from"):
         if key in before and before[key] != getattr(spec, key):
             raise ValueError(f"{run} holds a run with {key} {before[key]!r}, not {getattr(spec, key)!r}; resume "
                              f"it with the same settings")
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """An earlier run a training starts from (``TrainSpec.init_from``): its folder, resolved config and the
+    verified bytes of its final model and normalization statistics, with what ``metadata.json`` keeps of them."""
+
+    path: Path
+    config: dict[str, Any]
+    model: bytes
+    normalization: bytes
+    metadata: dict[str, Any]
+
+    @classmethod
+    def read(cls, spec: TrainSpec, run: Path, trust: bool = False) -> WarmStart:
+        """The run folder ``spec.init_from``, read through the run's manifest (``trust``: any readable files):
+        a one-line ValueError when it is missing, is ``run`` itself, holds a run of another env id or
+        algorithm, or its config, model or statistics are not the ones its manifest vouches for."""
+        assert spec.init_from is not None
+        p = Path(spec.init_from)
+        if not (p / "config.yml").is_file():
+            raise ValueError(f"init_from {p}: not a training run folder (no config.yml)")
+        if p.resolve() == run.resolve():
+            raise ValueError(f"init_from {p} is the run folder itself: train into a new folder (or continue an "
+                             f"interrupted run with resume)")
+        manifest = None if trust else read_manifest(p)
+        try:
+            config = yaml.safe_load(read_verified(p, "config.yml", trust, manifest).decode())
+        except (UnicodeDecodeError, yaml.YAMLError):
+            config = None
+        if not isinstance(config, dict):
+            raise ValueError(f"init_from {p}: config.yml is not a run's settings (a YAML mapping)")
+        if config.get("env_id") != spec.env_id or config.get("algo") != spec.algo:
+            raise ValueError(f"cannot start from {p}: it holds a {config.get('algo')} run on {config.get('env_id')}, "
+                             f"not {spec.algo} on {spec.env_id}")
+        model = read_verified(p, "model.zip", trust, manifest)
+        normalization = read_verified(p, "vecnormalize.json", trust, manifest)
+        metadata: Any = None
+        if (p / "metadata.json").is_file():
+            try:
+                metadata = json.loads(read_verified(p, "metadata.json", trust, manifest).decode())
+            except (UnicodeDecodeError, ValueError):
+                metadata = None
+        metadata = metadata if isinstance(metadata, dict) else {}
+        return cls(p, config, model, normalization, metadata)
+
+    def record(self) -> dict[str, Any]:
+        """What ``metadata.json`` keeps of the start: the folder, the model file and the sha256 of it and of its
+        statistics, the earlier run's response model (and its hash) and that run's own ``init_from`` (the lineage
+        of a chain of warm starts)."""
+        return {"path": str(self.path.resolve()), "model": "model.zip", "model_sha256": _sha(self.model),
+                "vecnormalize_sha256": _sha(self.normalization), "seed": self.config.get("seed"),
+                "response": self.config.get("response"), "response_sha256": self.metadata.get("response_sha256"),
+                "init_from": self.metadata.get("init_from")}
+
+    def build(self, spec: TrainSpec, params: Mapping[str, Any], cls: Any, venv: Any) -> tuple[Any, Any]:
+        """(model, training env): a model of ``spec`` on ``venv`` (the spec's own env and response) with the
+        earlier run's final policy weights, wrapped in a VecNormalize holding its statistics (training on). A
+        one-line ValueError, before anything is trained, when the observation or action spaces or the policy
+        architecture differ."""
+        where = self.path / "model.zip"
+        try:
+            before = _load_model(cls, self.model, device="cpu")
+        except Exception as exc:  # a truncated zip under trust: any error of the zip/torch readers
+            raise ValueError(f"cannot start from {self.path}: model.zip cannot be read ({type(exc).__name__})") \
+                from None
+        for name in ("observation_space", "action_space"):
+            theirs, ours = getattr(before, name), getattr(venv, name)
+            if theirs != ours:
+                raise ValueError(f"cannot start from {self.path}: its {name.replace('_', ' ')} {theirs} differs from "
+                                 f"this env's {ours}")
+        train_env = normalization_from_bytes(self.normalization, venv, self.path / "vecnormalize.json",
+                                             training=True)
+        policy, kwargs = model_arguments(spec.algo, params, train_env)
+        model = cls(policy, train_env, seed=spec.seed, verbose=0, **kwargs)
+        differ = _architecture_difference(before.policy, model.policy)
+        if differ:
+            raise ValueError(f"cannot start from {self.path}: its policy architecture differs from this run's "
+                             f"({differ})")
+        model.policy.load_state_dict(before.policy.state_dict())
+        log.info("warm start from %s (%s)", where, _sha(self.model)[:12])
+        return model, train_env
+
+
+def _architecture_difference(before: Any, now: Any) -> str | None:
+    """What differs between two policies' architectures (class, tensor names, shapes, layers), None when nothing."""
+    kinds = [f"{type(x).__module__}.{type(x).__qualname__}" for x in (before, now)]
+    if kinds[0] != kinds[1]:
+        return f"class {kinds[0]} vs {kinds[1]}"
+    a, b = before.state_dict(), now.state_dict()
+    if a.keys() != b.keys():
+        extra = sorted(a.keys() ^ b.keys())
+        return f"tensor {extra[0]} in {'the earlier run' if extra[0] in a else 'this run'} only"
+    for key in a:
+        if tuple(a[key].shape) != tuple(b[key].shape):
+            return f"{key} of shape {tuple(a[key].shape)} vs {tuple(b[key].shape)}"
+    for line_a, line_b in zip(repr(before).splitlines(), repr(now).splitlines(), strict=False):
+        if line_a != line_b:
+            return f"{line_a.strip()} vs {line_b.strip()}"
+    return None
 
 
 def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = False,
           trust: bool = False) -> dict[str, Any]:
     """Train one agent; returns the metadata written to ``run/metadata.json``. With ``resume``, training continues
     from the latest checkpoint the run's manifest vouches for (``trust``: any readable one), falling back past
-    truncated ones."""
+    truncated ones. With ``spec.init_from``, a fresh run starts from that run's final policy and normalization
+    statistics (read the same way; see :class:`WarmStart`), everything checked before ``run`` is touched; a
+    resumed run continues from its own checkpoint."""
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
     check_compatible(spec.env_id, spec.algo, spec.env_config)
     params = {**load_hyperparams(spec.env_id, spec.algo), **spec.hyperparams}
     check_hyperparams(spec.algo, params, spec.env_id, spec.env_config)
     spec.hyperparams = params
+    if spec.init_from is not None:
+        spec.init_from = str(Path(spec.init_from).resolve())
     if resume:
         _check_resumable(run, spec)
-    run.mkdir(parents=True, exist_ok=True)
-    prior = read_manifest(run) if resume else None  # what the run vouched for so far (None: no valid manifest)
-    files: dict[str, str] = dict(prior or {})
+    start_from = WarmStart.read(spec, run, trust) if spec.init_from is not None else None
     cls = algo_class(spec.algo)
     train_env = _make_vec(spec, spec.seed, training=True)
     eval_env = _make_vec(spec, spec.seed + 10_000, training=False)
+    warm = start_from.build(spec, params, cls, train_env.venv) if start_from is not None else None
+    run.mkdir(parents=True, exist_ok=True)
+    prior = read_manifest(run) if resume else None  # what the run vouched for so far (None: no valid manifest)
+    files: dict[str, str] = dict(prior or {})
     if not resume:  # a fresh run (--force) replaces what it writes: nothing stale is left to be mistaken for it
         for rel in (MANIFEST, "model.zip", "vecnormalize.json", "best_model.zip", "best_vecnormalize.json",
                     "evaluations.npz", "metadata.json"):
@@ -647,6 +773,8 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     config_text = yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False)
     if point is not None:
         model, train_env, done, skipped = point
+    elif warm is not None:
+        model, train_env = warm
     else:
         policy, kwargs = model_arguments(spec.algo, params, train_env)
         model = cls(policy, train_env, seed=spec.seed, verbose=0, **kwargs)
@@ -677,6 +805,8 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
             "response_sha256": response_hash(spec.response),
             "policy": _policy_choice(spec.algo, params)[0],
             "policy_class": f"{type(model.policy).__module__}.{type(model.policy).__qualname__}"}
+    if start_from is not None:
+        meta["init_from"] = start_from.record()
     if skipped:
         meta["skipped_checkpoints"] = skipped
     write_json(run / "metadata.json", meta)
@@ -739,5 +869,5 @@ class LearnedPolicy:
         return action[0], state
 
 
-__all__ = ["ALGOS", "MANIFEST", "POLICIES", "TRUST_HELP", "LearnedPolicy", "PolicyChoice", "TrainSpec",
+__all__ = ["ALGOS", "MANIFEST", "POLICIES", "TRUST_HELP", "LearnedPolicy", "PolicyChoice", "TrainSpec", "WarmStart",
            "check_compatible", "check_hyperparams", "model_arguments", "read_manifest", "read_verified", "train"]

@@ -27,12 +27,27 @@ Hybrid mode then fits ``ensemble`` extra heads for uncertainty: with every user 
 embedded once by the frozen towers, each head starts from the fitted one and is trained on the choice
 likelihood over a bootstrap resample of the training customers (each drawn customer keeps its visits).
 They are saved with the checkpoint and calibrated like the main head.
+
+A fit may start from an earlier fit's checkpoint (``init_from``, the warm start of a closed loop that refits the
+response model on more logs each round): its encoder, tower pooling and head weights replace the configured
+encoder's and the freshly initialised head before stage A, and the fit then runs as usual on the new data. The
+checkpoint must describe the same network (mode, tower and head sizes, text segmentation, the encoder's
+architecture and vocabulary), the same feature schema and the same world as the data's sidecar; anything else is
+refused before any training (the network settings, schema and world before the logs are read, the encoder's
+architecture and vocabulary before a weight is copied). Two things are refitted, never carried over:
+the calibration, which is a property of the validation data (a refit on more logs recalibrates on its own
+validation visits), and the ensemble heads, which are by construction bootstrap refits of the fitted head over the
+fitted towers (each member starts from the new main head), so carrying the old members would only add stale
+spread. The new checkpoint's ``promogym.json`` records ``init_from``: the folder, its sha256 (the digest
+agent runs record as ``response_sha256``), the data it was fitted on and that checkpoint's own ``init_from``,
+so a chain of refits keeps its lineage.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -47,16 +62,35 @@ from torch.nn import functional as F
 
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import atomic_dir, file_sha256
-from promogym.predictors.bert import BertConversionModel, HybridNet, TextNet, build_net, full_texts, write_model_files
+from promogym.predictors.bert import (
+    HEAD_FILE,
+    META_FILE,
+    BertConversionModel,
+    HybridNet,
+    TextNet,
+    build_net,
+    full_texts,
+    read_meta,
+    write_model_files,
+)
 from promogym.predictors.calibration import Calibrator
 from promogym.predictors.choice import choice_nll, iia_rows, visit_codes
-from promogym.predictors.data import Split, load_logs, split_rows
-from promogym.predictors.encoder import autocast, brief, load_bert_folder, load_encoder, load_tensor_file, pick_device
+from promogym.predictors.data import Split, load_logs, read_world_config, split_rows
+from promogym.predictors.encoder import (
+    autocast,
+    brief,
+    load_bert_folder,
+    load_encoder,
+    load_head_weights,
+    load_tensor_file,
+    pick_device,
+)
 from promogym.predictors.features import numeric_features, weekday_index
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
 PARTIAL_KIND = "promogym-bert-partial"
+REFIT_HINT = "start from another checkpoint or without init_from"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +138,128 @@ class FitConfig(ConfigBase):
     ensemble_epochs: int = param(2, "epochs of each ensemble head (choice likelihood, lr_head)", lo=1, hi=100)
     bf16: str = param("auto", "bf16 autocast: auto (CUDA only), on, off", choices=("auto", "on", "off"))
     seed: int = param(0, "seed of the split, initialisation and batches", lo=0, hi=2**32 - 1)
+    init_from: str = param("", "checkpoint folder of an earlier fit to start from (its encoder, pooling and head "
+                               "weights; same network, features and world; calibration and ensemble are refitted); "
+                               "'' = the configured encoder and a fresh head")
+
+    def validate(self) -> None:
+        """``init_from`` must be a folder path (a string; '' for none)."""
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"FitConfig.init_from must be a checkpoint folder path or '', got {self.init_from!r}")
+
+
+# the settings of the encoder's config.json that fix its weights' shapes and meaning
+ENCODER_ARCH = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size",
+                "position_embedding_type")
+# the network settings (promogym.json "net") that fix the shapes of the towers' pooling and the head
+NET_SHAPE = ("dim", "queries", "width")
+
+
+def checkpoint_sha256(folder: str | Path) -> str:
+    """sha256 over a checkpoint folder's files (in path order, each file's name then its bytes): the digest that
+    agent runs record as ``response_sha256`` for a response model read from that folder."""
+    p = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key (checkpoint value vs this fit's)`` for each key whose values differ."""
+    return [f"{k} ({before.get(k)!r} vs {now.get(k)!r})" for k in sorted(before.keys() | now.keys())
+            if before.get(k) != now.get(k)]
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """The checkpoint a fit starts from (``FitConfig.init_from``): its folder, its checked ``promogym.json`` and the
+    sha256 of its files, read before anything else of the fit."""
+
+    path: Path
+    meta: dict[str, Any]
+    sha256: str
+
+    @classmethod
+    def read(cls, folder: str | Path, cfg: FitConfig, net_cfg: dict[str, Any], data: Path, out: Path) -> WarmStart:
+        """The checkpoint at ``folder``, checked against a fit of ``cfg`` (network ``net_cfg``) on ``data`` into
+        ``out``: FileNotFoundError when it is missing, a one-line ValueError naming what differs when it is no
+        final checkpoint of this feature schema, describes another mode, tower or head sizes, text segmentation or
+        world (its recorded ``world`` against the data's sidecar), or is ``out`` itself."""
+        p = Path(folder)
+        if p.resolve() == out.resolve():
+            raise ValueError(f"init_from {p} is the output folder itself: write the refit to a new folder "
+                             f"(or resume an interrupted fit with resume)")
+        meta = read_meta(p)  # a final BERT checkpoint of this promogym's feature schema
+        saved_net = meta.get("net")
+        net: dict[str, Any] = saved_net if isinstance(saved_net, dict) else {}
+        settings = {"mode": meta.get("mode"), "segment": bool(meta.get("segment", False)),  # as load() reads it
+                    **{k: net.get(k) for k in NET_SHAPE if k in net_cfg}}
+        ours = {"mode": cfg.mode, "segment": cfg.segment, **{k: net_cfg[k] for k in NET_SHAPE if k in net_cfg}}
+        differ = _differences(settings, ours)
+        if differ:
+            raise ValueError(f"cannot start from {p}: its network differs from this fit's: {', '.join(differ)}")
+        world = meta.get("world")
+        data_world = read_world_config(data) if data.is_file() else world  # missing logs: load_logs names them
+        if world != data_world:
+            if world is None or data_world is None:
+                what = "the checkpoint records no world" if world is None else "the data's sidecar records no world"
+            else:
+                what = "checkpoint vs data: " + ", ".join(_differences(world, data_world))
+            raise ValueError(f"cannot start from {p}: it was fitted on logs of another world than {data} ({what})")
+        return cls(p, meta, checkpoint_sha256(p))
+
+    def _check_encoder(self, encoder: Any) -> None:
+        """One-line ValueError naming the differences when the checkpoint's encoder (its ``config.json``, read
+        before any weight) has another architecture than ``encoder``."""
+        f = self.path / "encoder" / "config.json"
+        try:
+            saved = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot start from {self.path}: {f} is unreadable ({brief(exc)})") from exc
+        if not isinstance(saved, dict):
+            raise ValueError(f"cannot start from {self.path}: {f} is not a JSON object")
+        ours = encoder.config.to_dict()
+        differ = _differences({k: saved.get(k) for k in ENCODER_ARCH}, {k: ours.get(k) for k in ENCODER_ARCH})
+        if differ:
+            raise ValueError(f"cannot start from {self.path}: its encoder ({self.meta.get('encoder')!r}) has another "
+                             f"architecture than this fit's: {', '.join(differ)}")
+
+    def load_into(self, net: HybridNet | TextNet, tokenizer: Any) -> None:
+        """Copy the checkpoint's encoder, pooling and main head weights into ``net`` (its ensemble heads are not
+        copied: they are refitted from the new head). One-line ValueError when the checkpoint's encoder has
+        another architecture than ``net``'s or its tokenizer another vocabulary than ``tokenizer`` (checked before
+        any weight is read). The weights are read by the checked readers of a checkpoint (safetensors,
+        ``torch.load(weights_only=True)``, every tensor present with its shape), ValueError naming the file
+        otherwise."""
+        self._check_encoder(net.encoder)
+        hint = f"it cannot be the start of a fit; {REFIT_HINT}"
+        encoder, saved_tokenizer = load_bert_folder(self.path / "encoder", hint)
+        if saved_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"cannot start from {self.path}: its tokenizer has another vocabulary than this fit's "
+                             f"encoder")
+        ensemble = self.meta.get("ensemble", 0)
+        try:
+            saved = build_net(encoder, self.meta["mode"], self.meta.get("net", {}),
+                              ensemble=ensemble if isinstance(ensemble, int) and ensemble > 0 else 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.path / META_FILE}: bad network settings ({brief(exc)}); {REFIT_HINT}") from exc
+        load_head_weights(saved, self.path / HEAD_FILE, hint)
+        state = {k: v for k, v in saved.state_dict().items() if not k.startswith("ensemble.")}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"cannot start from {self.path}: its weights do not fit this network "
+                             f"({brief(exc)})") from exc
+        log.info("warm start from %s (sha256 %s)", self.path, self.sha256[:12])
+
+    def record(self) -> dict[str, Any]:
+        """What the new checkpoint's promogym.json keeps of where the fit started: the folder, its sha256, the
+        data that checkpoint was fitted on and its own ``init_from`` (the lineage of a chain of refits)."""
+        return {"path": str(self.path.resolve()), "sha256": self.sha256, "data": self.meta.get("data"),
+                "data_sha256": self.meta.get("data_sha256"), "init_from": self.meta.get("init_from")}
 
 
 class VisitIndex:
@@ -190,6 +346,10 @@ class Fitter:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.data_path = Path(data)
+        net_cfg = {"dim": cfg.dim, "queries": cfg.queries, "width": cfg.width, "dropout": cfg.dropout} \
+            if cfg.mode == "hybrid" else {"width": cfg.width, "dropout": cfg.dropout}
+        # a warm start is checked before the logs are read (its encoder, once the configured one is loaded)
+        self.init = WarmStart.read(cfg.init_from, cfg, net_cfg, self.data_path, self.out) if cfg.init_from else None
         self.df = load_logs(self.data_path)
         self.data_sha = file_sha256(self.data_path)
         self.split: Split = split_rows(self.df, seed=cfg.seed)
@@ -199,9 +359,9 @@ class Fitter:
         self.bf16 = {"auto": self.device.type == "cuda", "on": True, "off": False}[cfg.bf16]
         torch.manual_seed(cfg.seed)
         encoder, tokenizer = load_encoder(cfg.encoder, seed=cfg.seed)
-        net_cfg = {"dim": cfg.dim, "queries": cfg.queries, "width": cfg.width, "dropout": cfg.dropout} \
-            if cfg.mode == "hybrid" else {"width": cfg.width, "dropout": cfg.dropout}
         net = build_net(encoder, cfg.mode, net_cfg)
+        if self.init is not None:
+            self.init.load_into(net, tokenizer)
         self.model = BertConversionModel(net, tokenizer, cfg.mode, cfg.max_length, device=self.device, bf16=self.bf16,
                                          segment=cfg.segment)
         self.net_cfg = net_cfg
@@ -232,7 +392,8 @@ class Fitter:
 
     # ------------------------------------------------------------------ checkpoints
     def _fingerprint(self) -> dict[str, Any]:
-        return {"data_sha256": self.data_sha, "config": self.cfg.to_dict()}
+        return {"data_sha256": self.data_sha, "config": self.cfg.to_dict(),
+                "init_from_sha256": None if self.init is None else self.init.sha256}
 
     def _save_partial(self) -> None:
         meta = {"kind": PARTIAL_KIND, **self._fingerprint()}
@@ -265,6 +426,9 @@ class Fitter:
                              f"{afresh}")
         if meta.get("data_sha256") != self.data_sha or meta.get("config") != self.cfg.to_dict():
             raise ValueError(f"cannot resume from {self.partial}: it was started with other data or settings")
+        if meta.get("init_from_sha256") != (None if self.init is None else self.init.sha256):
+            raise ValueError(f"cannot resume from {self.partial}: it was started from another checkpoint than "
+                             f"{self.cfg.init_from} holds now; {afresh}")
         blob = load_tensor_file(f, "training state", afresh)
         net_keys = set(self.model.net.state_dict())
         head_keys = {k for k in net_keys if not k.startswith("encoder.")}
@@ -644,6 +808,7 @@ class Fitter:
                                                       "sizes": self.split.sizes()},
             "history": self.state.history, "fit_seconds": time.perf_counter() - start,
             "loss": "choice", "best_val_choice_nll_uncalibrated": self.state.best_loss,
+            "init_from": None if self.init is None else self.init.record(),
         }
         return self.model
 
