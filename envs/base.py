@@ -206,7 +206,15 @@ class Offers:
     """The offers of the last step, shaped (visitors, products viewed): who, what, at which shelf price and
     coupon share, which products could be bought (viewed and in stock), each one's choice probability under
     the env's backend and under the world, its margin, and the shop's price history of the product at the
-    time (the mid-rate EWMA of shelf price / list, ``price_hist_mid``). Read by `promogym fidelity`."""
+    time (the mid-rate EWMA of shelf price / list, ``price_hist_mid``). Read by `promogym fidelity`.
+
+    The optional fields (None where an env does not record them) are what a log row of the step needs, taken
+    when the offers were served, before the day's end moved the state (:mod:`promogym.envs.recording`): each
+    visitor's demand choice before stock-outs (``choice``: the position in the row, -1 for none) and whether
+    that choice had sold out by the visitor's turn (``stockout``), the ``season_day`` and market ``day``, each
+    visitor's ``coupons_last_7d``, the three price-history EWMAs per offer (``price_history``, by
+    :data:`~promogym.envs.market.world.PRICE_HISTORY_NAMES`), and the latent ``reference_price`` and ``fatigue``
+    per offer."""
 
     users: np.ndarray
     items: np.ndarray
@@ -217,6 +225,14 @@ class Offers:
     proba_world: np.ndarray
     margin: np.ndarray
     price_hist: np.ndarray
+    choice: np.ndarray | None = None              # (visitors,) position chosen before stock-outs, -1: none
+    stockout: np.ndarray | None = None            # (visitors,) the choice was sold out by the visitor's turn
+    season_day: int | None = None
+    day: int | None = None
+    coupons_last_7d: np.ndarray | None = None     # (visitors,)
+    price_history: dict[str, np.ndarray] | None = None  # name -> (visitors, viewed)
+    reference_price: np.ndarray | None = None     # (visitors, viewed)
+    fatigue: np.ndarray | None = None             # (visitors, viewed)
 
 
 class MarketEnv(gym.Env[np.ndarray, np.ndarray]):

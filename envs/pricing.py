@@ -410,7 +410,8 @@ class _SeasonEnv(MarketEnv):
                ) -> tuple[np.ndarray, float, float, np.ndarray]:
         """Sample each visitor's choice among ``sets`` with an outside option and serve in arrival order
         while stock lasts. Returns the chosen env-product index per visitor (-1: none or sold out), the
-        expected profit under the backend and under the world, and a stock-out flag per visitor."""
+        expected profit under the backend and under the world, and a stock-out flag per visitor. ``last_offers``
+        keeps the offers with what a log row needs, taken before the day's end moves the state (:class:`Offers`)."""
         if len(users) == 0:
             self.last_offers = None
             return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
@@ -422,10 +423,13 @@ class _SeasonEnv(MarketEnv):
         pw = p if self.backend is self.world else \
             self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
         expected_world = float((pw * margin).sum())
-        self.last_offers = Offers(users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2,
-                                  coupon=coupon2, available=available,
-                                  proba=p, proba_world=pw, margin=margin,
-                                  price_hist=self.state.price_features(items)["price_hist_mid"])
+        history = self.state.price_features(items)
+        self.last_offers = o = Offers(
+            users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2, coupon=coupon2,
+            available=available, proba=p, proba_world=pw, margin=margin, price_hist=history["price_hist_mid"],
+            season_day=self.t, day=self.state.day, coupons_last_7d=self.state.coupon_days[:, users].sum(axis=0),
+            price_history=history, reference_price=self.state.reference_price[items],
+            fatigue=np.broadcast_to(self.state.fatigue[users][:, None], sets.shape))
         cum = np.cumsum(p, axis=1)
         pos = (self.np_random.random(len(users))[:, None] > cum).sum(axis=1)  # == n_options: nothing bought
         bought = pos < sets.shape[1]
@@ -439,6 +443,7 @@ class _SeasonEnv(MarketEnv):
                 stockout[buyers[stock:]] = True
                 chosen[buyers[stock:]] = -1
             self.state.stock[self.products[j]] -= min(len(buyers), stock)
+        o.choice, o.stockout = np.where(bought, pos, -1), stockout.copy()
         return chosen, expected, expected_world, stockout
 
     # ------------------------------------------------------------------ rendering
