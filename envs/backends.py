@@ -14,11 +14,16 @@ utilities.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from promogym.envs.market import Market, MarketState
+from promogym.envs.market.world import PRICE_HISTORY_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _EPS = 1e-6
 
@@ -36,6 +41,32 @@ class ResponseBackend(Protocol):
         """Log-odds of buying for each offer: customer ids ``users``, product ids ``items``, shelf ``price`` and coupon
         share ``coupon`` (arrays of one shape), on the day of ``state``. Returns an array of that shape."""
 
+    def row_logits(self, rows: pd.DataFrame, price: np.ndarray | None = None,
+                   coupon: np.ndarray | None = None) -> np.ndarray:
+        """Log-odds of buying for each logged row (a market log's columns) in the row's own recorded context, at
+        ``price`` and ``coupon`` (per row) in place of the logged ones (None: the logged ones). Returns (rows,)."""
+
+
+def _row_offer(rows: pd.DataFrame, price: np.ndarray | None, coupon: np.ndarray | None,
+               context: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Customer ids, product ids, prices and coupons of logged ``rows`` (``price`` / ``coupon`` replace the logged
+    ones where given); ValueError naming the columns ``rows`` lack (of the ids, the offer and ``context``) or a
+    ``price`` / ``coupon`` of another length."""
+    needed = ("user_id", "item_id", *(() if price is not None else ("price",)),
+              *(() if coupon is not None else ("coupon",)), *context)
+    missing = [c for c in needed if c not in rows]
+    if missing:
+        raise ValueError(f"row_logits: rows lack the column(s) {', '.join(missing)} (market log rows needed)")
+    u = np.asarray(rows["user_id"], np.int64)
+    i = np.asarray(rows["item_id"], np.int64)
+    out = []
+    for name, given in (("price", price), ("coupon", coupon)):
+        x = np.asarray(rows[name] if given is None else given, float).ravel()
+        if len(x) != len(u):
+            raise ValueError(f"row_logits: {name} needs one value per row ({len(u)}), got {len(x)}")
+        out.append(x)
+    return u, i, out[0], out[1]
+
 
 class WorldBackend:
     """The market's true utilities."""
@@ -50,6 +81,15 @@ class WorldBackend:
                state: MarketState) -> np.ndarray:
         """The market's true utilities of the offers (see :meth:`ResponseBackend.logits`)."""
         return self.market.utility(users, items, price, coupon, state)
+
+    def row_logits(self, rows: pd.DataFrame, price: np.ndarray | None = None,
+                   coupon: np.ndarray | None = None) -> np.ndarray:
+        """The market's true utilities of logged ``rows`` on their recorded context (``day``, and the latent
+        ``reference_price`` and ``fatigue`` the logs keep) at ``price`` / ``coupon`` (see
+        :meth:`ResponseBackend.row_logits`)."""
+        context = ("day", "reference_price", "fatigue")
+        u, i, p, c = _row_offer(rows, price, coupon, context)
+        return self.market.utility(u, i, p, c, {k: np.asarray(rows[k]) for k in context})
 
 
 class ModelBackend:
@@ -89,27 +129,45 @@ class ModelBackend:
         z = self.model.predict_member_logits_ids(u, i, self._offers(u, i, price, coupon, state))
         return np.asarray(z).reshape((-1, *np.shape(users)))
 
-    def _offers(self, u: np.ndarray, i: np.ndarray, price: np.ndarray, coupon: np.ndarray,
-                state: MarketState) -> dict[str, Any]:
+    def _offer_columns(self, u: np.ndarray, i: np.ndarray, price: np.ndarray, coupon: np.ndarray, day: np.ndarray,
+                       coupons_last_7d: np.ndarray, history: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The offers as the model reads them (flat arrays by log column name), from what the shop observes."""
         return {
             "user_id": u, "item_id": i, "list_price": self.market.catalog.list_price[i],
             "price": np.ravel(price).astype(float), "coupon": np.ravel(coupon).astype(float),
-            "day": np.full(len(u), state.day), "coupons_last_7d": state.coupons_last_7d()[u],
-            **state.price_features(i),
+            "day": day, "coupons_last_7d": coupons_last_7d,
+            **{name: np.asarray(history[name]) for name in PRICE_HISTORY_NAMES},
         }
+
+    def _offers(self, u: np.ndarray, i: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                state: MarketState) -> dict[str, Any]:
+        return self._offer_columns(u, i, price, coupon, np.full(len(u), state.day), state.coupons_last_7d()[u],
+                                   state.price_features(i))
+
+    def _score(self, u: np.ndarray, i: np.ndarray, offers: dict[str, Any]) -> np.ndarray:
+        """Flat log-odds of ``offers``: a bound hybrid model's logits by id, else its probabilities as logits."""
+        if self._by_id:
+            return np.asarray(self.model.predict_logits_ids(u, i, offers))
+        offers.update(user_text=self._user_text[u], item_text=self._item_text[i], category=self._category[i])
+        p = np.clip(self.model.predict_proba(offers), _EPS, 1 - _EPS)
+        return np.log(p) - np.log1p(-p)
 
     def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
                state: MarketState) -> np.ndarray:
         """The model's log-odds of the offers (see :meth:`ResponseBackend.logits`): its probabilities turned into
         logits, or a bound hybrid model's logits by customer and product id."""
-        shape = np.shape(users)
         u, i = np.ravel(users), np.ravel(items)
-        offers = self._offers(u, i, price, coupon, state)
-        if self._by_id:
-            return np.asarray(self.model.predict_logits_ids(u, i, offers)).reshape(shape)
-        offers.update(user_text=self._user_text[u], item_text=self._item_text[i], category=self._category[i])
-        p = np.clip(self.model.predict_proba(offers), _EPS, 1 - _EPS)
-        return (np.log(p) - np.log1p(-p)).reshape(shape)
+        return self._score(u, i, self._offers(u, i, price, coupon, state)).reshape(np.shape(users))
+
+    def row_logits(self, rows: pd.DataFrame, price: np.ndarray | None = None,
+                   coupon: np.ndarray | None = None) -> np.ndarray:
+        """The model's log-odds of logged ``rows`` at ``price`` / ``coupon`` (see :meth:`ResponseBackend.row_logits`):
+        the offers :meth:`logits` builds from a state, read from the rows' own observable columns (``day``,
+        ``coupons_last_7d``, the price-history EWMAs), never their latent reference price or fatigue."""
+        u, i, p, c = _row_offer(rows, price, coupon, ("day", "coupons_last_7d", *PRICE_HISTORY_NAMES))
+        offers = self._offer_columns(u, i, p, c, np.asarray(rows["day"], np.int64),
+                                     np.asarray(rows["coupons_last_7d"]), {k: rows[k] for k in PRICE_HISTORY_NAMES})
+        return self._score(u, i, offers)
 
 
 def check_world(model: Any, market: Market, name: str) -> None:
