@@ -290,6 +290,51 @@ def unconstrained_config(env_config: Mapping[str, Any]) -> dict[str, Any] | None
     return {**env_config, "constraints": {}}
 
 
+def fit_predictor(pc: PredictorSection, logs: Path, tmp: Path, echo: Callable[[str], None] = print,
+                  init_from: str | None = None) -> dict[str, Any]:
+    """Fit the conversion model ``pc`` describes on ``logs`` into ``tmp`` (``model/`` for BERT, ``model.skops.zip``
+    otherwise) and score it against the world's probabilities (report, calibration plot, table). ``init_from``: a
+    BERT checkpoint to warm-start from (``FitConfig.init_from``); a scikit-learn kind is refitted from scratch.
+    Returns the fit's seconds for the stage record."""
+    from promogym.predictors.data import load_logs
+    from promogym.predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
+    from promogym.predictors.registry import load_model, market_for_data
+
+    start = time.perf_counter()
+    if pc.kind == "bert":
+        from promogym.predictors.train import FitConfig, fit
+
+        cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit,
+                                   **({"init_from": str(init_from)} if init_from else {})})
+        fit(logs, cfg, tmp / "model")
+        spec = f"bert:{tmp / 'model'}"
+    else:  # the kind's fitter in the response-model registry
+        from promogym.predictors.data import split_rows
+        from promogym.predictors.registry import ModelSpec, model_entry
+
+        df = load_logs(logs)
+        fitter = model_entry(ModelSpec(pc.kind, "model.skops.zip"), "conversion").fitter
+        if fitter is None:
+            raise ValueError(f"predictor kind {pc.kind!r} has no fitter in the registry")
+        fitter(df[split_rows(df, seed=pc.seed).train], tmp / "model.skops.zip", seed=pc.seed)
+        spec = f"{pc.kind}:{tmp / 'model.skops.zip'}"
+    fit_s = time.perf_counter() - start
+    market = market_for_data(logs)
+    if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
+        # the envs bind every customer and product of the market: encode them once, here
+        from promogym.predictors.bert import BertConversionModel
+
+        BertConversionModel.load(tmp / "model").save_tower_cache(
+            tmp / "model", market.customers.text, market.catalog.text)
+    result = evaluate({pc.kind: load_model(spec, market)}, load_logs(logs), split_seed=pc.seed,
+                      max_rows=pc.eval_rows)
+    write_report(result, tmp)
+    plot_calibration(result, tmp / "calibration.png")
+    (tmp / "table.md").write_text(summary_table(result) + "\n")
+    echo(f"predictor: {pc.kind} fitted and scored in {time.perf_counter() - start:.0f} s")
+    return {"fit_seconds": fit_s}
+
+
 def train_trial(p: dict[str, Any]) -> dict[str, Any]:
     """Train one (env, simulator, algorithm, seed) run into ``p['dir']`` (replaced only when complete)."""
     from promogym.agents.train import TrainSpec, train
@@ -300,7 +345,8 @@ def train_trial(p: dict[str, Any]) -> dict[str, Any]:
     with atomic_dir(final) as tmp:
         spec = TrainSpec(p["env_id"], p["algo"], p["seed"], p["timesteps"], response=p["response"],
                          env_config=p["env_config"], eval_freq=p["eval_freq"], eval_episodes=p["eval_episodes"],
-                         checkpoint_freq=max(p["timesteps"], 1), hyperparams=p["hyperparams"])
+                         checkpoint_freq=max(p["timesteps"], 1), hyperparams=p["hyperparams"],
+                         init_from=p.get("init_from"))
         meta = train(spec, tmp)
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # complete runs do not need resume points
         write_json(tmp / "trial.json", {"key": p["key"], "run_id": uuid.uuid4().hex,
@@ -420,43 +466,7 @@ class Experiment(Pipeline):
         return self.predictor_response()
 
     def _fit_predictor(self, logs: Path, tmp: Path) -> dict[str, Any]:
-        from promogym.predictors.data import load_logs
-        from promogym.predictors.evaluate import evaluate, plot_calibration, summary_table, write_report
-        from promogym.predictors.registry import load_model, market_for_data
-
-        pc = self.cfg.predictor
-        start = time.perf_counter()
-        if pc.kind == "bert":
-            from promogym.predictors.train import FitConfig, fit
-
-            cfg = FitConfig.from_dict({"encoder": pc.encoder, "mode": pc.mode, "seed": pc.seed, **pc.fit})
-            fit(logs, cfg, tmp / "model")
-            spec = f"bert:{tmp / 'model'}"
-        else:  # the kind's fitter in the response-model registry
-            from promogym.predictors.data import split_rows
-            from promogym.predictors.registry import ModelSpec, model_entry
-
-            df = load_logs(logs)
-            fitter = model_entry(ModelSpec(pc.kind, "model.skops.zip"), "conversion").fitter
-            if fitter is None:
-                raise ValueError(f"predictor kind {pc.kind!r} has no fitter in the registry")
-            fitter(df[split_rows(df, seed=pc.seed).train], tmp / "model.skops.zip", seed=pc.seed)
-            spec = f"{pc.kind}:{tmp / 'model.skops.zip'}"
-        fit_s = time.perf_counter() - start
-        market = market_for_data(logs)
-        if pc.kind == "bert" and pc.mode == "hybrid" and market is not None:
-            # the envs bind every customer and product of the market: encode them once, here
-            from promogym.predictors.bert import BertConversionModel
-
-            BertConversionModel.load(tmp / "model").save_tower_cache(
-                tmp / "model", market.customers.text, market.catalog.text)
-        result = evaluate({pc.kind: load_model(spec, market)}, load_logs(logs), split_seed=pc.seed,
-                          max_rows=pc.eval_rows)
-        write_report(result, tmp)
-        plot_calibration(result, tmp / "calibration.png")
-        (tmp / "table.md").write_text(summary_table(result) + "\n")
-        self.echo(f"predictor: {pc.kind} fitted and scored in {time.perf_counter() - start:.0f} s")
-        return {"fit_seconds": fit_s}
+        return fit_predictor(self.cfg.predictor, logs, tmp, self.echo)
 
     def fidelity(self, response: str, logs: Path) -> None:
         """For each env, the predictor against the world on the offers of a few static policies (one stage per

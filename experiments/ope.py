@@ -202,7 +202,10 @@ def _actions(policy: Any, obs: np.ndarray, wrapper: ExploreWrapper) -> np.ndarra
     if space is not None and getattr(space, "shape", shape) != shape:
         raise ValueError(f"the policy's action space {space} differs from the env's {wrapper.action_space}: "
                          "a policy for another env")
-    action = np.asarray(policy.predict(obs, deterministic=True)[0], float)
+    try:
+        action = np.asarray(policy.predict(obs, deterministic=True)[0], float)
+    except (ValueError, RuntimeError):  # a policy that takes one observation at a time (e.g. a learned run)
+        action = np.zeros(0)
     if action.shape != (len(obs), *shape):
         action = np.stack([np.asarray(policy.predict(o, deterministic=True)[0], float) for o in obs]) \
             if len(obs) else np.zeros((0, *shape))
