@@ -171,6 +171,43 @@ class ExecutionSection(ConfigBase):
     address: str | None = param(None, "Ray cluster address ('auto', 'ray://host:10001'); none: a local Ray")
 
 
+def read_yaml_config(path: str | Path, what: str) -> Any:
+    """A config file's parsed YAML (an empty file: {}); FileNotFoundError or ValueError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p} is not valid YAML: {exc}") from exc
+
+
+def read_sections(raw: Any, sections: Mapping[str, type[ConfigBase]], keys: tuple[str, ...], what: str
+                  ) -> tuple[str, dict[str, Any]]:
+    """A config mapping's ``name`` and its validated ``sections`` (each a :class:`ConfigBase` from its mapping;
+    absent: defaults); besides them only ``name``, ``description`` and ``keys`` are allowed. ValueError naming the
+    key for anything else."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{what} is a YAML mapping with keys name, {', '.join(keys)}, ...")
+    known = {"name", "description", *keys, *sections}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip(".") or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"name must be a non-empty string of letters, digits, '-', '_', '.', got {name!r}")
+    out: dict[str, Any] = {}
+    for key, section in sections.items():
+        value = raw.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key} must be a mapping, got {value!r}")
+        try:
+            out[key] = section.from_dict(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{key}: {exc}") from exc
+    return name, out
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A validated experiment config (the YAML of ``promogym experiment``)."""
@@ -198,24 +235,7 @@ class ExperimentConfig:
         from promogym.agents.registry import check_policy
         from promogym.agents.train import ALGOS, check_compatible, check_hyperparams, load_hyperparams
 
-        if not isinstance(raw, Mapping):
-            raise ValueError("an experiment config is a YAML mapping with keys name, envs, ...")
-        known = {"name", "description", "envs", *cls.SECTIONS}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.strip(".") or not all(c.isalnum() or c in "-_." for c in name):
-            raise ValueError(f"name must be a non-empty string of letters, digits, '-', '_', '.', got {name!r}")
-        sections: dict[str, Any] = {}
-        for key, section in cls.SECTIONS.items():
-            value = raw.get(key) or {}
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{key} must be a mapping, got {value!r}")
-            try:
-                sections[key] = section.from_dict(value)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{key}: {exc}") from exc
+        name, sections = read_sections(raw, cls.SECTIONS, ("envs",), "an experiment config")
         env_raw = raw.get("envs")
         if not isinstance(env_raw, Mapping) or not env_raw:
             raise ValueError(f"envs must map env ids ({', '.join(envs.MARKET_ENV_IDS)}) to settings")
@@ -257,14 +277,7 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
         """Read and validate a YAML config file."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"experiment config not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{p} is not valid YAML: {exc}") from exc
-        return cls.from_dict(raw or {})
+        return cls.from_dict(read_yaml_config(path, "experiment config"))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain values (written as the run's experiment.yml)."""

@@ -60,7 +60,13 @@ import yaml
 
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import write_json
-from promogym.experiments.experiment import ExecutionSection, LogsSection, PredictorSection
+from promogym.experiments.experiment import (
+    ExecutionSection,
+    LogsSection,
+    PredictorSection,
+    read_sections,
+    read_yaml_config,
+)
 from promogym.experiments.pipeline import Pipeline, key_of, read_record
 
 DEPLOYABLE_ENVS: tuple[str, ...] = ("promogym/DynamicPricing-v1", "promogym/DynamicPricing-v2",
@@ -169,24 +175,7 @@ class LoopConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> LoopConfig:
         """Validate a parsed YAML config: every problem is a ValueError naming the key, raised before any work."""
-        if not isinstance(raw, Mapping):
-            raise ValueError("a loop config is a YAML mapping with keys name, env, ...")
-        known = {"name", "description", "env", "env_config", *cls.SECTIONS}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.strip(".") or not all(c.isalnum() or c in "-_." for c in name):
-            raise ValueError(f"name must be a non-empty string of letters, digits, '-', '_', '.', got {name!r}")
-        sections: dict[str, Any] = {}
-        for key, section in cls.SECTIONS.items():
-            value = raw.get(key) or {}
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{key} must be a mapping, got {value!r}")
-            try:
-                sections[key] = section.from_dict(value)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{key}: {exc}") from exc
+        name, sections = read_sections(raw, cls.SECTIONS, ("env", "env_config"), "a loop config")
         env_id = raw.get("env")
         if env_id not in DEPLOYABLE_ENVS:
             raise ValueError(f"env: {env_id!r} cannot be deployed by the loop (its policies' actions have no recorded "
@@ -239,14 +228,7 @@ class LoopConfig:
     @classmethod
     def load(cls, path: str | Path) -> LoopConfig:
         """Read and validate a YAML config file."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"loop config not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{p} is not valid YAML: {exc}") from exc
-        return cls.from_dict(raw or {})
+        return cls.from_dict(read_yaml_config(path, "loop config"))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain values (written as the run's loop.yml)."""
