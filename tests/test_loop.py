@@ -124,3 +124,22 @@ def test_a_refit_on_logs_of_another_world_is_refused_before_any_work(tmp_path, c
     err = capsys.readouterr().err
     assert "logged in another world" in err and "n_customers" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_smoke_loop_with_a_tiny_bert_refits_each_round_from_the_last_checkpoint(tmp_path):
+    raw = smoke_raw(predictor={"kind": "bert", "encoder": "tiny", "eval_rows": 1000,
+                               "fit": {"head_epochs": 2, "batch_size": 1024, "lr_head": 3e-3}},
+                    loop={"rounds": 2, "seeds": 1, "variants": ["full"]})
+    config = tmp_path / "loop.yml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["loop", str(config), "--out", str(out), "--no-progress"]) == 0
+    previous = out / "s0" / "r0" / "fit" / "model"
+    for r in (1, 2):
+        model = out / "s0" / "full" / f"r{r}" / "fit" / "model"
+        meta = json.loads((model / "promogym.json").read_text())
+        assert meta["init_from"]["path"] == str(previous.resolve())
+        previous = model
+    result = json.loads((out / "report" / "loop.json").read_text())
+    assert all(r["fidelity"]["profit"]["bias"] is not None for r in result["records"])
