@@ -37,7 +37,8 @@ world itself (what a shop could not know) and, with ``evaluate.world_agent``, th
 many steps as the loop's agent took in all.
 
 Every stage is a stage of the pipeline engine (:mod:`promogym.experiments.pipeline`) in the run folder, keyed by its
-settings and the ids of what it reads: an interrupted loop resumes at the stage it was in.
+settings and the ids of what it reads: an interrupted loop resumes at the stage it was in. Stages run one after
+another in the command's process (a round needs the one before it).
 
 Demand choices in the refit data: a deployed visitor whose chosen product had sold out that day bought nothing in
 the world (``purchased`` 0, ``stocked_out`` 1); the data the model is refitted on counts that visit as a choice of
@@ -61,7 +62,6 @@ import yaml
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import write_json
 from promogym.experiments.experiment import (
-    ExecutionSection,
     LogsSection,
     PredictorSection,
     read_sections,
@@ -166,11 +166,10 @@ class LoopConfig:
     gate: GateSection
     loop: LoopSection
     evaluate: LoopEvaluateSection
-    execution: ExecutionSection
 
     SECTIONS: ClassVar[dict[str, type[ConfigBase]]] = {
         "logs": LogsSection, "predictor": PredictorSection, "agent": AgentSection, "deploy": DeploySection,
-        "gate": GateSection, "loop": LoopSection, "evaluate": LoopEvaluateSection, "execution": ExecutionSection}
+        "gate": GateSection, "loop": LoopSection, "evaluate": LoopEvaluateSection}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> LoopConfig:
@@ -313,8 +312,7 @@ class Loop(Pipeline):
 
     def __init__(self, config: LoopConfig, out: Path, progress: bool = True,
                  echo: Callable[[str], None] = print) -> None:
-        ex = config.execution
-        super().__init__(out, progress, echo, ex.backend, ex.jobs, ex.address)
+        super().__init__(out, progress, echo)  # stages run one after another, in this process
         self.cfg = config
         self.eval_seeds = list(range(config.evaluate.seed, config.evaluate.seed + config.evaluate.episodes))
 
