@@ -388,7 +388,7 @@ class Loop(Pipeline):
         """The stage name of a stage folder or a file in one."""
         p = Path(path)
         folder = p.parent if p.suffix else p
-        return str(folder.relative_to(self.out))
+        return str(folder.resolve().relative_to(self.out.resolve()))  # run folders are named by resolved paths
 
     def deploy(self, name: str, spec: str, response: str, round_: int, seed: int, deps: list[str]) -> Path:
         """A deploy stage: ``spec`` played in the world with exploration; ``rows.parquet`` and the seasons' returns."""
@@ -567,8 +567,11 @@ class Loop(Pipeline):
                 if variant == "full":
                     full_deployed[r] = deployed
                 elif variant == "passive" and r in full_deployed:
-                    record["fidelity_on_full"] = self.fidelity(f"{v}/fidelity_on_full", new_response, full_deployed[r],
-                                                               new_fit / "data.parquet", [self.ids[f"{v}/fit"]])
+                    spec = full_deployed[r]
+                    spec_id = self._id(Path(spec).parent) if Path(spec).is_absolute() else spec
+                    record["fidelity_on_full"] = self.fidelity(f"{v}/fidelity_on_full", new_response, spec,
+                                                               new_fit / "data.parquet",
+                                                               [self.ids[f"{v}/fit"], spec_id])
                 records.append(record)
                 if r < rounds:
                     train_dir = self.train(f"{v}/train", new_response, r, seed, train_dir,

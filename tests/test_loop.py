@@ -2,6 +2,7 @@
 work."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,3 +144,13 @@ def test_the_smoke_loop_with_a_tiny_bert_refits_each_round_from_the_last_checkpo
         previous = model
     result = json.loads((out / "report" / "loop.json").read_text())
     assert all(r["fidelity"]["profit"]["bias"] is not None for r in result["records"])
+
+
+def test_stages_are_found_from_resolved_paths_when_the_run_folder_is_relative(tmp_path, monkeypatch):
+    from promogym.experiments.loop import Loop
+
+    monkeypatch.chdir(tmp_path)
+    loop = Loop(LoopConfig.load(SMOKE), Path("runs/x"), echo=lambda s: None)
+    run = (tmp_path / "runs" / "x" / "s0" / "r0" / "train" / "run").resolve()  # how candidates are named
+    assert loop._stage_of(run.parent) == "s0/r0/train"
+    assert loop._stage_of(Path("runs/x/s0/r0/deploy/rows.parquet")) == "s0/r0/deploy"
