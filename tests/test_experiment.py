@@ -335,6 +335,7 @@ def test_the_same_trials_run_on_a_local_ray_instance(tmp_path, capsys):
                for on in ("world", "sim") for s in (0, 1))
 
 
+@pytest.mark.slow  # about 4 minutes on 2 cores: the largest single share of the default run
 def test_an_interrupted_experiment_keeps_finished_trials_and_resumes(tmp_path):
     """Ctrl-C while the first training runs are in flight: nothing half-written remains, and the same
     command finishes the experiment from there."""
