@@ -321,11 +321,14 @@ class Loop(Pipeline):
         """The loop's env with ``response`` (the world or a model spec)."""
         return gym.make(self.cfg.env, config={**self.cfg.env_config, "response": response})
 
-    def policy(self, spec: str, env: gym.Env[Any, Any], response: str) -> Any:
-        """A policy by spec (a rule or a run folder) acting in ``env``; a planning rule plans with ``response``."""
-        from promogym.agents.registry import PolicyContext, make_policy
+    def policy(self, spec: str, env: gym.Env[Any, Any], response: str, sim: gym.Env[Any, Any] | None = None) -> Any:
+        """A policy by spec (a rule or a run folder) acting in ``env``; a planning rule plans with ``sim`` (default:
+        an env with ``response``, built only for a rule that plans)."""
+        from promogym.agents.registry import PolicyContext, entry, is_run_folder, make_policy
 
-        sim = env if response == "world" else self.env(response)
+        if sim is None:
+            plans = not is_run_folder(spec) and entry(spec, self.cfg.env).plans
+            sim = self.env(response) if plans and response != "world" else env
         return make_policy(spec, env, PolicyContext(self.cfg.env, sim, search_seeds=self.cfg.evaluate.search_seeds))
 
     @staticmethod
@@ -457,7 +460,7 @@ class Loop(Pipeline):
             rows = pd.concat([pd.read_parquet(f) for f in data], ignore_index=True)
             sim = self.env(response)
             world = self.env()
-            cand, inc = self.policy(candidate, world, response), self.policy(incumbent, world, response)
+            cand, inc = self.policy(candidate, world, response, sim), self.policy(incumbent, world, response, sim)
             result = compare_policies(sim, cand, inc, rows, self.cfg.deploy.exploration, gc)
             values_c, values_i = world_values(world, cand, self.eval_seeds), world_values(world, inc, self.eval_seeds)
             deploy_candidate = bool(result["deploy"])
