@@ -3,6 +3,7 @@ with a sidecar JSON (the world config, the logging policy, package versions); wo
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ def load_world_file(path: str | Path | None) -> tuple[MarketConfig, LoggingPolic
         return MarketConfig.from_dict(raw.get("market")), LoggingPolicy.from_dict(raw.get("logging_policy"))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"world config {path}: {exc}") from exc
+
+
+def copy_logs(source: str | Path, folder: Path) -> None:
+    """Copy a logs file and its sidecar JSON (if any) into ``folder`` as ``logs.<suffix>`` and ``logs.json``."""
+    source = Path(source)
+    for f in (source, source.with_suffix(".json")):
+        if f.is_file():
+            shutil.copyfile(f, folder / f"logs{f.suffix}")
 
 
 def sidecar_path(out: Path) -> Path:

@@ -443,18 +443,15 @@ class Experiment(Pipeline):
     # -- stages
     def logs(self) -> Path:
         """The logs stage: the logs parquet (logged by the world, or copied from ``logs.path``)."""
-        from promogym.experiments.data import make_logs
+        from promogym.experiments.data import copy_logs, make_logs
 
         lc = self.cfg.logs
 
         def build(tmp: Path) -> None:
             start = time.perf_counter()
             if lc.path is not None:
-                source = Path(lc.path)
-                for f in (source, source.with_suffix(".json")):
-                    if f.is_file():
-                        shutil.copyfile(f, tmp / f"logs{f.suffix}")
-                self.echo(f"logs: copied {source}")
+                copy_logs(lc.path, tmp)
+                self.echo(f"logs: copied {lc.path}")
                 return
             make_logs(lc.rows, lc.seed, tmp / "logs.parquet", progress=self.progress)
             self.echo(f"logs: {lc.rows:,} rows in {time.perf_counter() - start:.0f} s")

@@ -340,20 +340,15 @@ class Loop(Pipeline):
     # -- stages
     def market_logs(self) -> Path:
         """The ``logs`` stage: the market's logs (or a copy of ``logs.path``)."""
-        import shutil
-
         from promogym.core.io import package_versions
         from promogym.envs.market.logs import LoggingPolicy, generate_logs
-        from promogym.experiments.data import write_logs
+        from promogym.experiments.data import copy_logs, write_logs
 
         lc = self.cfg.logs
 
         def build(tmp: Path) -> None:
             if lc.path is not None:
-                source = Path(lc.path)
-                for f in (source, source.with_suffix(".json")):
-                    if f.is_file():
-                        shutil.copyfile(f, tmp / f"logs{f.suffix}")
+                copy_logs(lc.path, tmp)
                 return
             market = self.env().unwrapped.market  # type: ignore[attr-defined]
             df = generate_logs(market, lc.rows, lc.seed, LoggingPolicy())
