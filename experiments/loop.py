@@ -37,8 +37,10 @@ world itself (what a shop could not know) and, with ``evaluate.world_agent``, th
 many steps as the loop's agent took in all.
 
 Every stage is a stage of the pipeline engine (:mod:`promogym.experiments.pipeline`) in the run folder, keyed by its
-settings and the ids of what it reads: an interrupted loop resumes at the stage it was in. Stages run one after
-another in the command's process (a round needs the one before it).
+settings and the ids of what it reads: an interrupted loop resumes at the stage it was in. A seed's stages run one
+after another (a round needs the one before it); the loop seeds are independent trials after the shared ``logs``
+stage, run in a local process pool (``execution.jobs``) or on Ray (``execution.backend: ray``) like an experiment's
+trials, each in its own ``s<seed>/`` folders. The references run after every seed has finished.
 
 Demand choices in the refit data: a deployed visitor whose chosen product had sold out that day bought nothing in
 the world (``purchased`` 0, ``stocked_out`` 1); the data the model is refitted on counts that visit as a choice of
@@ -62,6 +64,7 @@ import yaml
 from promogym.core.config import ConfigBase, param
 from promogym.core.io import write_json
 from promogym.experiments.experiment import (
+    ExecutionSection,
     LogsSection,
     PredictorSection,
     read_sections,
@@ -166,10 +169,11 @@ class LoopConfig:
     gate: GateSection
     loop: LoopSection
     evaluate: LoopEvaluateSection
+    execution: ExecutionSection
 
     SECTIONS: ClassVar[dict[str, type[ConfigBase]]] = {
         "logs": LogsSection, "predictor": PredictorSection, "agent": AgentSection, "deploy": DeploySection,
-        "gate": GateSection, "loop": LoopSection, "evaluate": LoopEvaluateSection}
+        "gate": GateSection, "loop": LoopSection, "evaluate": LoopEvaluateSection, "execution": ExecutionSection}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> LoopConfig:
@@ -312,7 +316,8 @@ class Loop(Pipeline):
 
     def __init__(self, config: LoopConfig, out: Path, progress: bool = True,
                  echo: Callable[[str], None] = print) -> None:
-        super().__init__(out, progress, echo)  # stages run one after another, in this process
+        ex = config.execution
+        super().__init__(out, progress, echo, ex.backend, ex.jobs, ex.address)  # the seeds are the trials
         self.cfg = config
         self.eval_seeds = list(range(config.evaluate.seed, config.evaluate.seed + config.evaluate.episodes))
 
@@ -582,12 +587,31 @@ class Loop(Pipeline):
         name = self._stage_of(path)
         return self.ids.get(name) or str(read_record(self.out / name / "stage.json").get("id"))
 
+    def run_seeds(self) -> list[dict[str, Any]]:
+        """Every loop seed's records, in seed order: the seeds as trials of the execution backend after the shared
+        ``logs`` stage (one seed, or one job: in this process). The stages each seed ran join this run's keys."""
+        from promogym.experiments.trials import run_trials
+
+        seeds = list(range(self.cfg.loop.seeds))
+        if len(seeds) == 1 or self.jobs <= 1 and self.backend == "local":
+            return [rec for seed in seeds for rec in self.run_seed(seed)]
+        self.market_logs()  # once, before the workers read it
+        payloads = [{"config": self.cfg.to_dict(), "out": str(self.out), "seed": seed} for seed in seeds]
+        by_seed: dict[int, list[dict[str, Any]]] = {}
+        for payload, result in run_trials(run_loop_seed, payloads, self.backend, min(self.jobs, len(seeds)),
+                                          self.address):
+            by_seed[payload["seed"]] = result["records"]
+            self.keys.update(result["keys"])
+            self.ids.update(result["ids"])
+            self.echo(f"s{payload['seed']}: loop seed finished")
+        return [rec for seed in seeds for rec in by_seed[seed]]
+
     def run(self) -> dict[str, Any]:
         """Every seed's loop and the references; writes ``loop.json`` in the run folder and returns it."""
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "loop.yml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        records = [rec for seed in range(self.cfg.loop.seeds) for rec in self.run_seed(seed)]
+        records = self.run_seeds()
         result = {"format": "promogym-loop/1", "config": self.cfg.to_dict(), "records": records,
                   "references": self.references(), "eval_seeds": [self.eval_seeds[0], self.eval_seeds[-1]]}
         write_json(self.out / "loop.json", result)
@@ -595,5 +619,13 @@ class Loop(Pipeline):
         return result
 
 
+def run_loop_seed(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """One loop seed in a worker (a trial): ``payload`` holds the resolved config, the run folder and the seed;
+    returns the seed's records and the keys and ids of the stages it ran (picklable plain values)."""
+    loop = Loop(LoopConfig.from_dict(payload["config"]), Path(payload["out"]), progress=False)
+    records = loop.run_seed(int(payload["seed"]))  # its logs stage: done already, by the parent
+    return {"records": records, "keys": dict(loop.keys), "ids": dict(loop.ids)}
+
+
 __all__ = ["DEPLOYABLE_ENVS", "VARIANTS", "AgentSection", "DeploySection", "GateSection", "Loop", "LoopConfig",
-           "LoopEvaluateSection", "LoopSection", "check_same_world", "fit_rows"]
+           "LoopEvaluateSection", "LoopSection", "check_same_world", "fit_rows", "run_loop_seed"]

@@ -154,3 +154,23 @@ def test_stages_are_found_from_resolved_paths_when_the_run_folder_is_relative(tm
     run = (tmp_path / "runs" / "x" / "s0" / "r0" / "train" / "run").resolve()  # how candidates are named
     assert loop._stage_of(run.parent) == "s0/r0/train"
     assert loop._stage_of(Path("runs/x/s0/r0/deploy/rows.parquet")) == "s0/r0/deploy"
+
+
+def test_a_config_round_trips_through_its_resolved_dict():
+    cfg = LoopConfig.load(SMOKE)
+    assert LoopConfig.from_dict(cfg.to_dict()) == cfg  # what a worker rebuilds from a seed's payload
+
+
+def test_more_seeds_run_as_parallel_trials_and_keep_the_seeds_already_done(smoke_run, tmp_path, capsys):
+    before = {p: p.read_text() for p in (smoke_run / "s0").rglob("stage.json")}
+    config = tmp_path / "loop.yml"
+    config.write_text(yaml.safe_dump(smoke_raw(loop={"seeds": 2}, execution={"jobs": 2})))
+    assert main(["loop", str(config), "--out", str(smoke_run), "--no-progress"]) == 0
+    assert {p: p.read_text() for p in (smoke_run / "s0").rglob("stage.json")} == before  # seed 0 not redone
+    result = json.loads((smoke_run / "report" / "loop.json").read_text())
+    assert sorted({r["seed"] for r in result["records"]}) == [0, 1]
+    assert len(result["records"]) == 2 * 2 * 3  # seeds x rounds x variants
+    assert (smoke_run / "s1" / "full" / "r2" / "fit" / "stage.json").is_file()
+    run = json.loads((smoke_run / "run.json").read_text())
+    assert "s1/full/r2/fit" in run["stage_seconds"]  # the workers' stages join the run's record
+    assert "s1: loop seed finished" in capsys.readouterr().out
