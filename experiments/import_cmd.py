@@ -70,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--bert", choices=("none", "tiny", "minilm"), default="minilm",
                    help="encoder of the BERT hybrid (none: not fitted)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--work", default="runs/shop_compare", help="folder for the BERT fit (its checkpoint)")
     c.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
     c.set_defaults(func=run_compare)
 
@@ -167,7 +168,11 @@ def run_compare(args: argparse.Namespace) -> int:
         settings = CompareSettings(train_weeks=weeks[0], val_weeks=weeks[1], test_weeks=weeks[2],
                                    train_occasions=args.train_occasions, eval_occasions=args.eval_occasions,
                                    holdout_products=args.holdout_products, bert=args.bert, seed=args.seed)
-        result = compare(Path(args.shop), out, settings, command=" ".join(["promogym", *sys.argv[1:]]))
+        command = (f"promogym shop compare --shop {args.shop} --out {args.out} --train-weeks {args.train_weeks} "
+                   f"--val-weeks {args.val_weeks} --test-weeks {args.test_weeks} --train-occasions "
+                   f"{args.train_occasions} --eval-occasions {args.eval_occasions} --holdout-products "
+                   f"{args.holdout_products} --bert {args.bert} --seed {args.seed}")
+        result = compare(Path(args.shop), out, settings, work=Path(args.work), command=command)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(result["markdown"])

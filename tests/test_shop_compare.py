@@ -1,0 +1,104 @@
+"""The conditional logit (recovers a known price effect; cold products; JSON round trip) and `promogym shop
+compare` end to end on a small simulated shop imported through the schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from promogym.experiments.cli import main
+from promogym.predictors.clogit import ConditionalLogit
+
+PRICE_COEF, DISPLAY_COEF = -2.5, 0.6
+
+
+def simulated_shop(visits: int = 4000, seed: int = 0, products: int = 12):
+    """Catalog, customers and visits of a shop whose choices follow an MNL with product effects, log price
+    (coefficient -2.5) and a display (+0.6); 20 weeks, two categories, 4 to 6 products shown per visit."""
+    rng = np.random.default_rng(seed)
+    cat = np.arange(products) % 2
+    lst = rng.uniform(1.0, 5.0, products).round(2)
+    effect = rng.normal(0.0, 0.6, products) + 1.0
+    catalog = pd.DataFrame({"item_id": np.arange(products) + 100,
+                            "item_text": [f"Product {j}, a {'milk' if c else 'bread'} item of size {j % 3}." for j, c
+                                          in enumerate(cat)],
+                            "category": np.where(cat == 1, "milk", "bread"), "list_price": lst})
+    customers = pd.DataFrame({"user_id": np.arange(60), "user_text": [f"A household of {1 + u % 4}." for u in
+                                                                       range(60)]})
+    rows = []
+    for v in range(visits):
+        week = 1 + v * 20 // visits
+        c = rng.integers(0, 2)
+        shown = rng.choice(np.flatnonzero(cat == c), int(rng.integers(4, 7)), replace=False)
+        price = (lst[shown] * rng.uniform(0.7, 1.1, len(shown))).round(2)
+        display = (rng.random(len(shown)) < 0.2).astype(int)
+        z = effect[shown] + PRICE_COEF * np.log(price) + DISPLAY_COEF * display
+        p = np.exp(z) / (1 + np.exp(z).sum())
+        pick = rng.choice(len(shown) + 1, p=np.r_[p, 1 - p.sum()])
+        user = int(rng.integers(0, 60))
+        for k, j in enumerate(shown):
+            rows.append({"visit_id": v, "user_id": user, "day": 7 * (week - 1) + int(v % 7), "week": week,
+                         "item_id": int(j) + 100, "price": price[k], "display": display[k],
+                         "purchased": int(k == pick)})
+    return catalog, customers, pd.DataFrame(rows)
+
+
+def test_conditional_logit_recovers_the_price_and_display_effects(tmp_path):
+    catalog, _, visits = simulated_shop(6000)
+    df = visits.merge(catalog[["item_id", "category"]], on="item_id")
+    model = ConditionalLogit(ridge=0.1).fit(df)
+    coef = dict(zip(["log_price", *model.features], model.coef, strict=True))
+    assert coef["log_price"] == pytest.approx(PRICE_COEF, abs=0.35)
+    assert coef["display"] == pytest.approx(DISPLAY_COEF, abs=0.2)
+    # a product never fitted gets its category's intercept (fixed effect 0)
+    cold = df.iloc[:1].assign(item_id=999)
+    z = model.predict_logits(cold)[0]
+    cat = model.categories[str(cold["category"].iloc[0])]
+    assert z == pytest.approx(model.intercepts[cat] + model.coef[0] * np.log(cold["price"].iloc[0])
+                              + model.coef[1] * cold["display"].iloc[0])
+    assert not model.known(np.array([999]))[0] and model.known(np.array([100]))[0]
+    model.save(tmp_path / "clogit.json")
+    again = ConditionalLogit.load(tmp_path / "clogit.json")
+    assert np.allclose(again.predict_logits(df), model.predict_logits(df))
+    (tmp_path / "bad.json").write_text(json.dumps({"kind": "other"}))
+    with pytest.raises(ValueError, match="not a conditional logit"):
+        ConditionalLogit.load(tmp_path / "bad.json")
+
+
+def test_shop_compare_end_to_end(tmp_path, capsys):
+    tables = simulated_shop(3000, seed=1)
+    paths = []
+    for name, df in zip(("catalog", "customers", "visits"), tables, strict=True):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        paths += [f"--{name}", str(tmp_path / f"{name}.parquet")]
+    shop = tmp_path / "shop"
+    assert main(["import", "parquet", *paths, "--out", str(shop)]) == 0
+    out = tmp_path / "cmp"
+    args = ["shop", "compare", "--shop", str(shop), "--out", str(out), "--train-weeks", "1-12", "--val-weeks",
+            "13-15", "--test-weeks", "16-20", "--bert", "none", "--holdout-products", "0.2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| clogit |" in printed and "| gbdt |" in printed and "bert: not measured" in printed
+    result = json.loads((out / "comparison.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"comparison.json", "comparison.md", "shop_compare.png"}
+    clogit = result["test"]["clogit"]
+    assert result["sizes"]["holdout_products"] == 2 and clogit["holdout_products"]["occasions"] > 0
+    assert clogit["elasticity"]["share_negative"] == 1.0 and clogit["elasticity"]["median"] < -1
+    assert result["fitted"]["clogit"]["coefficients"]["log_price"] == pytest.approx(PRICE_COEF, abs=0.6)
+    # a simulated display effect is a model lift above 1
+    assert clogit["lifts"]["display"]["model_lift"] > 1.2
+    # the model beats a constant purchase share on the held-out weeks
+    test = pd.read_parquet(shop / "logs.parquet").query("week >= 16")
+    share = test.groupby("visit_id")["purchased"].max().mean()
+    assert clogit["ll_per_occasion"] > share * np.log(share / 5) + (1 - share) * np.log(1 - share)
+    # the results folder is ours: a rerun needs --force; a folder of other files is refused
+    assert main(args) == 2
+    assert main([*args, "--force"]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    assert main([*args[:5], str(other), *args[6:], "--force"]) == 2
+    assert (other / "x.txt").read_text() == "x"
