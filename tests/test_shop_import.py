@@ -139,3 +139,23 @@ def test_import_writes_a_shop_folder_in_the_schema(tmp_path):
     assert saved["counts"]["transactions"] == len(panel()["transactions"]) and saved["peak_rss_gb"] > 0
     with pytest.raises(ValueError, match="pass --force"):
         import_completejourney(out, SETTINGS, tables=panel())
+
+
+def test_import_command_with_its_benchmark_file(tmp_path, monkeypatch, capsys):
+    from promogym.experiments import shop_import
+    from promogym.experiments.cli import main
+
+    monkeypatch.setattr(shop_import, "load_completejourney", lambda categories: panel())
+    out, bench = tmp_path / "cj", tmp_path / "bench.json"
+    args = ["import", "completejourney", "--out", str(out), "--categories", "MILK,BREAD", "--max-products", "3",
+            "--min-sales", "1", "--min-alternatives", "1", "--availability-weeks", "0", "--bench", str(bench)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "purchase occasions" in printed and "peak RSS" in printed
+    record = json.loads(bench.read_text())
+    assert record["targets"] == {"seconds": 300.0, "peak_rss_gb": 8.0}
+    assert record["figures"]["seconds"] > 0 and set(record["met"]) == {"seconds", "peak_rss_gb"}
+    assert record["counts"]["visits"] == json.loads((out / "shop.json").read_text())["summary"]["visits"]
+    assert main([*args[:-2]]) == 2 and "pass --force" in capsys.readouterr().err
+    assert main(["import", "completejourney", "--out", str(tmp_path / "x"), "--categories", "TOYS"]) == 2
+    assert "unknown product categories: TOYS" in capsys.readouterr().err and not (tmp_path / "x").exists()
