@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="share of products held out of training entirely (a designed cold start)")
     c.add_argument("--bert", choices=("none", "tiny", "minilm"), default="minilm",
                    help="encoder of the BERT hybrid (none: not fitted)")
+    c.add_argument("--bert-epochs", type=int, default=3, help="BERT head epochs on the frozen encoder")
+    c.add_argument("--bert-finetune-epochs", type=int, default=0,
+                   help="BERT epochs with the top two encoder layers trained (each 40 steps of 32 households)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--work", default="runs/shop_compare", help="folder for the BERT fit (its checkpoint)")
     c.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
@@ -163,15 +166,20 @@ def run_compare(args: argparse.Namespace) -> int:
         raise CLIError(f"--holdout-products must be in [0, 1), got {args.holdout_products}")
     if args.train_occasions < 0 or args.eval_occasions < 0:
         raise CLIError("--train-occasions and --eval-occasions must be >= 0")
+    if args.bert_epochs < 1 or args.bert_finetune_epochs < 0:
+        raise CLIError("--bert-epochs must be >= 1 and --bert-finetune-epochs >= 0")
     try:
         out = check_results_dir(args.out, args.force)
         settings = CompareSettings(train_weeks=weeks[0], val_weeks=weeks[1], test_weeks=weeks[2],
                                    train_occasions=args.train_occasions, eval_occasions=args.eval_occasions,
-                                   holdout_products=args.holdout_products, bert=args.bert, seed=args.seed)
+                                   holdout_products=args.holdout_products, bert=args.bert,
+                                   bert_epochs=args.bert_epochs, bert_finetune_epochs=args.bert_finetune_epochs,
+                                   seed=args.seed)
         command = (f"promogym shop compare --shop {args.shop} --out {args.out} --train-weeks {args.train_weeks} "
                    f"--val-weeks {args.val_weeks} --test-weeks {args.test_weeks} --train-occasions "
                    f"{args.train_occasions} --eval-occasions {args.eval_occasions} --holdout-products "
-                   f"{args.holdout_products} --bert {args.bert} --seed {args.seed}")
+                   f"{args.holdout_products} --bert {args.bert} --bert-epochs {args.bert_epochs} "
+                   f"--bert-finetune-epochs {args.bert_finetune_epochs} --seed {args.seed}")
         result = compare(Path(args.shop), out, settings, work=Path(args.work), command=command)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc

@@ -49,7 +49,7 @@ from promogym.predictors.metrics import ece, reliability
 log = logging.getLogger(__name__)
 COMPARE_KIND = "promogym-shop-compare"
 MARKER_FILE = "promogym-output.json"
-RIDGES = (0.3, 3.0, 30.0, 300.0)
+RIDGES = (0.03, 0.3, 3.0, 30.0, 300.0)
 PRICE_STEP = 1.05
 SHOP_FLAGS = ("display", "mailer", "coupon_available")
 
@@ -66,6 +66,7 @@ class CompareSettings:
     holdout_products: float = 0.1
     bert: str = "minilm"
     bert_epochs: int = 3
+    bert_finetune_epochs: int = 0
     seed: int = 0
 
 
@@ -169,15 +170,28 @@ def hit_rate(z: np.ndarray, df: pd.DataFrame) -> float:
         if bought.any() else float("nan")
 
 
-def subset_ll(z: np.ndarray, df: pd.DataFrame, keep: np.ndarray) -> dict[str, Any]:
-    """Log-likelihood per visit on the rows of ``keep`` (each visit restricted to them, an exact choice subset)."""
+def subset_ll(z: np.ndarray, df: pd.DataFrame, keep: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Log-likelihood per visit on the rows of ``keep`` (each visit restricted to them, an exact choice subset),
+    with the per-visit values."""
     rows = choice_subset_rows(df, keep)
     if not rows.any():
-        return {"occasions": 0, "purchases": 0, "ll_per_occasion": None, "hit_rate": None}
+        return {"occasions": 0, "purchases": 0, "ll_per_occasion": None, "hit_rate": None}, np.zeros(0)
     sub = df[rows]
     ll = visit_ll(z[rows], sub)
     return {"occasions": len(ll), "purchases": int(sub["purchased"].sum()), "ll_per_occasion": float(ll.mean()),
-            "hit_rate": hit_rate(z[rows], sub)}
+            "hit_rate": hit_rate(z[rows], sub)}, ll
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = 1000) -> dict[str, Any]:
+    """Mean of ``a - b`` (per-occasion log-likelihoods of two models on the same occasions) with a 95% bootstrap
+    interval over occasions."""
+    if len(a) == 0:
+        return {"mean": None, "ci95": None}
+    d = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    means = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(resamples)])
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)]}
 
 
 def score_model(logits: Callable[[pd.DataFrame], np.ndarray], test: pd.DataFrame, holdout: np.ndarray,
@@ -190,8 +204,8 @@ def score_model(logits: Callable[[pd.DataFrame], np.ndarray], test: pd.DataFrame
     out: dict[str, Any] = {"ll_per_occasion": float(ll.mean()), "hit_rate": hit_rate(z, test),
                            "ece": float(ece(y, p)), "predicted_purchases": float(p.sum()),
                            "observed_purchases": float(y.sum())}
-    out["holdout_products"] = subset_ll(z, test, holdout)
-    out["launched_products"] = subset_ll(z, test, launched)
+    out["holdout_products"], ll_held = subset_ll(z, test, holdout)
+    out["launched_products"], ll_launched = subset_ll(z, test, launched)
     # own-price elasticities: d log P / d log price, from a 5% higher price on each row alone
     z_up = logits(test.assign(price=test["price"].to_numpy(dtype=float) * PRICE_STEP))
     row_el = (z_up - z) / np.log(PRICE_STEP) * (1 - p)
@@ -214,7 +228,8 @@ def score_model(logits: Callable[[pd.DataFrame], np.ndarray], test: pd.DataFrame
                        "observed_rate_ratio": float(y[on].mean() / y[~on].mean())}
     out["lifts"] = lifts
     mean_p, frac, _ = reliability(y, p, bins=12)
-    curves = {"reliability": [mean_p.tolist(), frac.tolist()], "elasticities": by_product.to_numpy().tolist()}
+    curves = {"reliability": [mean_p.tolist(), frac.tolist()], "elasticities": by_product.to_numpy().tolist(),
+              "ll": {"all": ll, "holdout_products": ll_held, "launched_products": ll_launched}}
     return out, curves
 
 
@@ -233,14 +248,16 @@ def _weeks(df: pd.DataFrame) -> np.ndarray:
     return df["week"].to_numpy() if "week" in df.columns else df["day"].to_numpy() // 7 + 1
 
 
-def fit_bert(train: pd.DataFrame, folder: Path, encoder: str, epochs: int, seed: int) -> Any:
-    """The hybrid BERT choice model fitted on ``train`` (with offer texts) into ``folder``."""
+def fit_bert(train: pd.DataFrame, folder: Path, encoder: str, epochs: int, seed: int, finetune_epochs: int = 0
+             ) -> Any:
+    """The hybrid BERT choice model fitted on ``train`` (with offer texts) into ``folder``: the head and tower pooling
+    on the frozen encoder for ``epochs``, then ``finetune_epochs`` with the top two encoder layers trained."""
     from promogym.predictors.train import FitConfig, fit
 
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "train.parquet"
     train.to_parquet(data, index=False)
-    cfg = FitConfig(encoder=encoder, head_epochs=epochs, finetune_epochs=0, ensemble=0, refine_epochs=2,
+    cfg = FitConfig(encoder=encoder, head_epochs=epochs, finetune_epochs=finetune_epochs, ensemble=0, refine_epochs=2,
                     calibration="shift", seed=seed, val_rows=40_000)
     return fit(data, cfg, folder / "model")
 
@@ -318,13 +335,14 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     if s.bert != "none":
         t0 = time.perf_counter()
         folder = (work or Path("runs") / "shop_compare") / "bert"
-        bert = fit_bert(with_offer_text(train), folder, s.bert, s.bert_epochs, s.seed)
+        bert = fit_bert(with_offer_text(train), folder, s.bert, s.bert_epochs, s.seed, s.bert_finetune_epochs)
 
         def bert_logits(rows: pd.DataFrame) -> np.ndarray:
             p = np.clip(bert.predict_proba(with_offer_text(rows)), 1e-7, 1 - 1e-7)
             return np.log(p) - np.log1p(-p)
 
-        fitted["bert"] = {"encoder": s.bert, "head_epochs": s.bert_epochs, "fine_tuned_layers": 0,
+        fitted["bert"] = {"encoder": s.bert, "head_epochs": s.bert_epochs, "finetune_epochs": s.bert_finetune_epochs,
+                          "fine_tuned_layers": 2 if s.bert_finetune_epochs else 0,
                           "fit_rows": sizes["train"]["rows"], "checkpoint": str(folder / "model"),
                           "seconds": round(time.perf_counter() - t0, 1),
                           "validation_ll": float(visit_ll(bert_logits(val), val).mean())}
@@ -332,6 +350,11 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     else:
         fitted["bert"] = {"not_measured": "the BERT hybrid was not fitted (--bert none)"}
 
+    for name in results:
+        if name != "clogit":
+            results[name]["ll_difference_vs_clogit"] = {
+                part: paired_difference(curves[name]["ll"][part], curves["clogit"]["ll"][part], s.seed)
+                for part in ("all", "holdout_products", "launched_products")}
     result = {"kind": COMPARE_KIND, "shop": str(shop), "command": command, "settings": dataclasses.asdict(s),
               "sizes": sizes, "fitted": fitted, "test": results, "seconds": round(time.perf_counter() - started, 1),
               "versions": package_versions()}
@@ -375,6 +398,12 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_f(r['holdout_products']['ll_per_occasion'])} | {_f(r['launched_products']['ll_per_occasion'])}"
                      f" | {el['median']:.2f} [{q[0]:.2f}, {q[4]:.2f}] | {el['share_negative']:.1%} | "
                      f"{lift('display')} | {lift('mailer')} |")
+    for name, r in result["test"].items():
+        diff = r.get("ll_difference_vs_clogit")
+        if diff:
+            parts = [f"{part.replace('_', ' ')} {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+                     for part, d in diff.items() if d["mean"] is not None]
+            lines += ["", f"{name} - clogit, LL per occasion (95% bootstrap CI over occasions): {'; '.join(parts)}."]
     if "bert" not in result["test"]:
         lines += ["", f"bert: not measured ({result['fitted']['bert'].get('not_measured', '')})."]
     ho = next(iter(result["test"].values()))
