@@ -2,7 +2,8 @@
 
 Importing ``promogym.envs`` registers the Gymnasium ids (idempotently):
 ``promogym/DynamicPricing-v1``, ``promogym/CouponAllocation-v1``, ``promogym/PricePromo-v1``,
-``promogym/DynamicPricing-v2`` and ``promogym/CouponAllocation-v2`` (the synthetic market) and
+``promogym/DynamicPricing-v2``, ``promogym/CouponAllocation-v2`` and ``promogym/PromoRecommendation-v0`` (the
+synthetic market) and
 ``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
 """
 
@@ -17,11 +18,12 @@ ENV_IDS: dict[str, str] = {
     "promogym/CouponAllocation-v2": "promogym.envs.coupons:PacedCouponEnv",
     "promogym/PricePromo-v1": "promogym.envs.pricing:PricePromoEnv",
     "promogym/HillstromTargeting-v0": "promogym.envs.hillstrom:HillstromTargetingEnv",
+    "promogym/PromoRecommendation-v0": "promogym.envs.recommendation:PromoRecommendationEnv",
 }
 
 # the envs simulating the synthetic market (world or learned backends)
 MARKET_ENV_IDS = ("promogym/DynamicPricing-v1", "promogym/CouponAllocation-v1", "promogym/PricePromo-v1",
-                  "promogym/DynamicPricing-v2", "promogym/CouponAllocation-v2")
+                  "promogym/DynamicPricing-v2", "promogym/CouponAllocation-v2", "promogym/PromoRecommendation-v0")
 
 
 def register_envs() -> None:

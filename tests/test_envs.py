@@ -23,6 +23,8 @@ FAST = {
     "promogym/DynamicPricing-v2": {**SMALL, "horizon": 10, "daily_customers": 80, "initial_stock": 15,
                                    "phase_days": [3, 3, 2, 2]},
     "promogym/CouponAllocation-v2": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
+    "promogym/PromoRecommendation-v0": {**SMALL, "horizon": 4, "visitors": 6, "steps_per_day": 3, "initial_stock": 3,
+                                        "new_products_day": 2},
 }
 
 
@@ -210,6 +212,7 @@ BERT_CFG = {
     "promogym/DynamicPricing-v2": {"n_products": 4, "horizon": 5, "daily_customers": 60, "initial_stock": 10,
                                    "phase_days": [2, 1, 1, 1]},
     "promogym/CouponAllocation-v2": {"horizon": 6, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
+    "promogym/PromoRecommendation-v0": {"horizon": 3, "visitors": 8, "steps_per_day": 2},
 }
 
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 
-from promogym.envs.market.logs import LOG_COLUMNS, LoggingPolicy, generate_logs
+from promogym.envs.market.logs import DISPLAY_COLUMNS, LOG_COLUMNS, LoggingPolicy, generate_logs
 
 
 def test_schema_and_accounting(logs, market):
-    assert tuple(logs.columns) == LOG_COLUMNS and len(logs) == 100_000
+    assert tuple(logs.columns) == LOG_COLUMNS + DISPLAY_COLUMNS and len(logs) == 100_000
     np.testing.assert_allclose(logs["propensity"], logs["price_propensity"] * logs["coupon_propensity"])
     bought = logs["purchased"] == 1
     assert (logs.loc[~bought, ["revenue", "profit", "coupon_cost"]] == 0).all().all()
@@ -78,3 +78,20 @@ def test_coupons_last_7d_counts_the_shops_own_coupon_history(logs):
     for _, row in mine.iterrows():
         window = mine[(mine["day"] < row["day"]) & (mine["day"] >= row["day"] - 7)]
         assert row["coupons_last_7d"] == (window["coupon"] > 0).sum()
+
+
+def test_the_display_propensities_are_the_uniform_draw_within_the_category(logs, market):
+    sizes = np.bincount(market.catalog.category, minlength=market.config.n_categories)
+    codes = logs["category"].cat.codes.to_numpy()
+    assert (logs["display_pool"].to_numpy() == sizes[codes]).all()
+    from math import comb
+
+    first = logs.drop_duplicates("visit_id").head(200)
+    want = [1 / comb(int(n), int(k)) for n, k in zip(first["display_pool"], first["views"], strict=True)]
+    np.testing.assert_allclose(first["slate_propensity"], want, rtol=1e-9)
+    np.testing.assert_allclose(logs["display_propensity"], logs["views"] / logs["display_pool"])
+    # each product of a category is shown about as often as display_propensity says (uniform within the category)
+    per_item = logs.groupby("item_id").size()
+    cat_of = market.catalog.category[per_item.index.to_numpy()]
+    shares = per_item.to_numpy() / per_item.groupby(cat_of).transform("sum").to_numpy()
+    assert np.abs(shares * sizes[cat_of] - 1.0).max() < 0.25  # 100k rows: each share within 25% of 1/n

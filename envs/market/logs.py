@@ -14,7 +14,14 @@ row's price has marginal probability ``price_probs`` of its multiplier (``price_
 gets one coupon level with probabilities that depend on an observable segment (the customer's visit
 frequency); the product of the two is the row's propensity, so other policies can be evaluated on the
 logs by inverse-propensity weighting. The logging shop restocks every night, so stock-outs never censor
-the logs; reference prices and fatigue evolve as in the world. The shop's own records are logged as
+the logs; reference prices and fatigue evolve as in the world.
+
+The products a visit shows are the world's uniform display (:meth:`Market.sample_views`): the visit's ``views``
+distinct products drawn uniformly from its category's ``display_pool`` products, so the set shown has the exact
+propensity ``slate_propensity`` = 1 / C(display_pool, views) and each shown product had probability
+``display_propensity`` = views / display_pool of being shown (:data:`DISPLAY_COLUMNS`, after
+:data:`LOG_COLUMNS`): what off-policy estimators of a display policy need
+(:mod:`promogym.experiments.slate_ope`). The shop's own records are logged as
 observable features: coupons sent to each customer in the previous 7 days and its price history of each
 product (exponentially weighted averages of the shelf price relative to list at three rates).
 """
@@ -31,7 +38,8 @@ from promogym.core.config import ConfigBase, param
 from promogym.envs.market.customers import CUSTOMER_TYPES
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, WEEKDAYS, Market, mnl_from_utility
 
-LOG_FORMAT = 2  # 1: an independent purchase per row; 2: one choice per visit, price history, switchback tests
+LOG_FORMAT = 3  # 1: an independent purchase per row; 2: one choice per visit, price history, switchback tests;
+#                3: the display's propensities (DISPLAY_COLUMNS)
 LOG_COLUMNS: tuple[str, ...] = (
     "day", "weekday", "visit_id", "user_id", "item_id", "user_text", "item_text", "category",
     "is_new_product", "list_price", "unit_cost", "price", "discount", "coupon", "price_paid", "views", "held_price",
@@ -39,6 +47,8 @@ LOG_COLUMNS: tuple[str, ...] = (
     "true_customer_type", "reference_price", "fatigue", "true_proba", "revealed_proba", "purchased", "revenue",
     "coupon_cost", "profit",
 )
+# the uniform display's propensities, after LOG_COLUMNS in the market's logs (rows an env records lack them)
+DISPLAY_COLUMNS: tuple[str, ...] = ("display_pool", "slate_propensity", "display_propensity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +142,7 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
         visit = np.broadcast_to(np.arange(n_vis)[:, None], views.shape)[shown]
         items = views[shown]
         history = state.price_features(items)
+        pool_size, slate_p = market.display_propensity(visits.categories, shown.sum(axis=1))
         chunks.append({
             "day": np.full(len(items), state.day, dtype=np.int64),
             "visit_id": visit + visit_offset,
@@ -150,6 +161,8 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
             "true_proba": choice_p[shown],
             "revealed_proba": revealed_p[shown],
             "purchased": bought2[shown],
+            "display_pool": pool_size[visit],
+            "slate_propensity": slate_p[visit],
         })
         market.end_of_day(state, items, price2[shown], visitors[coupon_idx > 0])
         visit_offset += n_vis
@@ -157,7 +170,11 @@ def generate_logs(market: Market, n_rows: int, seed: int, policy: LoggingPolicy 
         if progress is not None:
             progress(len(items))
     cols = {k: np.concatenate([c[k] for c in chunks])[:n_rows] for k in chunks[0]}
-    return _assemble(market, cols)
+    df = _assemble(market, cols)
+    df["display_pool"] = cols["display_pool"].astype(np.int64)
+    df["slate_propensity"] = cols["slate_propensity"]
+    df["display_propensity"] = df["views"].to_numpy() / df["display_pool"].to_numpy()
+    return df
 
 
 def _assemble(market: Market, c: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -383,6 +383,23 @@ class Market:
         picked = picked[:, :width]
         return np.where(np.arange(width)[None, :] < k[:, None], picked, -1)
 
+    def display_propensity(self, categories: np.ndarray, slots: np.ndarray, pool: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """The uniform display's propensities (:meth:`sample_views`: ``slots`` distinct products drawn uniformly from
+        the browsed category's products in ``pool``, default the whole catalog): per visit, the size of the
+        category's pool and the probability of the set of products shown, ``1 / C(pool size, slots)`` (the order
+        they are shown in does not enter the choice). A product's probability of being among them is ``slots / pool
+        size``."""
+        from scipy.special import gammaln
+
+        pool = self.catalog_pool if pool is None else pool
+        n = (pool[np.asarray(categories, dtype=np.int64)] >= 0).sum(axis=1)
+        k = np.asarray(slots, dtype=np.int64)
+        if (k > n).any() or (k < 0).any():
+            raise ValueError("slots must be between 0 and the size of each visit's category pool")
+        log_sets = gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
+        return n, np.exp(-log_sets)
+
     def sample_visits(self, day: int, rng: np.random.Generator, *, categories: np.ndarray | None = None,
                       scale: float = 1.0, n: int | None = None, pool: np.ndarray | None = None) -> Visits:
         """The day's visits, the same process for the logs and every env: Poisson(``scale`` x arrival rate)
