@@ -1,0 +1,81 @@
+"""The world-free env: a shop's logged visits replayed at the agent's prices with a choice model fitted on them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from test_shop_compare import simulated_shop
+
+from promogym.envs.shop import ENV_ID, ShopPricingEnv
+from promogym.experiments.cli import main
+from promogym.predictors.choice import visit_choice_proba
+from promogym.predictors.clogit import ConditionalLogit
+from promogym.predictors.data import load_logs
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shopenv")
+    paths = []
+    for name, df in zip(("catalog", "customers", "visits"), simulated_shop(2500, seed=3), strict=True):
+        df.to_parquet(folder / f"{name}.parquet", index=False)
+        paths += [f"--{name}", str(folder / f"{name}.parquet")]
+    assert main(["import", "parquet", *paths, "--out", str(folder / "shop")]) == 0
+    model = ConditionalLogit(ridge=0.3).fit(load_logs(folder / "shop" / "logs.parquet"))
+    model.save(folder / "clogit.json")
+    return {"shop": str(folder / "shop"), "response": f"clogit:{folder / 'clogit.json'}", "occasions_per_week": 300,
+            "horizon": 4}
+
+
+def test_the_env_passes_the_checker_and_is_seeded(shop):
+    env = gym.make(ENV_ID, config=shop).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env, skip_render_check=True)
+    a = np.zeros(env.action_space.shape, np.float32)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=5)
+        runs.append([env.step(a)[1] for _ in range(4)])
+    assert runs[0] == runs[1]
+    env.reset(seed=5)
+    for t in range(4):
+        _, reward, terminated, truncated, info = env.step(a)
+        assert not terminated and truncated == (t == 3)
+    c = info["components"]
+    assert reward == pytest.approx(c["revenue"] - c["cost"]) and c["units"] > 0
+
+
+def test_higher_prices_sell_fewer_units_as_the_model_says(shop):
+    env = ShopPricingEnv(shop)
+    units, weeks = {}, set()
+    for level in (-1.0, 0.0, 1.0):
+        env.reset(seed=1)
+        info = env.step(np.full(env.action_space.shape, level, np.float32))[4]
+        units[level] = info["components"]["units"]
+        weeks.add(info["week"])
+    assert units[-1.0] > units[0.0] > units[1.0] and len(weeks) == 1
+    # at list prices the units are the model's expected purchases of the week's logged occasions, per occasion drawn
+    logs = load_logs(Path(shop["shop"]) / "logs.parquet")
+    week = logs[logs["week"] == weeks.pop()]
+    week = week.assign(price=week["list_price"])
+    model = ConditionalLogit.load(shop["response"].split(":", 1)[1])
+    per_occasion = visit_choice_proba(model.predict_logits(week), week["visit_id"].to_numpy()).sum() / week[
+        "visit_id"].nunique()
+    assert units[0.0] == pytest.approx(per_occasion * shop["occasions_per_week"], rel=0.1)
+
+
+def test_bad_config_names_the_key(shop):
+    with pytest.raises(ValueError, match="unknown ShopPricingConfig key"):
+        ShopPricingEnv({**shop, "colour": 1})
+    with pytest.raises(ValueError, match=r"ShopPricingConfig\.horizon"):
+        ShopPricingEnv({**shop, "horizon": 0})
+    with pytest.raises(ValueError, match=r"ShopPricingConfig\.response must name"):
+        ShopPricingEnv({**shop, "response": ""})
+    with pytest.raises(ValueError, match="holds no shop"):
+        ShopPricingEnv({**shop, "shop": "/nonexistent"})
