@@ -19,6 +19,7 @@ from gymnasium import spaces
 from promogym.core.config import ConfigBase, param
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, PRICE_HISTORY_RATES
 from promogym.predictors.choice import visit_choice_proba
+from promogym.predictors.shop import with_offer_text
 
 ENV_ID = "promogym/ShopPricing-v0"
 
@@ -30,6 +31,8 @@ class ShopPricingConfig(ConfigBase):
     shop: str = param("", "shop folder written by `promogym import` (its logs.parquet and catalog.parquet)")
     response: str = param("", "the choice model fitted on the shop: clogit:<json written by ConditionalLogit.save>, "
                               "gbdt:<file> or bert:<checkpoint dir> (written by `promogym fit` on the shop's logs)")
+    offer_text: bool = param(False, "append each row's promotions to the product text before the response reads it "
+                                    "(as `promogym shop compare` fits the BERT hybrid)", choices=(True, False))
     first_week: int = param(1, "first logged week replayed", lo=1, hi=10_000)
     last_week: int = param(53, "last logged week replayed", lo=1, hi=10_000)
     horizon: int = param(8, "weeks per episode", lo=1, hi=520)
@@ -52,9 +55,10 @@ class ShopPricingConfig(ConfigBase):
                              f"({self.last_week})")
 
 
-def load_response(spec: str) -> Callable[[pd.DataFrame], np.ndarray]:
+def load_response(spec: str, offer_text: bool = False) -> Callable[[pd.DataFrame], np.ndarray]:
     """Per-row utilities (logits) of a choice model spec: ``clogit:<json>``, or any conversion model the registry
-    loads (``gbdt:<file>``, ``bert:<dir>``), whose probability's log-odds is the row's utility."""
+    loads (``gbdt:<file>``, ``bert:<dir>``), whose probability's log-odds is the row's utility. With ``offer_text``
+    the rows' promotions are appended to the product text first (:func:`~promogym.predictors.shop.with_offer_text`)."""
     kind, _, path = spec.partition(":")
     if kind == "clogit":
         from promogym.predictors.clogit import ConditionalLogit
@@ -65,7 +69,8 @@ def load_response(spec: str) -> Callable[[pd.DataFrame], np.ndarray]:
     model = load_model(spec)
 
     def logits(rows: pd.DataFrame) -> np.ndarray:
-        p = np.clip(np.asarray(model.predict_proba(rows), dtype=float), 1e-7, 1 - 1e-7)
+        p = np.clip(np.asarray(model.predict_proba(with_offer_text(rows) if offer_text else rows), dtype=float),
+                    1e-7, 1 - 1e-7)
         return np.log(p) - np.log1p(-p)
 
     return logits
@@ -96,7 +101,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
     Prices at list price; the shop's price history (EWMAs of price / list at three rates) at 1; a random logged
-    week to start from.
+    week to start from, or the week given as ``reset(options={"week": w})``.
 
     ## Episode End
     Never terminated; truncated after ``horizon`` weeks.
@@ -144,7 +149,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         uniq, first = np.unique(visit[self._order], return_index=True)
         ends = np.r_[first[1:], len(visit)]
         self._span = dict(zip(uniq.tolist(), zip(first.tolist(), ends.tolist(), strict=True), strict=True))
-        self.response = load_response(self.config.response)
+        self.response = load_response(self.config.response, self.config.offer_text)
         n = len(self.items)
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         low = np.r_[np.full(n, self.config.price_low - 1.0), 0.0, 0.0].astype(np.float32)
@@ -176,10 +181,16 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start at list prices from a random logged week."""
+        """Start at list prices from a random logged week (``options={"week": w}``: from logged week ``w``)."""
         super().reset(seed=seed)
         self.t = 0
         self.start = int(self.np_random.integers(len(self.weeks)))
+        if options and "week" in options:
+            hit = np.flatnonzero(self.weeks == int(options["week"]))
+            if not len(hit):
+                raise ValueError(f"reset option week={options['week']} is not a replayed week "
+                                 f"({self.weeks.min()}-{self.weeks.max()})")
+            self.start = int(hit[0])
         self.multiple = np.ones(len(self.items))
         self.history = np.ones((len(PRICE_HISTORY_RATES), len(self.items)))
         return self._obs(), {"week": self._week()}

@@ -1,5 +1,6 @@
 """`promogym import`: a shop's own tables (csv, parquet) or The Complete Journey panel into a shop folder;
-`promogym shop compare`: choice models fitted and compared on a shop folder's held-out weeks."""
+`promogym shop compare`: choice models fitted and compared on a shop folder's held-out weeks; `promogym shop
+backtest`: fitted models replayed on held-out weeks and what-if prices in the world-free env."""
 
 from __future__ import annotations
 
@@ -76,6 +77,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--work", default="runs/shop_compare", help="folder for the BERT fit (its checkpoint)")
     c.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
     c.set_defaults(func=run_compare)
+    b = acts.add_parser("backtest", help="fitted choice models on held-out weeks: logged prices replayed, and "
+                                         "what-if prices in promogym/ShopPricing-v0")
+    b.add_argument("--shop", required=True, help="a shop folder written by `promogym import`")
+    b.add_argument("--clogit", default=None, help="a conditional logit JSON (`promogym shop compare` writes "
+                                                  "clogit.json)")
+    b.add_argument("--bert", default=None, help="a BERT hybrid checkpoint fitted by `promogym shop compare` (it reads "
+                                                "the promotions in the product text)")
+    b.add_argument("--model", action="append", default=[], metavar="NAME=SPEC",
+                   help="another choice model by spec (gbdt:<file>, bert:<dir> fitted by `promogym fit`)")
+    b.add_argument("--weeks", default="47-53", help="held-out weeks (default 47-53)")
+    b.add_argument("--occasions-per-week", type=int, default=5000, help="occasions the env draws a week")
+    b.add_argument("--cost-share", type=float, default=0.7, help="unit cost as a share of list price (no unit_cost)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="results folder (new or empty; --force replaces one this wrote)")
+    b.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
+    b.set_defaults(func=run_backtest)
 
 
 def run_tables(args: argparse.Namespace) -> int:
@@ -181,6 +198,44 @@ def run_compare(args: argparse.Namespace) -> int:
                    f"{args.holdout_products} --bert {args.bert} --bert-epochs {args.bert_epochs} "
                    f"--bert-finetune-epochs {args.bert_finetune_epochs} --seed {args.seed}")
         result = compare(Path(args.shop), out, settings, work=Path(args.work), command=command)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(result["markdown"])
+    print(f"wrote {out}")
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    """``promogym shop backtest``: replay the held-out weeks' logged prices and what-if prices per model."""
+    from promogym.experiments.shop_backtest import backtest, check_backtest_dir
+
+    weeks = _weeks(args.weeks, "--weeks")
+    responses: dict[str, tuple[str, bool]] = {}
+    if args.clogit:
+        if not Path(args.clogit).is_file():
+            raise CLIError(f"--clogit file not found: {args.clogit}")
+        responses["clogit"] = (f"clogit:{args.clogit}", False)
+    if args.bert:
+        if not Path(args.bert).is_dir():
+            raise CLIError(f"--bert folder not found: {args.bert}")
+        responses["bert"] = (f"bert:{args.bert}", True)
+    for item in args.model:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise CLIError(f"--model must be NAME=SPEC, got {item!r}")
+        responses[name] = (spec, False)
+    if not responses:
+        raise CLIError("name at least one model: --clogit, --bert or --model NAME=SPEC")
+    if args.occasions_per_week < 1 or not 0 <= args.cost_share <= 1:
+        raise CLIError("--occasions-per-week must be >= 1 and --cost-share in [0, 1]")
+    command = f"promogym shop backtest --shop {args.shop}" + (f" --clogit {args.clogit}" if args.clogit else "") + \
+        (f" --bert {args.bert}" if args.bert else "") + "".join(f" --model {m}" for m in args.model) + \
+        f" --weeks {args.weeks} --occasions-per-week {args.occasions_per_week} --cost-share {args.cost_share} " \
+        f"--seed {args.seed} --out {args.out}"
+    try:
+        out = check_backtest_dir(args.out, args.force)
+        result = backtest(Path(args.shop), responses, weeks, out, args.occasions_per_week, args.cost_share,
+                          args.seed, command)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(result["markdown"])

@@ -45,6 +45,7 @@ from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
 from promogym.predictors.features import NUMERIC_FEATURES
 from promogym.predictors.metrics import ece, reliability
+from promogym.predictors.shop import with_offer_text
 
 log = logging.getLogger(__name__)
 COMPARE_KIND = "promogym-shop-compare"
@@ -123,27 +124,6 @@ class ShopGBDT(GBDTConversionModel):
                            self.item_enc.transform(df["item_id"].to_numpy()))
         p = np.clip(self.model.predict_proba(x)[:, 1], 1e-7, 1 - 1e-7)
         return np.log(p) - np.log1p(-p)
-
-
-def promo_sentences(df: pd.DataFrame) -> np.ndarray:
-    """Per row, the promotions as words ('' when none): what the BERT hybrid's product tower reads of the offer."""
-    parts = []
-    for col, words in (("display", "On display in the store this week."), ("mailer", "In this week's mailer."),
-                       ("coupon_available", "The household holds a coupon for it.")):
-        if col in df.columns:
-            parts.append(np.where(df[col].to_numpy() > 0, " " + words, ""))
-    if not parts:
-        return np.full(len(df), "", dtype=object)
-    out = parts[0].astype(object)
-    for p in parts[1:]:
-        out = out + p
-    return out
-
-
-def with_offer_text(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with each row's promotions appended to its product text (categorical, as the logs store it)."""
-    text = df["item_text"].astype(str).to_numpy(dtype=object) + promo_sentences(df)
-    return df.assign(item_text=pd.Categorical(text))
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -264,8 +244,9 @@ def fit_bert(train: pd.DataFrame, folder: Path, encoder: str, epochs: int, seed:
 
 def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None = None,
             command: str = "") -> dict[str, Any]:
-    """Fit the models, score them on the test weeks and write the results folder ``out`` (comparison.json,
-    comparison.md, shop_compare.png) atomically; ``work`` holds the BERT fit (default ``runs/shop_compare``)."""
+    """Fit the models, score them on the test weeks and write the results folder ``out`` atomically
+    (comparison.json, comparison.md, shop_compare.png and the fitted conditional logit, clogit.json); ``work``
+    holds the BERT fit (default ``runs/shop_compare``)."""
     s = settings
     started = time.perf_counter()
     logs_file = shop / "logs.parquet"
@@ -363,6 +344,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
         write_json(tmp / "comparison.json", {k: v for k, v in result.items() if k != "markdown"})
         (tmp / "comparison.md").write_text(result["markdown"] + "\n")
         plot(curves, tmp / "shop_compare.png")
+        clogit.save(tmp / "clogit.json")
         write_json(tmp / MARKER_FILE, {"kind": COMPARE_KIND})
     return result
 

@@ -276,6 +276,27 @@ def shop_logs(catalog: pd.DataFrame, customers: pd.DataFrame, visits: pd.DataFra
     return out.iloc[order].reset_index(drop=True)
 
 
+def promo_sentences(df: pd.DataFrame) -> np.ndarray:
+    """Per row, the promotions as words ('' when none): what the BERT hybrid's product tower reads of the offer."""
+    parts = []
+    for col, words in (("display", "On display in the store this week."), ("mailer", "In this week's mailer."),
+                       ("coupon_available", "The household holds a coupon for it.")):
+        if col in df.columns:
+            parts.append(np.where(df[col].to_numpy() > 0, " " + words, ""))
+    if not parts:
+        return np.full(len(df), "", dtype=object)
+    out = parts[0].astype(object)
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def with_offer_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each row's promotions appended to its product text (categorical, as the logs store it)."""
+    text = df["item_text"].astype(str).to_numpy(dtype=object) + promo_sentences(df)
+    return df.assign(item_text=pd.Categorical(text))
+
+
 def summarize_shop(logs: pd.DataFrame) -> dict[str, Any]:
     """Counts of a shop's long table: rows, visits, customers, products, categories, days, purchase share."""
     bought = logs.groupby("visit_id", sort=False)["purchased"].max()

@@ -83,7 +83,9 @@ def test_shop_compare_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| clogit |" in printed and "| gbdt |" in printed and "bert: not measured" in printed
     result = json.loads((out / "comparison.json").read_text())
-    assert {p.name for p in out.iterdir()} >= {"comparison.json", "comparison.md", "shop_compare.png"}
+    assert {p.name for p in out.iterdir()} >= {"comparison.json", "comparison.md", "shop_compare.png", "clogit.json"}
+    assert "gbdt - clogit, LL per occasion" in printed and result["test"]["gbdt"]["ll_difference_vs_clogit"]["all"][
+        "ci95"] is not None
     clogit = result["test"]["clogit"]
     assert result["sizes"]["holdout_products"] == 2 and clogit["holdout_products"]["occasions"] > 0
     assert clogit["elasticity"]["share_negative"] == 1.0 and clogit["elasticity"]["median"] < -1

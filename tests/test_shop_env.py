@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -79,3 +80,24 @@ def test_bad_config_names_the_key(shop):
         ShopPricingEnv({**shop, "response": ""})
     with pytest.raises(ValueError, match="holds no shop"):
         ShopPricingEnv({**shop, "shop": "/nonexistent"})
+
+
+def test_backtest_replays_the_logged_weeks_and_what_if_prices(shop, tmp_path, capsys):
+    out = tmp_path / "bt"
+    clogit = shop["response"].split(":", 1)[1]
+    args = ["shop", "backtest", "--shop", shop["shop"], "--clogit", clogit, "--weeks", "16-20",
+            "--occasions-per-week", "200", "--out", str(out)]
+    assert main(args) == 0
+    assert "| clogit |" in capsys.readouterr().out
+    result = json.loads((out / "backtest.json").read_text())
+    logs = load_logs(Path(shop["shop"]) / "logs.parquet")
+    held = logs[logs["week"].between(16, 20)]
+    weekly = result["replay"]["clogit"]["weekly"]
+    assert sorted(int(w) for w in weekly) == [16, 17, 18, 19, 20]
+    assert sum(w["observed_purchases"] for w in weekly.values()) == held["purchased"].sum()
+    assert abs(result["replay"]["clogit"]["purchases_error"]) < 0.15  # the model fits its own simulated shop
+    units = [r["units"] for r in result["what_if"]["clogit"].values()]
+    assert units[0] > units[1] > units[2]  # x0.9, x1.0, x1.1 of list price
+    assert main(args) == 2 and "pass --force" in capsys.readouterr().err
+    assert main(["shop", "backtest", "--shop", shop["shop"], "--out", str(tmp_path / "none")]) == 2
+    assert "name at least one model" in capsys.readouterr().err
