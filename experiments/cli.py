@@ -21,6 +21,7 @@ from promogym.experiments import (
     import_cmd,
     loop_cmd,
     report_cmd,
+    slates_cmd,
     train_cmd,
     tune_cmd,
     world_cmd,
@@ -28,7 +29,8 @@ from promogym.experiments import (
 from promogym.experiments.errors import CLIError
 
 COMMANDS = (data_cmd, world_cmd, fit_cmd, eval_cmd, train_cmd, evaluate_cmd, fidelity_cmd, agents_report_cmd,
-            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd, tune_cmd, loop_cmd, import_cmd)
+            experiment_cmd, export_cmd, report_cmd, hillstrom_cmd, bench_cmd, tune_cmd, loop_cmd, import_cmd,
+            slates_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

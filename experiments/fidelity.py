@@ -184,7 +184,8 @@ def default_policies(env_id: str, env: gym.Env[Any, Any], multipliers: Sequence[
                      random: bool = True) -> list[str]:
     """What fidelity plays by default. Pricing: list price, one price for every product at each of
     ``multipliers`` inside the env's band, the best constant price searched on the model; coupons: each rule
-    giving everybody the same coupon level (none included). Then ``random`` where the family has it."""
+    giving everybody the same coupon level (none included); recommendation: the highest-margin, bestseller and
+    greedy displays. Then ``random`` where the family has it."""
     family = family_of(env_id).name
     entries = {e.name: e for e in policies_for(env_id)}
     if family == "pricing":
@@ -193,6 +194,8 @@ def default_policies(env_id: str, env: gym.Env[Any, Any], multipliers: Sequence[
                                if cfg.price_low - 1e-9 <= m <= cfg.price_high + 1e-9), "best_static"]
     elif family == "coupons":
         out = [e.name for e in entries.values() if e.static and e.arg is None]
+    elif family == "recommendation":  # the displays of the rules (random: the logs' own display)
+        out = ["margin", "popular", "greedy"]
     else:
         raise ValueError(f"{env_id}: fidelity has no default policies for the {family} family; name them")
     if random:

@@ -2,16 +2,18 @@
 
 The logs' display shows each visitor ``k`` distinct products drawn uniformly from the ``n`` candidates of the browsed
 category (``promogym.envs.market.Market.display_propensity``; ``PromoRecommendation-v0`` with every level equal),
-so the shown set ``S`` has the exact propensity ``mu(S) = 1 / C(n, k)``. A deterministic target policy shows ``S_pi``
-in the same context. Two estimators of its value per visit, from the logged profit ``r`` of each visit:
+so the shown set ``S`` has the exact propensity ``mu(S) = 1 / C(n, k)``. A target policy shows ``S_pi`` in the same
+context (a display action leaves ties at the last slot to the env's uniform draw, so a target may be random too: its
+probability ``pi(S)`` of each set is known). Two estimators of its value per visit, from the logged profit ``r`` of each visit:
 
-- **IPS** with slate propensities: ``r x 1[S = S_pi] / mu(S)``: unbiased for any reward, but only visits whose
-  logged set is exactly the target's count, so its variance grows with C(n, k);
+- **IPS** with slate propensities: ``r x pi(S) / mu(S)``: unbiased for any reward, but only visits whose logged set
+  is one the target shows count, so its variance grows with C(n, k);
 - **PI**, the pseudo-inverse estimator (Swaminathan et al., 2017, "Off-policy evaluation for slate recommendation")
   for rewards additive over the shown products (``r = sum of phi(x, j) over j in S``): ``r x q_pi' Gamma^+ 1_S``, where
   ``Gamma[j, l] = P(j and l both shown)``. For the uniform k-of-n display ``Gamma = a I + b 1 1'`` with
   ``b = k (k - 1) / (n (n - 1))`` and ``a = k / n - b``, which gives the weight
-  ``(|S cap S_pi| - n b) / a`` (k = 1: IPS; k = n: 1, every display is the same set). Unbiased when the reward is
+  ``(q_pi' 1_S - n b) / a`` with ``q_pi`` the target's probabilities of showing each product (a deterministic
+  target: ``|S cap S_pi|``; k = 1: IPS; k = n: 1, every display is the same set; the logging display itself: 1). Unbiased when the reward is
   additive; a multinomial logit's choice is not (products shown together compete), so PI trades that bias for a
   variance that grows with n, not C(n, k).
 
@@ -34,8 +36,9 @@ from promogym.experiments.stats import bootstrap_ci
 
 
 def pi_weight(overlap: np.ndarray, slots: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """The pseudo-inverse weight of a logged set under the uniform ``slots``-of-``pool`` display for a deterministic
-    target set of the same size sharing ``overlap`` products with it (see the module docstring)."""
+    """The pseudo-inverse weight of a logged set under the uniform ``slots``-of-``pool`` display for a target that
+    shows ``slots`` products, ``overlap`` being the sum over the logged set of the target's probability of showing
+    each product (a deterministic target: the products the two sets share); see the module docstring."""
     m = np.asarray(overlap, float)
     k = np.asarray(slots, float)
     n = np.asarray(pool, float)
@@ -47,31 +50,42 @@ def pi_weight(overlap: np.ndarray, slots: np.ndarray, pool: np.ndarray) -> np.nd
     return np.where(full, 1.0, (m - n * b) / a)
 
 
-def target_sets(env: Any, action: np.ndarray) -> np.ndarray:
-    """(visitors, width) booleans: the candidates a deterministic display action shows in ``env``'s current state
-    (each visitor's ``slots`` candidates of highest level); ValueError when a visitor's set would be left to the
-    env's random tie-break (the target is not deterministic there)."""
-    from promogym.envs.recommendation import slate_propensity
-
+def target_display(env: Any, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a display action shows in ``env``'s current state, as the env draws it: ``(sure, tied)`` (visitors, width)
+    booleans, the candidates shown for certain (levels above the last slot's) and the tied group at the last slot's
+    level that the env's tie-break draws the remaining slots from uniformly."""
     e = env.unwrapped
     levels = np.asarray(action, np.int64).reshape(e.candidates.shape)
     valid = e.candidates >= 0
-    prob = slate_propensity(levels, valid, e.slots)
-    if not np.allclose(prob, 1.0):
-        raise ValueError(f"a target display must be deterministic: {(prob < 1).sum()} visitor(s) have ties across "
-                         "their last slot (give the shown products a higher level than the rest)")
     key = np.where(valid, levels, -1)
     k = np.minimum(e.slots, valid.sum(axis=1))
     kth = -np.sort(-key, axis=1)[np.arange(len(k)), np.maximum(k - 1, 0)]
-    return valid & (key >= kth[:, None]) & (k[:, None] > 0)
+    shown_any = valid & (k[:, None] > 0)
+    return shown_any & (key > kth[:, None]), shown_any & (key == kth[:, None])
+
+
+def _target_terms(sure: np.ndarray, tied: np.ndarray, logged: np.ndarray, slots: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per visitor, the target's probability of the logged set and the sum over the logged set of the target's
+    inclusion probabilities (sure: 1; tied: the open slots over the tied group's size)."""
+    from scipy.special import gammaln
+
+    n_sure, n_tied = sure.sum(axis=1), tied.sum(axis=1)
+    r = np.maximum(slots - n_sure, 0)
+    q = np.where(sure, 1.0, np.where(tied, r[:, None] / np.maximum(n_tied, 1)[:, None], 0.0))
+    consistent = (sure <= logged).all(axis=1) & (logged <= (sure | tied)).all(axis=1)
+    p_set = np.exp(-(gammaln(n_tied + 1.0) - gammaln(r + 1.0) - gammaln(n_tied - r + 1.0)))
+    return np.where(consistent, p_set, 0.0), (q * logged).sum(axis=1)
 
 
 def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) -> pd.DataFrame:
     """Per visit of the uniform display's episodes on ``seeds`` (every action level 0): ``episode``, ``t``,
     ``visitor``, ``slots``, ``pool`` (candidates), ``slate_propensity``, ``profit`` (realised) and
-    ``expected_profit`` (the world's expectation of the logged set), and per target name ``overlap_<name>`` and
-    ``match_<name>`` (its set shares that many products with the logged one / is the logged one). Targets act on the
-    same state before the step (a baseline's ``reset`` is called at each episode start)."""
+    ``expected_profit`` (the world's expectation of the logged set), and per target name ``prob_<name>`` (the
+    probability that the target shows the logged set: 0 or 1 for a deterministic display, the tie-break's
+    probability where it leaves slots to the env) and ``overlap_<name>`` (the sum over the logged set of the target's
+    probability of showing each product: the shared products of a deterministic display). Targets act on the same
+    state before the step (a baseline's ``reset`` is called at each episode start)."""
     from promogym.agents.base import EnvPolicy
 
     e = env.unwrapped
@@ -83,7 +97,8 @@ def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) ->
                 pol.reset()
         done, t = False, 0
         while not done:
-            sets = {name: target_sets(env, pol.predict(obs, deterministic=True)[0]) for name, pol in targets.items()}
+            plans = {name: target_display(env, pol.predict(obs, deterministic=True)[0])
+                     for name, pol in targets.items()}
             zero = np.zeros(env.action_space.shape, np.int64)
             candidates, slots = e.candidates.copy(), e.slots.copy()
             pool = (candidates >= 0).sum(axis=1)
@@ -93,10 +108,8 @@ def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) ->
             row = {"episode": int(seed), "t": t, "visitor": np.arange(len(slots)), "slots": np.minimum(slots, pool),
                    "pool": pool, "slate_propensity": info["slate_propensity"], "profit": info["visitor_profit"],
                    "expected_profit": info["visitor_expected_profit_world"]}
-            for name, s in sets.items():
-                overlap = (s & logged).sum(axis=1)
-                row[f"overlap_{name}"] = overlap
-                row[f"match_{name}"] = overlap == row["slots"]
+            for name, (sure, tied) in plans.items():
+                row[f"prob_{name}"], row[f"overlap_{name}"] = _target_terms(sure, tied, logged, row["slots"])
             frames.append(pd.DataFrame(row))
             done, t = terminated or truncated, t + 1
     return pd.concat(frames, ignore_index=True)
@@ -107,13 +120,13 @@ def slate_estimates(table: pd.DataFrame, target: str, reps: int = 2000, level: f
     """The IPS and PI estimates of ``target``'s value per visit from :func:`record_slates`'s table, each with a
     percentile-bootstrap CI over visits, the number of exact matches IPS rests on and each weight's effective
     sample size."""
-    for col in (f"match_{target}", f"overlap_{target}", reward, "slate_propensity", "slots", "pool"):
+    for col in (f"prob_{target}", f"overlap_{target}", reward, "slate_propensity", "slots", "pool"):
         if col not in table:
             raise ValueError(f"the slate table lacks column {col!r} (record the target {target!r} with the logs)")
     r = table[reward].to_numpy(float)
-    w_ips = table[f"match_{target}"].to_numpy(float) / table["slate_propensity"].to_numpy(float)
+    w_ips = table[f"prob_{target}"].to_numpy(float) / table["slate_propensity"].to_numpy(float)
     w_pi = pi_weight(table[f"overlap_{target}"].to_numpy(), table["slots"].to_numpy(), table["pool"].to_numpy())
-    out: dict[str, Any] = {"visits": len(table), "matches": int(table[f"match_{target}"].sum())}
+    out: dict[str, Any] = {"visits": len(table), "matches": int((table[f"prob_{target}"] > 0).sum())}
     for name, w in (("ips", w_ips), ("pi", w_pi)):
         x = r * w
         lo, hi = bootstrap_ci(x, reps=reps, level=level)
@@ -123,15 +136,24 @@ def slate_estimates(table: pd.DataFrame, target: str, reps: int = 2000, level: f
 
 
 def true_visit_values(env: Any, policy: Any, seeds: Sequence[int], reps: int = 2000) -> dict[str, Any]:
-    """``policy``'s value per visit in ``env``: the world's expected profit of its displays per visitor, averaged
-    over every step of its episodes on ``seeds`` (a bootstrap CI over steps)."""
+    """``policy``'s value per visit in ``env``: the world's expected profit of each visitor's display, over every
+    visit of its episodes on ``seeds`` (``mean`` with a bootstrap CI over visits), and the same on the visitors shown
+    at least one of the catalog's new products (``new_products``: cold start) with their share of the visits."""
     from promogym.agents.base import episode_steps
 
-    per_step = [info["expected_profit_world"] / len(info["users"])
-                for seed in seeds for _, _, _, info in episode_steps(env, policy, int(seed))]
-    x = np.asarray(per_step, float)
+    values, new = [], []
+    for seed in seeds:
+        for _, _, _, info in episode_steps(env, policy, int(seed)):
+            values.append(np.asarray(info["visitor_expected_profit_world"], float))
+            new.append(np.asarray(info["saw_new"], bool))
+    x, saw = np.concatenate(values), np.concatenate(new)
     lo, hi = bootstrap_ci(x, reps=reps)
-    return {"mean": float(x.mean()), "ci95": [lo, hi], "steps": len(x)}
+    out: dict[str, Any] = {"mean": float(x.mean()), "ci95": [lo, hi], "visits": len(x),
+                           "new_products": {"share": float(saw.mean()), "mean": None, "ci95": [None, None]}}
+    if saw.any():
+        lo_n, hi_n = bootstrap_ci(x[saw], reps=reps)
+        out["new_products"].update(mean=float(x[saw].mean()), ci95=[lo_n, hi_n])
+    return out
 
 
-__all__ = ["pi_weight", "record_slates", "slate_estimates", "target_sets", "true_visit_values"]
+__all__ = ["pi_weight", "record_slates", "slate_estimates", "target_display", "true_visit_values"]

@@ -55,9 +55,10 @@ def test_on_the_envs_logs_the_estimates_cover_the_true_value_of_a_display_rule()
                            "horizon": 6, "steps_per_day": 4})
     ctx = PolicyContext("promogym/PromoRecommendation-v0", env)
     targets = {"margin": make_policy("margin", env, ctx), "random": make_policy("random", env, ctx)}
-    with pytest.raises(ValueError, match="deterministic"):
-        record_slates(env, targets, [0])
-    table = record_slates(env, {"margin": targets["margin"]}, range(40))
+    table = record_slates(env, targets, range(40))
+    # the logging display as a target: every weight is one, both estimators are the logged mean
+    np.testing.assert_allclose(table["prob_random"], table["slate_propensity"])
+    np.testing.assert_allclose(pi_weight(table["overlap_random"], table["slots"], table["pool"]), 1.0)
     est = slate_estimates(table, "margin", reps=500)
     truth = true_visit_values(env, targets["margin"], range(1000, 1040), reps=500)
     assert est["matches"] > 0 and est["pi"]["ess"] > est["ips"]["ess"]
@@ -67,5 +68,26 @@ def test_on_the_envs_logs_the_estimates_cover_the_true_value_of_a_display_rule()
     # the logging display's own value: the logged profit per visit, within its CI of the truth
     logged = true_visit_values(env, targets["random"], range(1000, 1040), reps=500)
     assert abs(table["expected_profit"].mean() - logged["mean"]) < 3 * (logged["ci95"][1] - logged["ci95"][0])
-    with pytest.raises(ValueError, match="match_popular"):
+    with pytest.raises(ValueError, match="prob_popular"):
         slate_estimates(table, "popular")
+
+
+def test_the_slates_command_writes_its_table_and_refuses_bad_input(tmp_path, capsys):
+    import json
+
+    from promogym.experiments.cli import main
+
+    out = tmp_path / "slates"
+    small = ["--set", "horizon=2", "--set", "new_products_day=1", "--set", "visitors=4"]
+    assert main(["slates", "--policy", "margin", "--policy", "random", "--log-episodes", "2", "--episodes", "2",
+                 *small, "--out", str(out)]) == 0
+    result = json.loads((out / "slates.json").read_text())
+    assert set(result["policies"]) == {"margin", "random"}
+    assert result["policies"]["margin"]["world"]["new_products"]["share"] > 0  # new products entered on day 1
+    assert "| margin |" in (out / "slates.md").read_text()
+    for bad, message in ((["--policy", "best_static"], "best_static"), (["--set", "response=world"], "--simulator"),
+                         (["--simulator", "gbdt:/nowhere.zip"], "nowhere")):
+        assert main(["slates", *bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    assert not (tmp_path / "bad").exists()
