@@ -83,7 +83,7 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool]], weeks: tuple[in
         weekly = replay(rows, load_response(spec, offer_text))
         tot = weekly.sum()
         result["replay"][name] = {
-            "weekly": {int(w): {k: float(v) for k, v in r.items()} for w, r in weekly.iterrows()},
+            "weekly": {int(str(w)): {str(k): float(v) for k, v in r.items()} for w, r in weekly.iterrows()},
             "purchases_error": float(tot["expected_purchases"] / tot["observed_purchases"] - 1),
             "revenue_error": float(tot["expected_revenue"] / tot["observed_revenue"] - 1),
             "weekly_abs_error": float((weekly["expected_purchases"] / weekly["observed_purchases"] - 1).abs().mean()),
@@ -95,7 +95,7 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool]], weeks: tuple[in
         runs = {}
         for m in MULTIPLES:
             env.reset(seed=seed, options={"week": int(rows["week"].min())})
-            action = np.full(env.action_space.shape, 2 * (m - env.config.price_low)
+            action = np.full(len(env.items), 2 * (m - env.config.price_low)
                              / (env.config.price_high - env.config.price_low) - 1, np.float32)
             totals = {"units": 0.0, "revenue": 0.0, "profit": 0.0}
             for _ in range(horizon):

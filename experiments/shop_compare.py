@@ -201,7 +201,7 @@ def score_model(logits: Callable[[pd.DataFrame], np.ndarray], test: pd.DataFrame
         on = test[flag].to_numpy() > 0
         if not on.any() or on.all():
             continue
-        z_off = logits(test.assign(**{flag: np.zeros(len(test), test[flag].dtype)}))
+        z_off = logits(test.assign(**{flag: np.zeros(len(test), test[flag].to_numpy().dtype)}))
         p_off = visit_choice_proba(z_off, test["visit_id"].to_numpy())
         lifts[flag] = {"model_lift": float(p[on].mean() / p_off[on].mean()),
                        "model_rate_ratio": float(p[on].mean() / p[~on].mean()),
@@ -277,7 +277,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     if train.empty or val.empty or test.empty:
         raise ValueError("the train, validation or test weeks hold no occasion")
     test_held, test_launched = is_held[test_mask], is_launched[test_mask]
-    sizes = {name: {"occasions": int(part["visit_id"].nunique()), "rows": len(part),
+    sizes: dict[str, Any] = {name: {"occasions": int(part["visit_id"].nunique()), "rows": len(part),
                     "purchases": int(part["purchased"].sum())} for name, part in
              (("train", train), ("validation", val), ("test", test))}
     sizes["products"] = len(products)
@@ -342,7 +342,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     result["markdown"] = markdown(result)
     with atomic_dir(out) as tmp:
         write_json(tmp / "comparison.json", {k: v for k, v in result.items() if k != "markdown"})
-        (tmp / "comparison.md").write_text(result["markdown"] + "\n")
+        (tmp / "comparison.md").write_text(str(result["markdown"]) + "\n")
         plot(curves, tmp / "shop_compare.png")
         clogit.save(tmp / "clogit.json")
         write_json(tmp / MARKER_FILE, {"kind": COMPARE_KIND})

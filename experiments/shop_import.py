@@ -249,8 +249,8 @@ def build_completejourney(tables: dict[str, pd.DataFrame], settings: CJSettings 
         day=("day", "min")).reset_index()
     counts["trips"] = len(trips)
     hctx = ctx[ctx["household_id"].isin(households)]
-    buyers = hctx.groupby(["household_id", "category"])["basket_id"].nunique()
-    buyers = buyers[buyers >= s.min_category_trips].reset_index()[["household_id", "category"]]
+    trips_with = hctx.groupby(["household_id", "category"])["basket_id"].nunique()
+    buyers = trips_with[trips_with >= s.min_category_trips].reset_index()[["household_id", "category"]]
     occ = trips.merge(buyers, on="household_id")
     counts["occasions_candidate"] = len(occ)
     spend = hctx.assign(spend=hctx["unit_shelf"] * hctx["quantity"]).sort_values("spend", kind="stable")
@@ -329,15 +329,16 @@ def build_completejourney(tables: dict[str, pd.DataFrame], settings: CJSettings 
     del list_price
 
     prod = products.set_index("product_id").reindex(sel_ids).reset_index()
-    catalog = pd.DataFrame({"item_id": sel_ids, "item_text": [product_text(r) for r in prod.to_dict("records")],
+    texts = [product_text({str(k): v for k, v in r.items()}) for r in prod.to_dict("records")]
+    catalog = pd.DataFrame({"item_id": sel_ids, "item_text": texts,
                             "category": selected["category"].to_numpy(),
                             "list_price": np.round(selected["list_price"].to_numpy(), 4),
                             "first_day": selected["first_day"].to_numpy(np.int64),
                             "first_week": selected["first"].to_numpy(np.int64)})
     demo = tables["demographics"].drop_duplicates("household_id")
     demo = demo[demo["household_id"].isin(visits["user_id"].unique())]
-    customers = pd.DataFrame({"user_id": demo["household_id"].to_numpy(np.int64),
-                              "user_text": [household_text(r) for r in demo.to_dict("records")]})
+    profiles = [household_text({str(k): v for k, v in r.items()}) for r in demo.to_dict("records")]
+    customers = pd.DataFrame({"user_id": demo["household_id"].to_numpy(np.int64), "user_text": profiles})
     if visits.empty:
         raise ValueError("The Complete Journey: these settings leave no purchase occasion")
     counts["origin_monday"] = str(origin.date())
@@ -393,11 +394,11 @@ def import_tables(paths: dict[str, str | Path], fmt: str, out: str | Path, force
     folder ``out``."""
     target = check_out(out, force)
     start = time.perf_counter()
-    tables = [read_table(paths[name], fmt, name) for name in TABLES]
-    validate_shop(*tables)
+    catalog, customers, visits = (read_table(paths[name], fmt, name) for name in TABLES)
+    validate_shop(catalog, customers, visits)
     meta = {"source": {"format": fmt, **{name: str(paths[name]) for name in TABLES}},
             "seconds": round(time.perf_counter() - start, 3)}
-    return write_shop(target, *tables, meta)
+    return write_shop(target, catalog, customers, visits, meta)
 
 
 def _version(package: str) -> str | None:

@@ -188,7 +188,7 @@ def _choice_problems(visits: pd.DataFrame) -> list[str]:
     return out
 
 
-def _codes(values: pd.Series) -> pd.Categorical:
+def _codes(values: pd.Series) -> Any:
     return pd.Categorical(values.astype(str))
 
 
@@ -234,7 +234,8 @@ def shop_logs(catalog: pd.DataFrame, customers: pd.DataFrame, visits: pd.DataFra
     users = _numeric(v["user_id"]).astype(np.int64)
     day = _numeric(v["day"]).astype(np.int64)
     price = _numeric(v["price"])
-    list_price = _numeric(cat["list_price"]).astype(float)[cat.index.get_indexer(items)]
+    pos = cat.index.get_indexer(pd.Index(items))
+    list_price = _numeric(cat["list_price"]).astype(float)[pos]
     if "purchased" in v.columns:
         purchased = _numeric(v["purchased"]).astype(np.int8)
     else:
@@ -263,7 +264,7 @@ def shop_logs(catalog: pd.DataFrame, customers: pd.DataFrame, visits: pd.DataFra
         "purchased": purchased,
     })
     if "unit_cost" in cat.columns:
-        out.insert(out.columns.get_loc("price"), "unit_cost", _numeric(cat["unit_cost"])[cat.index.get_indexer(items)])
+        out.insert(list(out.columns).index("price"), "unit_cost", _numeric(cat["unit_cost"])[pos])
     hist = {n: _numeric(v[n]) for n in PRICE_HISTORY_NAMES} if all(n in v.columns for n in PRICE_HISTORY_NAMES) \
         else price_history(items, day, price / list_price)
     for name in PRICE_HISTORY_NAMES:

@@ -104,3 +104,27 @@ def test_shop_compare_end_to_end(tmp_path, capsys):
     (other / "x.txt").write_text("x")
     assert main([*args[:5], str(other), *args[6:], "--force"]) == 2
     assert (other / "x.txt").read_text() == "x"
+
+
+def test_the_bert_hybrid_row_and_its_backtest_with_a_tiny_encoder(tmp_path, capsys):
+    tables = simulated_shop(1500, seed=2)
+    paths = []
+    for name, df in zip(("catalog", "customers", "visits"), tables, strict=True):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        paths += [f"--{name}", str(tmp_path / f"{name}.parquet")]
+    shop = tmp_path / "shop"
+    assert main(["import", "parquet", *paths, "--out", str(shop)]) == 0
+    out, work = tmp_path / "cmp", tmp_path / "work"
+    assert main(["shop", "compare", "--shop", str(shop), "--out", str(out), "--train-weeks", "1-12", "--val-weeks",
+                 "13-15", "--test-weeks", "16-20", "--bert", "tiny", "--bert-epochs", "1", "--work", str(work)]) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    bert = result["test"]["bert"]
+    assert np.isfinite(bert["ll_per_occasion"]) and bert["ll_difference_vs_clogit"]["all"]["ci95"] is not None
+    assert bert["elasticity"]["share_negative"] == 1.0  # the hybrid's head is monotone in price
+    assert "| bert |" in capsys.readouterr().out
+    bt = tmp_path / "bt"
+    assert main(["shop", "backtest", "--shop", str(shop), "--clogit", str(out / "clogit.json"), "--bert",
+                 str(work / "bert" / "model"), "--weeks", "16-20", "--occasions-per-week", "100",
+                 "--out", str(bt)]) == 0
+    record = json.loads((bt / "backtest.json").read_text())
+    assert set(record["replay"]) == {"clogit", "bert"} and record["responses"]["bert"]["offer_text"] is True
