@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--bert-epochs", type=int, default=3, help="BERT head epochs on the frozen encoder")
     c.add_argument("--bert-finetune-epochs", type=int, default=0,
                    help="BERT epochs with the top two encoder layers trained (each 40 steps of 32 households)")
+    c.add_argument("--bert-history", action="store_true",
+                   help="also fit bert_history: the household profile with its category purchase frequencies of "
+                        "the train weeks")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--work", default="runs/shop_compare", help="folder for the BERT fit (its checkpoint)")
     c.add_argument("--force", action="store_true", help="replace a results folder this program wrote")
@@ -191,12 +194,14 @@ def run_compare(args: argparse.Namespace) -> int:
                                    train_occasions=args.train_occasions, eval_occasions=args.eval_occasions,
                                    holdout_products=args.holdout_products, bert=args.bert,
                                    bert_epochs=args.bert_epochs, bert_finetune_epochs=args.bert_finetune_epochs,
+                                   bert_history=args.bert_history,
                                    seed=args.seed)
         command = (f"promogym shop compare --shop {args.shop} --out {args.out} --train-weeks {args.train_weeks} "
                    f"--val-weeks {args.val_weeks} --test-weeks {args.test_weeks} --train-occasions "
                    f"{args.train_occasions} --eval-occasions {args.eval_occasions} --holdout-products "
                    f"{args.holdout_products} --bert {args.bert} --bert-epochs {args.bert_epochs} "
-                   f"--bert-finetune-epochs {args.bert_finetune_epochs} --seed {args.seed}")
+                   f"--bert-finetune-epochs {args.bert_finetune_epochs}"
+                   + (" --bert-history" if args.bert_history else "") + f" --seed {args.seed}")
         result = compare(Path(args.shop), out, settings, work=Path(args.work), command=command)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc

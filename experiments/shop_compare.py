@@ -15,6 +15,8 @@ first sold after the train weeks are a natural one. Models:
   profile and the product's text, to which the row's promotions are added as a sentence ("On display in the
   store this week." ...); price, the shop's price history and the day enter the monotone head. It fits on the
   same sampled training occasions, holding out 10% of households for its early stopping and calibration.
+  With ``bert_history`` a second fit, **bert_history**, reads a household profile that also says how often the
+  household bought each category in the train weeks (the shop's own purchase history, in words).
 
 Scores on the test weeks: log-likelihood per occasion (the chosen product, or none), top-1 hit rate on occasions
 with a purchase (the chosen product has the highest probability), calibration (ECE of the rows' choice
@@ -68,6 +70,7 @@ class CompareSettings:
     bert: str = "minilm"
     bert_epochs: int = 3
     bert_finetune_epochs: int = 0
+    bert_history: bool = False
     seed: int = 0
 
 
@@ -228,6 +231,33 @@ def _weeks(df: pd.DataFrame) -> np.ndarray:
     return df["week"].to_numpy() if "week" in df.columns else df["day"].to_numpy() // 7 + 1
 
 
+BANDS = ((0.0, "never"), (0.1, "rarely"), (0.3, "sometimes"), (0.6, "often"), (1.01, "usually"))
+
+
+def history_profiles(rows: pd.DataFrame) -> dict[int, str]:
+    """Per household, a sentence of how often its past occasions bought each category (never, rarely (< 10%),
+    sometimes (< 30%), often (< 60%), usually): the shop's own purchase history as profile words."""
+    per = rows.groupby(["user_id", "visit_id"], sort=False).agg(category=("category", "first"),
+                                                                bought=("purchased", "max")).reset_index()
+    share = per.groupby(["user_id", "category"])["bought"].mean()
+    out: dict[int, list[str]] = {}
+    for (user, category), value in share.items():
+        word = "never" if value == 0 else next(w for cut, w in BANDS[1:] if value < cut)
+        out.setdefault(int(str(user)), []).append(f"{str(category).lower()} {word}")
+    return {u: "In past weeks the household bought " + ", ".join(parts) + "." for u, parts in out.items()}
+
+
+def _bert_rows(rows: pd.DataFrame, history: dict[int, str] | None) -> pd.DataFrame:
+    """The rows the BERT hybrid reads: promotions in the product text; with ``history``, the household's purchase
+    history appended to its profile (households without one: "No past purchases recorded.")."""
+    rows = with_offer_text(rows)
+    if history is None:
+        return rows
+    extra = pd.Series(rows["user_id"].to_numpy()).map(history).fillna("No past purchases recorded.").to_numpy()
+    text = rows["user_text"].astype(str).to_numpy(dtype=object) + " " + extra.astype(object)
+    return rows.assign(user_text=pd.Categorical(text))
+
+
 def fit_bert(train: pd.DataFrame, folder: Path, encoder: str, epochs: int, seed: int, finetune_epochs: int = 0
              ) -> Any:
     """The hybrid BERT choice model fitted on ``train`` (with offer texts) into ``folder``: the head and tower pooling
@@ -314,20 +344,29 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     log.info("gbdt done")
 
     if s.bert != "none":
-        t0 = time.perf_counter()
-        folder = (work or Path("runs") / "shop_compare") / "bert"
-        bert = fit_bert(with_offer_text(train), folder, s.bert, s.bert_epochs, s.seed, s.bert_finetune_epochs)
+        profiles = {"bert": None}
+        if s.bert_history:
+            profiles["bert_history"] = history_profiles(df[choice_subset_rows(df, in_weeks(s.train_weeks) & ~is_held)])
+        for name, history in profiles.items():
+            t0 = time.perf_counter()
+            folder = (work or Path("runs") / "shop_compare") / name
+            bert = fit_bert(_bert_rows(train, history), folder, s.bert, s.bert_epochs, s.seed, s.bert_finetune_epochs)
 
-        def bert_logits(rows: pd.DataFrame) -> np.ndarray:
-            p = np.clip(bert.predict_proba(with_offer_text(rows)), 1e-7, 1 - 1e-7)
-            return np.log(p) - np.log1p(-p)
+            def bert_logits(rows: pd.DataFrame, bert: Any = bert, history: Any = history) -> np.ndarray:
+                p = np.clip(bert.predict_proba(_bert_rows(rows, history)), 1e-7, 1 - 1e-7)
+                return np.log(p) - np.log1p(-p)
 
-        fitted["bert"] = {"encoder": s.bert, "head_epochs": s.bert_epochs, "finetune_epochs": s.bert_finetune_epochs,
-                          "fine_tuned_layers": 2 if s.bert_finetune_epochs else 0,
-                          "fit_rows": sizes["train"]["rows"], "checkpoint": str(folder / "model"),
-                          "seconds": round(time.perf_counter() - t0, 1),
-                          "validation_ll": float(visit_ll(bert_logits(val), val).mean())}
-        results["bert"], curves["bert"] = score_model(bert_logits, test, test_held, test_launched)
+            kept = min(bert.meta.get("history", []), key=lambda h: h["val_choice_nll"], default={})
+            fitted[name] = {"encoder": s.bert, "head_epochs": s.bert_epochs,
+                            "finetune_epochs": s.bert_finetune_epochs,
+                            "kept_state": {"stage": kept.get("stage"), "epoch": kept.get("epoch")},
+                            "fit_history": bert.meta.get("history"),
+                            "profile": "demographics" if history is None else
+                            "demographics + category purchase frequencies of the train weeks",
+                            "fit_rows": sizes["train"]["rows"], "checkpoint": str(folder / "model"),
+                            "seconds": round(time.perf_counter() - t0, 1),
+                            "validation_ll": float(visit_ll(bert_logits(val), val).mean())}
+            results[name], curves[name] = score_model(bert_logits, test, test_held, test_launched)
     else:
         fitted["bert"] = {"not_measured": "the BERT hybrid was not fitted (--bert none)"}
 

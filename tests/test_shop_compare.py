@@ -116,8 +116,11 @@ def test_the_bert_hybrid_row_and_its_backtest_with_a_tiny_encoder(tmp_path, caps
     assert main(["import", "parquet", *paths, "--out", str(shop)]) == 0
     out, work = tmp_path / "cmp", tmp_path / "work"
     assert main(["shop", "compare", "--shop", str(shop), "--out", str(out), "--train-weeks", "1-12", "--val-weeks",
-                 "13-15", "--test-weeks", "16-20", "--bert", "tiny", "--bert-epochs", "1", "--work", str(work)]) == 0
+                 "13-15", "--test-weeks", "16-20", "--bert", "tiny", "--bert-epochs", "1", "--work", str(work),
+                 "--bert-history"]) == 0
     result = json.loads((out / "comparison.json").read_text())
+    assert set(result["test"]) == {"clogit", "gbdt", "bert", "bert_history"}
+    assert result["fitted"]["bert_history"]["profile"].startswith("demographics + category purchase")
     bert = result["test"]["bert"]
     assert np.isfinite(bert["ll_per_occasion"]) and bert["ll_difference_vs_clogit"]["all"]["ci95"] is not None
     assert bert["elasticity"]["share_negative"] == 1.0  # the hybrid's head is monotone in price
@@ -128,3 +131,24 @@ def test_the_bert_hybrid_row_and_its_backtest_with_a_tiny_encoder(tmp_path, caps
                  "--out", str(bt)]) == 0
     record = json.loads((bt / "backtest.json").read_text())
     assert set(record["replay"]) == {"clogit", "bert"} and record["responses"]["bert"]["offer_text"] is True
+
+
+def test_history_profiles_say_how_often_each_category_was_bought():
+    from promogym.experiments.shop_compare import _bert_rows, history_profiles
+    from promogym.predictors.shop import shop_logs
+
+    catalog, customers, visits = simulated_shop(600, seed=4)
+    logs = shop_logs(catalog, customers, visits)
+    profiles = history_profiles(logs)
+    per = logs.groupby(["user_id", "visit_id"]).agg(category=("category", "first"), bought=("purchased", "max"))
+    share = per.reset_index().groupby(["user_id", "category"])["bought"].mean()
+    user = int(share.index[0][0])
+    for (u, category), value in share.items():
+        if u == user:
+            word = "never" if value == 0 else "rarely" if value < 0.1 else "sometimes" if value < 0.3 else \
+                "often" if value < 0.6 else "usually"
+            assert f"{category} {word}" in profiles[user]
+    rows = _bert_rows(logs[logs["user_id"] == user].head(3), profiles)
+    assert rows["user_text"].astype(str).str.endswith(profiles[user]).all()
+    other = _bert_rows(logs.head(2).assign(user_id=-1), profiles)
+    assert other["user_text"].astype(str).str.endswith("No past purchases recorded.").all()
