@@ -132,8 +132,8 @@ class PromoRecommendationEnv(MarketEnv):
     padding), centred log list price, unit margin share of the list price, brand tier (one-hot, 3), stars (/5),
     whether it is a new product, the shop's season sales of it per display (smoothed), the share of its displays
     so far, its stock left (share; 1 when unlimited), whether this visitor bought it this season, whether its tier
-    is the visitor's preferred tier, and its quality (stars, in [-1, 1]) x the visitor's quality taste. Then the share of the
-    season left and the weekday (one-hot, 7).
+    is the visitor's preferred tier, and its quality (stars, in [-1, 1]) x the visitor's quality taste. Then the share
+    of the season left and the weekday (one-hot, 7).
 
     ## Rewards
     Profit of the step's purchases (revenue - unit cost), or revenue. ``info["expected_profit"]`` is its expectation

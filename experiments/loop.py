@@ -593,7 +593,7 @@ class Loop(Pipeline):
         from promogym.experiments.trials import run_trials
 
         seeds = list(range(self.cfg.loop.seeds))
-        if len(seeds) == 1 or self.jobs <= 1 and self.backend == "local":
+        if len(seeds) == 1 or (self.jobs <= 1 and self.backend == "local"):
             return [rec for seed in seeds for rec in self.run_seed(seed)]
         self.market_logs()  # once, before the workers read it
         payloads = [{"config": self.cfg.to_dict(), "out": str(self.out), "seed": seed} for seed in seeds]

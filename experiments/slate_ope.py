@@ -4,7 +4,8 @@ The logs' display shows each visitor ``k`` distinct products drawn uniformly fro
 category (``promogym.envs.market.Market.display_propensity``; ``PromoRecommendation-v0`` with every level equal),
 so the shown set ``S`` has the exact propensity ``mu(S) = 1 / C(n, k)``. A target policy shows ``S_pi`` in the same
 context (a display action leaves ties at the last slot to the env's uniform draw, so a target may be random too: its
-probability ``pi(S)`` of each set is known). Two estimators of its value per visit, from the logged profit ``r`` of each visit:
+probability ``pi(S)`` of each set is known). Two estimators of its value per visit, from the logged profit ``r`` of
+each visit:
 
 - **IPS** with slate propensities: ``r x pi(S) / mu(S)``: unbiased for any reward, but only visits whose logged set
   is one the target shows count, so its variance grows with C(n, k);
@@ -13,9 +14,9 @@ probability ``pi(S)`` of each set is known). Two estimators of its value per vis
   ``Gamma[j, l] = P(j and l both shown)``. For the uniform k-of-n display ``Gamma = a I + b 1 1'`` with
   ``b = k (k - 1) / (n (n - 1))`` and ``a = k / n - b``, which gives the weight
   ``(q_pi' 1_S - n b) / a`` with ``q_pi`` the target's probabilities of showing each product (a deterministic
-  target: ``|S cap S_pi|``; k = 1: IPS; k = n: 1, every display is the same set; the logging display itself: 1). Unbiased when the reward is
-  additive; a multinomial logit's choice is not (products shown together compete), so PI trades that bias for a
-  variance that grows with n, not C(n, k).
+  target: ``|S cap S_pi|``; k = 1: IPS; k = n: 1, every display is the same set; the logging display itself: 1).
+  Unbiased when the reward is additive; a multinomial logit's choice is not (products shown together compete), so
+  PI trades that bias for a variance that grows with n, not C(n, k).
 
 :func:`record_slates` plays the uniform display in an env and, at every step, asks each target policy what it
 would show in the same state (the visitors, their candidates, the shop's records), so the table holds per visit
