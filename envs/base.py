@@ -183,6 +183,23 @@ def figure_to_array(fig: Any) -> np.ndarray:
     return img
 
 
+def history_panels(history: list[dict[str, Any]], panels: tuple[tuple[str, str, bool], ...]) -> np.ndarray:
+    """An RGB image (``render_mode="rgb_array"``) of one line plot per ``(key, title, cumulative)`` of the step
+    records ``history`` against their step ``t`` (a cumulative sum where ``cumulative``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), dpi=80)
+    for ax, (key, title, cumulative) in zip(np.atleast_1d(axes), panels, strict=True):
+        if history:
+            y = np.array([h[key] for h in history], dtype=float)
+            ax.plot([h["t"] for h in history], np.cumsum(y) if cumulative else y)
+        ax.set_title(title, fontsize=9)
+    return figure_to_array(fig)
+
+
 @dataclasses.dataclass
 class DayOutcome:
     """What happened on one simulated day (or one cohort)."""

@@ -17,7 +17,7 @@ from promogym.envs.base import (
     Offers,
     check_action,
     check_coupon_levels,
-    figure_to_array,
+    history_panels,
 )
 from promogym.envs.constraints import capped
 from promogym.envs.families import COUPONS
@@ -318,19 +318,8 @@ class CouponAllocationEnv(MarketEnv):
             return (f"step {h['t']:>4}  coupons {h['given']:>3}  units {h['units']:>3}  profit {h['reward']:>8.2f}  "
                     f"spend {h['spend']:>7.2f}  budget left {h['budget_left']:>9.2f}")
         if self.render_mode == "rgb_array":
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-            if self.history:
-                t = [h["t"] for h in self.history]
-                axes[0].plot(t, np.cumsum([h["reward"] for h in self.history]))
-                axes[1].plot(t, [h["budget_left"] for h in self.history])
-            axes[0].set_title("cumulative profit", fontsize=9)
-            axes[1].set_title("budget left", fontsize=9)
-            return figure_to_array(fig)
+            return history_panels(self.history, (("reward", "cumulative profit", True),
+                                                 ("budget_left", "budget left", False)))
         return None
 
 

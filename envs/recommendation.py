@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from promogym.core.config import param
 from promogym.envs.backends import ResponseBackend
-from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, Offers, check_action, figure_to_array
+from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, Offers, check_action, history_panels
 from promogym.envs.families import EnvFamily, TracePlot, _world_traces
 from promogym.envs.market import MarketState, mnl_from_utility
 from promogym.envs.market.customers import QUALITY_TASTES
@@ -363,17 +363,6 @@ class PromoRecommendationEnv(MarketEnv):
             return (f"step {h['t']:>4}  day {self.season_day:>3}  units {h['units']:>3}  profit {h['reward']:>8.2f}  "
                     f"new products shown {h['new_shown']:>3}")
         if self.render_mode == "rgb_array":
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-            if self.history:
-                t = [h["t"] for h in self.history]
-                axes[0].plot(t, np.cumsum([h["reward"] for h in self.history]))
-                axes[1].plot(t, np.cumsum([h["new_shown"] for h in self.history]))
-            axes[0].set_title("cumulative profit", fontsize=9)
-            axes[1].set_title("new products shown", fontsize=9)
-            return figure_to_array(fig)
+            return history_panels(self.history, (("reward", "cumulative profit", True),
+                                                 ("new_shown", "new products shown (cumulative)", True)))
         return None
