@@ -147,7 +147,8 @@ class PromoRecommendationEnv(MarketEnv):
     Day 0: the catalog without its new products (unless ``new_products_day`` is 0), full stock, no sales.
 
     ## Episode End
-    Truncated after ``horizon`` days (the season ends: a time limit; the observation holds the share left).
+    Terminated after ``horizon`` days (the season ends: a terminal state, not a time limit; the observation holds
+    the share of the season left).
 
     ## Arguments
     ``gymnasium.make("promogym/PromoRecommendation-v0", config={...})`` with the keys of
@@ -350,9 +351,9 @@ class PromoRecommendationEnv(MarketEnv):
             seen = np.concatenate(self._day_shown)
             self.market.end_of_day(self.state, seen, cat.list_price[seen], np.zeros(0, np.int64))
             self._day_shown = []
-        truncated = self.t >= cfg.horizon * cfg.steps_per_day
+        terminated = self.t >= cfg.horizon * cfg.steps_per_day  # the season's end: nothing is worth anything after
         self._draw_visitors()
-        return self._obs(), float(reward), False, bool(truncated), info
+        return self._obs(), float(reward), bool(terminated), False, info
 
     def render(self) -> str | np.ndarray | None:
         """A line of text for the last step ("ansi") or cumulative profit and new products shown ("rgb_array")."""
