@@ -7,6 +7,7 @@ Importing this module registers ``promogym/ShopPricing-v0`` (idempotently).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from gymnasium import spaces
 from promogym.core.config import ConfigBase, param
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, PRICE_HISTORY_RATES
 from promogym.predictors.choice import visit_choice_proba
-from promogym.predictors.shop import with_offer_text
+from promogym.predictors.shop import with_offer_text, with_profile_text
 
 ENV_ID = "promogym/ShopPricing-v0"
 
@@ -33,6 +34,9 @@ class ShopPricingConfig(ConfigBase):
                               "gbdt:<file> or bert:<checkpoint dir> (written by `promogym fit` on the shop's logs)")
     offer_text: bool = param(False, "append each row's promotions to the product text before the response reads it "
                                     "(as `promogym shop compare` fits the BERT hybrid)", choices=(True, False))
+    profile_words: str = param("", "JSON file of words appended to each customer's profile text (user id -> words) "
+                                   "before the response reads it, e.g. bert_history_profiles.json of `promogym shop "
+                                   "compare`; '' = none")
     first_week: int = param(1, "first logged week replayed", lo=1, hi=10_000)
     last_week: int = param(53, "last logged week replayed", lo=1, hi=10_000)
     horizon: int = param(8, "weeks per episode", lo=1, hi=520)
@@ -55,10 +59,12 @@ class ShopPricingConfig(ConfigBase):
                              f"({self.last_week})")
 
 
-def load_response(spec: str, offer_text: bool = False) -> Callable[[pd.DataFrame], np.ndarray]:
+def load_response(spec: str, offer_text: bool = False, profile_words: str = ""
+                  ) -> Callable[[pd.DataFrame], np.ndarray]:
     """Per-row utilities (logits) of a choice model spec: ``clogit:<json>``, or any conversion model the registry
     loads (``gbdt:<file>``, ``bert:<dir>``), whose probability's log-odds is the row's utility. With ``offer_text``
-    the rows' promotions are appended to the product text first (:func:`~promogym.predictors.shop.with_offer_text`)."""
+    the rows' promotions are appended to the product text first (:func:`~promogym.predictors.shop.with_offer_text`);
+    with ``profile_words`` (a JSON file: user id -> words) those words are appended to the profiles."""
     kind, _, path = spec.partition(":")
     if kind == "clogit":
         from promogym.predictors.clogit import ConditionalLogit
@@ -67,10 +73,18 @@ def load_response(spec: str, offer_text: bool = False) -> Callable[[pd.DataFrame
     from promogym.predictors.registry import load_model
 
     model = load_model(spec)
+    words: dict[int, str] | None = None
+    if profile_words:
+        try:
+            raw = json.loads(Path(profile_words).read_text())
+            words = {int(k): str(v) for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"profile_words {profile_words}: not a JSON object of user id -> words ({exc})") from exc
 
     def logits(rows: pd.DataFrame) -> np.ndarray:
-        p = np.clip(np.asarray(model.predict_proba(with_offer_text(rows) if offer_text else rows), dtype=float),
-                    1e-7, 1 - 1e-7)
+        rows = with_offer_text(rows) if offer_text else rows
+        rows = with_profile_text(rows, words) if words is not None else rows
+        p = np.clip(np.asarray(model.predict_proba(rows), dtype=float), 1e-7, 1 - 1e-7)
         return np.log(p) - np.log1p(-p)
 
     return logits
@@ -149,7 +163,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         uniq, first = np.unique(visit[self._order], return_index=True)
         ends = np.r_[first[1:], len(visit)]
         self._span = dict(zip(uniq.tolist(), zip(first.tolist(), ends.tolist(), strict=True), strict=True))
-        self.response = load_response(self.config.response, self.config.offer_text)
+        self.response = load_response(self.config.response, self.config.offer_text, self.config.profile_words)
         n = len(self.items)
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         low = np.r_[np.full(n, self.config.price_low - 1.0), 0.0, 0.0].astype(np.float32)

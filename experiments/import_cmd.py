@@ -87,6 +87,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                   "clogit.json)")
     b.add_argument("--bert", default=None, help="a BERT hybrid checkpoint fitted by `promogym shop compare` (it reads "
                                                 "the promotions in the product text)")
+    b.add_argument("--bert-history", default=None, metavar="DIR",
+                   help="a BERT hybrid fitted by `promogym shop compare --bert-history` (needs --profiles)")
+    b.add_argument("--profiles", default=None,
+                   help="its household words (bert_history_profiles.json of the comparison)")
     b.add_argument("--model", action="append", default=[], metavar="NAME=SPEC",
                    help="another choice model by spec (gbdt:<file>, bert:<dir> fitted by `promogym fit`)")
     b.add_argument("--weeks", default="47-53", help="held-out weeks (default 47-53)")
@@ -215,26 +219,33 @@ def run_backtest(args: argparse.Namespace) -> int:
     from promogym.experiments.shop_backtest import backtest, check_backtest_dir
 
     weeks = _weeks(args.weeks, "--weeks")
-    responses: dict[str, tuple[str, bool]] = {}
+    responses: dict[str, tuple[str, bool, str]] = {}
     if args.clogit:
         if not Path(args.clogit).is_file():
             raise CLIError(f"--clogit file not found: {args.clogit}")
-        responses["clogit"] = (f"clogit:{args.clogit}", False)
+        responses["clogit"] = (f"clogit:{args.clogit}", False, "")
     if args.bert:
         if not Path(args.bert).is_dir():
             raise CLIError(f"--bert folder not found: {args.bert}")
-        responses["bert"] = (f"bert:{args.bert}", True)
+        responses["bert"] = (f"bert:{args.bert}", True, "")
+    if args.bert_history:
+        if not Path(args.bert_history).is_dir() or not args.profiles or not Path(args.profiles).is_file():
+            raise CLIError("--bert-history needs its checkpoint folder and --profiles, the comparison's "
+                           "bert_history_profiles.json")
+        responses["bert_history"] = (f"bert:{args.bert_history}", True, args.profiles)
     for item in args.model:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
             raise CLIError(f"--model must be NAME=SPEC, got {item!r}")
-        responses[name] = (spec, False)
+        responses[name] = (spec, False, "")
     if not responses:
         raise CLIError("name at least one model: --clogit, --bert or --model NAME=SPEC")
     if args.occasions_per_week < 1 or not 0 <= args.cost_share <= 1:
         raise CLIError("--occasions-per-week must be >= 1 and --cost-share in [0, 1]")
     command = f"promogym shop backtest --shop {args.shop}" + (f" --clogit {args.clogit}" if args.clogit else "") + \
-        (f" --bert {args.bert}" if args.bert else "") + "".join(f" --model {m}" for m in args.model) + \
+        (f" --bert {args.bert}" if args.bert else "") + \
+        (f" --bert-history {args.bert_history} --profiles {args.profiles}" if args.bert_history else "") + \
+        "".join(f" --model {m}" for m in args.model) + \
         f" --weeks {args.weeks} --occasions-per-week {args.occasions_per_week} --cost-share {args.cost_share} " \
         f"--seed {args.seed} --out {args.out}"
     try:

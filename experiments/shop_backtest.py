@@ -61,11 +61,11 @@ def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
     return frame.groupby("week").sum()
 
 
-def backtest(shop: Path, responses: dict[str, tuple[str, bool]], weeks: tuple[int, int], out: Path,
+def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tuple[int, int], out: Path,
              occasions_per_week: int = 5000, cost_share: float = 0.7, seed: int = 0, command: str = ""
              ) -> dict[str, Any]:
-    """Run both parts for each response (name -> (spec, offer_text)) and write ``out`` (backtest.json,
-    backtest.md) atomically."""
+    """Run both parts for each response (name -> (spec, offer_text, profile words file)) and write ``out``
+    (backtest.json, backtest.md) atomically."""
     started = time.perf_counter()
     logs = pd.read_parquet(shop / "logs.parquet")
     week = logs["week"].to_numpy() if "week" in logs.columns else logs["day"].to_numpy() // 7 + 1
@@ -78,9 +78,9 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool]], weeks: tuple[in
                               "what_if": {}, "settings": {"occasions_per_week": occasions_per_week,
                                                           "cost_share": cost_share, "seed": seed,
                                                           "multiples": list(MULTIPLES)}}
-    for name, (spec, offer_text) in responses.items():
-        result["responses"][name] = {"spec": spec, "offer_text": offer_text}
-        weekly = replay(rows, load_response(spec, offer_text))
+    for name, (spec, offer_text, words) in responses.items():
+        result["responses"][name] = {"spec": spec, "offer_text": offer_text, "profile_words": words}
+        weekly = replay(rows, load_response(spec, offer_text, words))
         tot = weekly.sum()
         result["replay"][name] = {
             "weekly": {int(str(w)): {str(k): float(v) for k, v in r.items()} for w, r in weekly.iterrows()},
@@ -90,7 +90,7 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool]], weeks: tuple[in
             "weekly_correlation": float(np.corrcoef(weekly["expected_purchases"], weekly["observed_purchases"])[0, 1])
             if len(weekly) > 2 else None}
         env = ShopPricingEnv({"shop": str(shop), "response": spec, "offer_text": offer_text,
-                              "first_week": weeks[0], "last_week": weeks[1], "horizon": horizon,
+                              "profile_words": words, "first_week": weeks[0], "last_week": weeks[1], "horizon": horizon,
                               "occasions_per_week": occasions_per_week, "cost_share": cost_share})
         runs = {}
         for m in MULTIPLES:

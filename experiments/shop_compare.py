@@ -47,7 +47,7 @@ from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
 from promogym.predictors.features import NUMERIC_FEATURES
 from promogym.predictors.metrics import ece, reliability
-from promogym.predictors.shop import with_offer_text
+from promogym.predictors.shop import with_offer_text, with_profile_text
 
 log = logging.getLogger(__name__)
 COMPARE_KIND = "promogym-shop-compare"
@@ -251,11 +251,7 @@ def _bert_rows(rows: pd.DataFrame, history: dict[int, str] | None) -> pd.DataFra
     """The rows the BERT hybrid reads: promotions in the product text; with ``history``, the household's purchase
     history appended to its profile (households without one: "No past purchases recorded.")."""
     rows = with_offer_text(rows)
-    if history is None:
-        return rows
-    extra = pd.Series(rows["user_id"].to_numpy()).map(history).fillna("No past purchases recorded.").to_numpy()
-    text = rows["user_text"].astype(str).to_numpy(dtype=object) + " " + extra.astype(object)
-    return rows.assign(user_text=pd.Categorical(text))
+    return rows if history is None else with_profile_text(rows, history)
 
 
 def fit_bert(train: pd.DataFrame, folder: Path, encoder: str, epochs: int, seed: int, finetune_epochs: int = 0
@@ -316,6 +312,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     sizes["households"] = int(df["user_id"].nunique())
     results: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    profile_words: dict[str, dict[int, str]] = {}
     fitted: dict[str, Any] = {}
 
     # conditional logit: the ridge chosen on the validation weeks
@@ -344,7 +341,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
     log.info("gbdt done")
 
     if s.bert != "none":
-        profiles = {"bert": None}
+        profiles: dict[str, dict[int, str] | None] = {"bert": None}
         if s.bert_history:
             profiles["bert_history"] = history_profiles(df[choice_subset_rows(df, in_weeks(s.train_weeks) & ~is_held)])
         for name, history in profiles.items():
@@ -367,6 +364,8 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
                             "seconds": round(time.perf_counter() - t0, 1),
                             "validation_ll": float(visit_ll(bert_logits(val), val).mean())}
             results[name], curves[name] = score_model(bert_logits, test, test_held, test_launched)
+            if history is not None:
+                profile_words[name] = history
     else:
         fitted["bert"] = {"not_measured": "the BERT hybrid was not fitted (--bert none)"}
 
@@ -384,6 +383,8 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
         (tmp / "comparison.md").write_text(str(result["markdown"]) + "\n")
         plot(curves, tmp / "shop_compare.png")
         clogit.save(tmp / "clogit.json")
+        for name, words in profile_words.items():  # what the env and the back-test append to the profiles
+            write_json(tmp / f"{name}_profiles.json", {str(u): t for u, t in sorted(words.items())})
         write_json(tmp / MARKER_FILE, {"kind": COMPARE_KIND})
     return result
 

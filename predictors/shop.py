@@ -298,6 +298,15 @@ def with_offer_text(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(item_text=pd.Categorical(text))
 
 
+def with_profile_text(df: pd.DataFrame, extra: Mapping[int, str], missing: str = "No past purchases recorded."
+                      ) -> pd.DataFrame:
+    """``df`` with words appended to each customer's profile text (``extra``: user id -> words; ``missing`` for
+    customers without an entry), e.g. the shop's own purchase history of each household."""
+    words = pd.Series(df["user_id"].to_numpy()).map(dict(extra)).fillna(missing).to_numpy().astype(object)
+    text = df["user_text"].astype(str).to_numpy(dtype=object) + " " + words
+    return df.assign(user_text=pd.Categorical(text))
+
+
 def summarize_shop(logs: pd.DataFrame) -> dict[str, Any]:
     """Counts of a shop's long table: rows, visits, customers, products, categories, days, purchase share."""
     bought = logs.groupby("visit_id", sort=False)["purchased"].max()

@@ -127,10 +127,16 @@ def test_the_bert_hybrid_row_and_its_backtest_with_a_tiny_encoder(tmp_path, caps
     assert "| bert |" in capsys.readouterr().out
     bt = tmp_path / "bt"
     assert main(["shop", "backtest", "--shop", str(shop), "--clogit", str(out / "clogit.json"), "--bert",
-                 str(work / "bert" / "model"), "--weeks", "16-20", "--occasions-per-week", "100",
+                 str(work / "bert" / "model"), "--bert-history", str(work / "bert_history" / "model"), "--profiles",
+                 str(out / "bert_history_profiles.json"), "--weeks", "16-20", "--occasions-per-week", "100",
                  "--out", str(bt)]) == 0
     record = json.loads((bt / "backtest.json").read_text())
-    assert set(record["replay"]) == {"clogit", "bert"} and record["responses"]["bert"]["offer_text"] is True
+    assert set(record["replay"]) == {"clogit", "bert", "bert_history"}
+    assert record["responses"]["bert"]["offer_text"] is True and record["responses"]["bert_history"]["profile_words"]
+    # the back-test reads the history model as the comparison scored it: the same expected purchases
+    scored = result["test"]["bert_history"]["predicted_purchases"]
+    assert sum(w["expected_purchases"] for w in record["replay"]["bert_history"]["weekly"].values()) == \
+        pytest.approx(scored, rel=1e-6)
 
 
 def test_history_profiles_say_how_often_each_category_was_bought():
