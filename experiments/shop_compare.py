@@ -239,9 +239,9 @@ def history_profiles(rows: pd.DataFrame) -> dict[int, str]:
     sometimes (< 30%), often (< 60%), usually): the shop's own purchase history as profile words."""
     per = rows.groupby(["user_id", "visit_id"], sort=False).agg(category=("category", "first"),
                                                                 bought=("purchased", "max")).reset_index()
-    share = per.groupby(["user_id", "category"])["bought"].mean()
+    share = per.groupby(["user_id", "category"], as_index=False)["bought"].mean()
     out: dict[int, list[str]] = {}
-    for (user, category), value in share.items():
+    for user, category, value in zip(share["user_id"], share["category"], share["bought"], strict=True):
         word = "never" if value == 0 else next(w for cut, w in BANDS[1:] if value < cut)
         out.setdefault(int(str(user)), []).append(f"{str(category).lower()} {word}")
     return {u: "In past weeks the household bought " + ", ".join(parts) + "." for u, parts in out.items()}
@@ -353,7 +353,7 @@ def compare(shop: Path, out: Path, settings: CompareSettings, work: Path | None 
                 p = np.clip(bert.predict_proba(_bert_rows(rows, history)), 1e-7, 1 - 1e-7)
                 return np.log(p) - np.log1p(-p)
 
-            kept = min(bert.meta.get("history", []), key=lambda h: h["val_choice_nll"], default={})
+            kept: dict[str, Any] = min(bert.meta.get("history", []), key=lambda h: h["val_choice_nll"], default={})
             fitted[name] = {"encoder": s.bert, "head_epochs": s.bert_epochs,
                             "finetune_epochs": s.bert_finetune_epochs,
                             "kept_state": {"stage": kept.get("stage"), "epoch": kept.get("epoch")},
