@@ -127,7 +127,11 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | N
              f"{cfg['predictor']['kind']}; agent {cfg['agent']['algo']}; each round deploys for "
              f"{cfg['deploy']['episodes']} seasons with exploration "
              f"{cfg['deploy']['exploration']}; world values on {cfg['evaluate']['episodes']} common evaluation "
-             "episodes" + (f"; run time {seconds:,.0f} s" if seconds is not None else "") + ".", ""]
+             "episodes" + (f"; this invocation {seconds:,.0f} s" if seconds is not None else "") + ".", ""]
+    timing = result.get("timing")
+    if timing:
+        lines += [f"Run time: {timing['span_seconds'] / 3600:.2f} h from the first stage's start to the last one's "
+                  f"end, {timing['stage_seconds'] / 3600:.2f} h of stage time summed (seeds run in parallel).", ""]
     refs = result.get("references", {})
     if refs:
         lines.append("References: " + "; ".join(f"{k} {v['mean']:,.0f}{_ci(v)}" for k, v in refs.items()) + ".")
