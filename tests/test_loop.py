@@ -41,7 +41,7 @@ def test_the_smoke_loop_writes_its_report_with_every_round_of_every_variant(smok
     assert (smoke_run / "report" / "loop.md").read_text().startswith("# Closed loop: loop_smoke")
     assert (smoke_run / "report" / "loop.png").stat().st_size > 0
     timing = result["timing"]  # from the stages' records, whatever invocations ran them
-    assert 0 < timing["stage_seconds"] and 0 < timing["span_seconds"]
+    assert timing["stage_seconds"] > 0 and timing["span_seconds"] > 0
     assert "Run time:" in (smoke_run / "report" / "loop.md").read_text()
     by = {(r["variant"], r["round"]): r for r in result["records"]}
     for r in range(1, cfg.loop.rounds + 1):
