@@ -21,6 +21,8 @@ CONFIGS = {
     "promogym/CouponAllocation-v1": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 60.0, "cohorts_per_day": 3},
     "promogym/CouponAllocation-v2": {**SMALL, "horizon": 12, "cohort_size": 16, "budget": 20.0, "cohorts_per_day": 3},
     "promogym/HillstromTargeting-v0": {"batch_size": 8, "horizon": 10, "budget_share": 0.25},
+    "promogym/PromoRecommendation-v0": {**SMALL, "visitors": 4, "horizon": 3, "steps_per_day": 2,
+                                        "new_products_day": 1, "initial_stock": 5},
 }
 IDS = list(envs.ENV_IDS)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
