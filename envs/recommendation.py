@@ -15,6 +15,7 @@ from promogym.envs.base import OBS_BOUND, MarketEnv, MarketEnvConfig, Offers, ch
 from promogym.envs.families import EnvFamily, TracePlot, _world_traces
 from promogym.envs.market import MarketState, mnl_from_utility
 from promogym.envs.market.customers import QUALITY_TASTES
+from promogym.envs.market.world import log_comb
 
 VISITOR_FEATURES = 10   # visit frequency (3), quality taste (3), tier preference (3), favourite category (1)
 PRODUCT_FEATURES = 14   # see PromoRecommendationEnv's docstring
@@ -22,22 +23,26 @@ PAIR_FEATURES = VISITOR_FEATURES + PRODUCT_FEATURES
 _LOG_PRICE_CENTRE = 3.5
 
 
-def slate_propensity(levels: np.ndarray, valid: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """(visitors,) the probability of the set each visitor is shown when ``slots`` products are taken by ``levels``
-    (highest first) among the ``valid`` candidates, ties at the last level taken broken uniformly at random: 1 /
-    C(tied, slots still open when the tied level is reached). Equal levels everywhere: the uniform display,
-    1 / C(candidates, slots)."""
-    from scipy.special import gammaln
-
+def display_groups(levels: np.ndarray, valid: np.ndarray, slots: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How ``slots`` products are taken by ``levels`` (highest first) among the ``valid`` candidates ((visitors,
+    width) arrays), ties at the last level taken broken uniformly at random: ``(sure, tied, open)``, the candidates
+    shown for certain (levels above the last slot's), the tied group at the last slot's level, and per visitor the
+    slots the tie-break fills from it."""
     lv = np.where(valid, levels, -1)
     k = np.minimum(np.asarray(slots, np.int64), valid.sum(axis=1))
-    order = -np.sort(-lv, axis=1)                                   # levels, highest first
-    last = np.take_along_axis(order, np.maximum(k - 1, 0)[:, None], axis=1)[:, 0]
-    above = (lv > last[:, None]).sum(axis=1)
-    tied = (lv == last[:, None]).sum(axis=1)
-    r = np.where(k > 0, k - above, 0)
-    tied = np.where(k > 0, tied, 0)
-    return np.exp(-(gammaln(tied + 1.0) - gammaln(r + 1.0) - gammaln(tied - r + 1.0)))
+    last = -np.sort(-lv, axis=1)[np.arange(len(k)), np.maximum(k - 1, 0)]   # the last slot's level
+    live = valid & (k[:, None] > 0)
+    sure, tied = live & (lv > last[:, None]), live & (lv == last[:, None])
+    return sure, tied, k - sure.sum(axis=1)
+
+
+def slate_propensity(levels: np.ndarray, valid: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """(visitors,) the probability of the set each visitor is shown when ``slots`` products are taken by ``levels``
+    (:func:`display_groups`): 1 / C(tied, slots still open when the tied level is reached). Equal levels
+    everywhere: the uniform display, 1 / C(candidates, slots)."""
+    _, tied, open_ = display_groups(levels, valid, slots)
+    return np.exp(-log_comb(tied.sum(axis=1), open_))
 
 
 def recommendation_trace_rows(env: Any, seed: int, t: int, info: dict[str, Any]) -> list[dict[str, Any]]:

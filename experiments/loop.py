@@ -614,26 +614,10 @@ class Loop(Pipeline):
         records = self.run_seeds()
         result = {"format": "promogym-loop/1", "config": self.cfg.to_dict(), "records": records,
                   "references": self.references(), "eval_seeds": [self.eval_seeds[0], self.eval_seeds[-1]]}
-        result["timing"] = self.timing()
+        result["timing"] = self.stage_timing()
         write_json(self.out / "loop.json", result)
         self.record_run("loop", time.perf_counter() - start)
         return result
-
-    def timing(self) -> dict[str, float]:
-        """What the loop's finished stages took, whatever invocations ran them (an interrupted one records no wall
-        time): ``stage_seconds``, summed over stages (worker-seconds: seeds run in parallel), and
-        ``span_seconds``, from the first stage's start to the last stage's end (idle time between invocations
-        included)."""
-        starts, ends, total = [], [], 0.0
-        for f in self.out.glob("**/stage.json"):
-            if any(part.startswith(".") for part in f.relative_to(self.out).parts):
-                continue  # a stage still being built
-            sec = float(read_record(f).get("seconds", 0.0))
-            end = f.stat().st_mtime
-            starts.append(end - sec)
-            ends.append(end)
-            total += sec
-        return {"stage_seconds": total, "span_seconds": (max(ends) - min(starts)) if ends else 0.0}
 
 
 def run_loop_seed(payload: Mapping[str, Any]) -> dict[str, Any]:

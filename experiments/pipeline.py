@@ -135,6 +135,22 @@ class Pipeline:
                                            "machine": machine_info(), "commit": self.commit,
                                            "stage_commits": self.stage_commits(), "keys": self.keys})
 
+    def stage_timing(self) -> dict[str, float]:
+        """What every finished stage in the run folder took, whatever invocations ran them (an interrupted one
+        records no wall time in ``run.json``): ``stage_seconds``, summed over stages (worker-seconds where trials
+        ran in parallel), and ``span_seconds``, from the first stage's start to the last one's end (idle time between
+        invocations included)."""
+        starts, ends, total = [], [], 0.0
+        for f in self.out.glob("**/stage.json"):
+            if any(part.startswith(".") for part in f.relative_to(self.out).parts):
+                continue  # a stage still being built
+            sec = float(read_record(f).get("seconds", 0.0))
+            end = f.stat().st_mtime
+            starts.append(end - sec)
+            ends.append(end)
+            total += sec
+        return {"stage_seconds": total, "span_seconds": (max(ends) - min(starts)) if ends else 0.0}
+
     def stage_commits(self) -> dict[str, str | None]:
         """The commit each finished stage was computed at (None: recorded before commits were)."""
         return {name: read_record(self.out / name / "stage.json").get("commit")

@@ -51,32 +51,26 @@ def pi_weight(overlap: np.ndarray, slots: np.ndarray, pool: np.ndarray) -> np.nd
     return np.where(full, 1.0, (m - n * b) / a)
 
 
-def target_display(env: Any, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What a display action shows in ``env``'s current state, as the env draws it: ``(sure, tied)`` (visitors, width)
-    booleans, the candidates shown for certain (levels above the last slot's) and the tied group at the last slot's
-    level that the env's tie-break draws the remaining slots from uniformly."""
+def target_display(env: Any, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a display action shows in ``env``'s current state, as the env draws it
+    (:func:`~promogym.envs.recommendation.display_groups`): ``(sure, tied, open)``, the candidates shown for certain,
+    the tied group at the last slot's level and the slots the env's tie-break fills from it uniformly."""
+    from promogym.envs.recommendation import display_groups
+
     e = env.unwrapped
-    levels = np.asarray(action, np.int64).reshape(e.candidates.shape)
-    valid = e.candidates >= 0
-    key = np.where(valid, levels, -1)
-    k = np.minimum(e.slots, valid.sum(axis=1))
-    kth = -np.sort(-key, axis=1)[np.arange(len(k)), np.maximum(k - 1, 0)]
-    shown_any = valid & (k[:, None] > 0)
-    return shown_any & (key > kth[:, None]), shown_any & (key == kth[:, None])
+    return display_groups(np.asarray(action, np.int64).reshape(e.candidates.shape), e.candidates >= 0, e.slots)
 
 
-def _target_terms(sure: np.ndarray, tied: np.ndarray, logged: np.ndarray, slots: np.ndarray
+def _target_terms(sure: np.ndarray, tied: np.ndarray, open_: np.ndarray, logged: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per visitor, the target's probability of the logged set and the sum over the logged set of the target's
     inclusion probabilities (sure: 1; tied: the open slots over the tied group's size)."""
-    from scipy.special import gammaln
+    from promogym.envs.market.world import log_comb
 
-    n_sure, n_tied = sure.sum(axis=1), tied.sum(axis=1)
-    r = np.maximum(slots - n_sure, 0)
-    q = np.where(sure, 1.0, np.where(tied, r[:, None] / np.maximum(n_tied, 1)[:, None], 0.0))
+    n_tied = tied.sum(axis=1)
+    q = np.where(sure, 1.0, np.where(tied, open_[:, None] / np.maximum(n_tied, 1)[:, None], 0.0))
     consistent = (sure <= logged).all(axis=1) & (logged <= (sure | tied)).all(axis=1)
-    p_set = np.exp(-(gammaln(n_tied + 1.0) - gammaln(r + 1.0) - gammaln(n_tied - r + 1.0)))
-    return np.where(consistent, p_set, 0.0), (q * logged).sum(axis=1)
+    return np.where(consistent, np.exp(-log_comb(n_tied, open_)), 0.0), (q * logged).sum(axis=1)
 
 
 def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) -> pd.DataFrame:
@@ -90,6 +84,7 @@ def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) ->
     from promogym.agents.base import EnvPolicy
 
     e = env.unwrapped
+    zero = np.zeros(env.action_space.shape, np.int64)  # every level equal: the uniform display
     frames = []
     for seed in seeds:
         obs, _ = env.reset(seed=int(seed))
@@ -100,7 +95,6 @@ def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) ->
         while not done:
             plans = {name: target_display(env, pol.predict(obs, deterministic=True)[0])
                      for name, pol in targets.items()}
-            zero = np.zeros(env.action_space.shape, np.int64)
             candidates, slots = e.candidates.copy(), e.slots.copy()
             pool = (candidates >= 0).sum(axis=1)
             obs, _, terminated, truncated, info = env.step(zero)
@@ -109,8 +103,8 @@ def record_slates(env: Any, targets: Mapping[str, Any], seeds: Sequence[int]) ->
             row = {"episode": int(seed), "t": t, "visitor": np.arange(len(slots)), "slots": np.minimum(slots, pool),
                    "pool": pool, "slate_propensity": info["slate_propensity"], "profit": info["visitor_profit"],
                    "expected_profit": info["visitor_expected_profit_world"]}
-            for name, (sure, tied) in plans.items():
-                row[f"prob_{name}"], row[f"overlap_{name}"] = _target_terms(sure, tied, logged, row["slots"])
+            for name, (sure, tied, open_) in plans.items():
+                row[f"prob_{name}"], row[f"overlap_{name}"] = _target_terms(sure, tied, open_, logged)
             frames.append(pd.DataFrame(row))
             done, t = terminated or truncated, t + 1
     return pd.concat(frames, ignore_index=True)

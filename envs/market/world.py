@@ -390,15 +390,12 @@ class Market:
         category's pool and the probability of the set of products shown, ``1 / C(pool size, slots)`` (the order
         they are shown in does not enter the choice). A product's probability of being among them is ``slots / pool
         size``."""
-        from scipy.special import gammaln
-
         pool = self.catalog_pool if pool is None else pool
         n = (pool[np.asarray(categories, dtype=np.int64)] >= 0).sum(axis=1)
         k = np.asarray(slots, dtype=np.int64)
         if (k > n).any() or (k < 0).any():
             raise ValueError("slots must be between 0 and the size of each visit's category pool")
-        log_sets = gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
-        return n, np.exp(-log_sets)
+        return n, np.exp(-log_comb(n, k))
 
     def sample_visits(self, day: int, rng: np.random.Generator, *, categories: np.ndarray | None = None,
                       scale: float = 1.0, n: int | None = None, pool: np.ndarray | None = None) -> Visits:
@@ -466,6 +463,15 @@ class Market:
         """The hidden customer type's name of each customer id in ``users`` (same shape)."""
         names = np.array([t.name for t in CUSTOMER_TYPES])
         return names[self.customers.ctype[np.asarray(users)]]
+
+
+def log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """log C(n, k) elementwise (0 <= k <= n): the log of the number of k-sets of n products, whose inverse is a
+    uniform draw's probability of each."""
+    from scipy.special import gammaln
+
+    n, k = np.asarray(n, float), np.asarray(k, float)
+    return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
 
 
 def mnl_from_utility(u: np.ndarray, available: np.ndarray | None = None) -> np.ndarray:
