@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +224,14 @@ def bench_predictor(quick: bool = False, device_name: str = "cpu") -> dict[str, 
     return figures
 
 
-def bench_env(quick: bool = False) -> dict[str, Any]:
+def bench_env(quick: bool = False, env_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Env steps/s and customer decisions/s for each env x backend: the world, a tiny BERT, MiniLM (towers
     cached) and MiniLM with a 5-head ensemble scored every step (``uncertainty_penalty`` on). Each run
     first plays ``warmup`` untimed steps, as a training run's first steps fill the model's per-pair memo,
-    then times ``steps`` steps of random actions."""
+    then times ``steps`` steps of random actions. A customer decision is a visitor (pricing, recommendation)
+    or a cohort member (coupons); where an env reports the products it ``shown`` each visitor
+    (PromoRecommendation), the (visitor, shown product) pairs the backend scored are counted too
+    (``pairs_per_s``). ``env_ids``: the envs to run (default: every one of ``envs.MARKET_ENV_IDS``)."""
     import gymnasium as gym
     import torch
 
@@ -251,8 +254,12 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
                             bf16=False, segment=True), {"uncertainty_penalty": 1.0})
     Market(market_cfg)  # warm the import path
     steps, warmup = (20, 20) if quick else (200, 1000)
+    env_ids = list(envs.MARKET_ENV_IDS if env_ids is None else env_ids)
+    unknown = [e for e in env_ids if e not in envs.MARKET_ENV_IDS]
+    if unknown:
+        raise ValueError(f"unknown env id {unknown[0]!r}; choose among {', '.join(envs.MARKET_ENV_IDS)}")
     results: dict[str, Any] = {}
-    for env_id in envs.MARKET_ENV_IDS:
+    for env_id in env_ids:
         for bname, (response, extra) in backends.items():
             start = time.perf_counter()
             env = gym.make(env_id, config={"response": response, "market": market_cfg, **extra})
@@ -264,26 +271,31 @@ def bench_env(quick: bool = False) -> dict[str, Any]:
                 if term or trunc:
                     env.reset()
             actions = [env.action_space.sample() for _ in range(steps)]
-            decisions, t0 = 0, time.perf_counter()
+            decisions, pairs, t0 = 0, 0, time.perf_counter()
             for a in actions:
                 _, _, term, trunc, info = env.step(a)
                 decisions += int(info.get("visitors", len(info.get("users", ()))))
+                if "shown" in info:
+                    pairs += int((np.asarray(info["shown"]) >= 0).sum())
                 if term or trunc:
                     env.reset()
             seconds = time.perf_counter() - t0
             results[f"{env_id}|{bname}"] = {"steps_per_s": steps / seconds, "decisions_per_s": decisions / seconds,
                                            "setup_s": setup}
-    figures: dict[str, Any] = {"per_env_backend": results, "steps": steps, "warmup_steps": warmup}
-    for env_id in envs.MARKET_ENV_IDS:
+            if "shown" in info:
+                results[f"{env_id}|{bname}"]["pairs_per_s"] = pairs / seconds
+    figures: dict[str, Any] = {"per_env_backend": results, "env_ids": env_ids, "steps": steps,
+                               "warmup_steps": warmup}
+    for env_id in env_ids:
         world = results[f"{env_id}|world"]["decisions_per_s"]
         short = env_id.split("/")[1]
         figures[f"{short}_world_decisions_per_s"] = world
         for bname in backends:
             if bname != "world":
                 figures[f"{short}_ratio_{bname}_over_world"] = results[f"{env_id}|{bname}"]["decisions_per_s"] / world
-    figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in envs.MARKET_ENV_IDS}
+    figures["targets"] = {f"{e.split('/')[1]}_world_decisions_per_s": 5e4 for e in env_ids}
     if not quick:
-        for e in envs.MARKET_ENV_IDS:
+        for e in env_ids:
             for bname in ("bert_minilm", "bert_minilm_ensemble5"):
                 figures["targets"][f"{e.split('/')[1]}_ratio_{bname}_over_world"] = 0.3
     return figures
@@ -387,13 +399,15 @@ def compare_to_cpu(cpu_file: Path, figures: dict[str, Any], quick: bool) -> dict
             "ratio_over_cpu": {k: figures[k] / cpu_fig[k] for k in RATIO_KEYS if cpu_fig.get(k)}}
 
 
-def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu",
+              env_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Run benchmark ``name`` of ``BENCHES`` (pinned to one core where it asks) and write its figures, with the commit,
     machine and package versions, to its JSON file in ``out_dir``; a device run is compared with the CPU figures found
-    there. Returns what was written."""
+    there; ``env_ids`` (``env`` only): the envs to run, default all. Returns what was written."""
     fn, pin = BENCHES[name]
     cpu = pin_one_core() if pin else None
-    figures = fn(quick, device) if name in DEVICE_BENCHES else fn(quick)
+    extra: tuple[Any, ...] = (device,) if name in DEVICE_BENCHES else (env_ids,) if name == "env" else ()
+    figures = fn(quick, *extra)
     result = {
         "bench": name,
         "figures": figures,

@@ -17,6 +17,21 @@ def check_device(name: str, device: str) -> str:
     return torch_device(device)
 
 
+def check_envs(name: str, env_ids: list[str] | None) -> list[str] | None:
+    """The env ids ``bench <name>`` runs (None: every one of ``envs.MARKET_ENV_IDS``); a CLIError for --env on
+    another benchmark or an id that is not a market env."""
+    if not env_ids:
+        return None
+    if name != "env":
+        raise CLIError(f"--env applies to `bench env` only, not `bench {name}`")
+    from promogym import envs
+
+    for env_id in env_ids:
+        if env_id not in envs.MARKET_ENV_IDS:
+            raise CLIError(f"unknown env id {env_id!r}; choose among {', '.join(envs.MARKET_ENV_IDS)}")
+    return list(dict.fromkeys(env_ids))
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("bench", help="throughput benchmarks (JSON under results/bench/)")
@@ -27,17 +42,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu",
                    help="predictor only: cpu (default) or cuda; a GPU run writes predictor_cuda.json, with its "
                         "ratios over predictor.json when that file is in --out")
+    p.add_argument("--env", action="append", default=None, metavar="ENV_ID",
+                   help="env only: a market env id to run (repeatable; default: every market env)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym bench`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     device = check_device(args.what, args.device)
+    env_ids = check_envs(args.what, args.env)
     out = output_dir(args.out, "--out", force=args.force)
-    result = run_bench(args.what, out, args.quick, device)
+    result = run_bench(args.what, out, args.quick, device, env_ids)
     for key, value in result["figures"].items():
         if isinstance(value, float):
             print(f"{key:<48} {value:>16,.{1 if abs(value) >= 10 else 3}f}")
+        elif isinstance(value, list):
+            print(f"{key:<40} {', '.join(map(str, value))}")
         elif not isinstance(value, dict):
             print(f"{key:<40} {value:>16}")
     for key, target in result["figures"].get("targets", {}).items():

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from promogym import envs
 from promogym.core.io import file_sha256
 from promogym.experiments import paths
 from promogym.experiments.cli import main
@@ -131,6 +132,39 @@ def test_bench_world_quick_writes_json(tmp_path):
     assert "logged_rows_per_s" in res.stdout
 
 
+def test_bench_env_quick_runs_the_envs_named_by_env(tmp_path):
+    # a subprocess: the benchmark pins its process to one CPU
+    rec = "promogym/PromoRecommendation-v0"
+    res = subprocess.run([sys.executable, "-m", "promogym.experiments.cli", "bench", "env", "--quick", "--env", rec,
+                          "--env", rec, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "env.json").read_text())
+    assert result["bench"] == "env" and result["quick"] is True and result["pinned_cpu"] is not None
+    figures = result["figures"]
+    assert figures["env_ids"] == [rec] and (figures["steps"], figures["warmup_steps"]) == (20, 20)
+    runs = figures["per_env_backend"]
+    assert set(runs) == {f"{rec}|{b}" for b in ("world", "bert_tiny", "bert_tiny_ensemble5")}
+    # structure only (no timing is a pass mark): every visitor is shown at least one product of its category
+    assert all(r["pairs_per_s"] >= r["decisions_per_s"] > 0 for r in runs.values())
+    for b in ("bert_tiny", "bert_tiny_ensemble5"):
+        assert figures[f"PromoRecommendation-v0_ratio_{b}_over_world"] == pytest.approx(
+            runs[f"{rec}|{b}"]["decisions_per_s"] / runs[f"{rec}|world"]["decisions_per_s"])
+    assert figures["targets"] == {"PromoRecommendation-v0_world_decisions_per_s": 5e4}   # no ratio target in --quick
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["env", "--env", "promogym/Nope-v0"], "unknown env id 'promogym/Nope-v0'"),
+    (["env", "--env", "promogym/PromoRecommendation-v0", "--env", "promogym/HillstromTargeting-v0"],
+     "unknown env id 'promogym/HillstromTargeting-v0'"),
+    (["world", "--env", "promogym/PromoRecommendation-v0"], "--env applies to `bench env` only"),
+])
+def test_bench_bad_env_exits_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    assert main(["bench", *args, "--out", str(tmp_path / "b")]) == 2
+    _one_line_error(capsys, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_committed_bench_files_hold_ratios_of_their_own_figures():
     """The committed results/bench JSONs: every ratio the README quotes is the quotient of two figures of the
     same file, and the targets they carry are the README's (structure, not timings)."""
@@ -144,5 +178,18 @@ def test_committed_bench_files_hold_ratios_of_their_own_figures():
     assert pred["targets"]["ratio_cached_over_full"] == 500.0
     assert pred["encoder_calls_during_cached_predictions"] == 0
     env = json.loads((bench / "env.json").read_text())["figures"]
-    targeted = [k for k in env["targets"] if "_ratio_" in k]  # MiniLM with cache >= 0.3 x the world, per env
-    assert len(targeted) == 6 and all(k in env and env["targets"][k] == 0.3 for k in targeted)
+    # every market env, PromoRecommendation-v0 included, with the world >= 50 k decisions/s and MiniLM (with and
+    # without the ensemble) >= 0.3 x the world as targets
+    shorts = [e.split("/")[1] for e in envs.MARKET_ENV_IDS]
+    assert env["env_ids"] == list(envs.MARKET_ENV_IDS)
+    assert env["targets"] == {**{f"{s}_world_decisions_per_s": 5e4 for s in shorts},
+                              **{f"{s}_ratio_{b}_over_world": 0.3 for s in shorts
+                                 for b in ("bert_minilm", "bert_minilm_ensemble5")}}
+    assert all(k in env for k in env["targets"])
+    runs = env["per_env_backend"]
+    for short, env_id in zip(shorts, envs.MARKET_ENV_IDS, strict=True):
+        world_rate = runs[f"{env_id}|world"]["decisions_per_s"]
+        assert env[f"{short}_world_decisions_per_s"] == world_rate
+        for b in ("bert_tiny", "bert_minilm", "bert_minilm_ensemble5"):
+            assert env[f"{short}_ratio_{b}_over_world"] == pytest.approx(runs[f"{env_id}|{b}"]["decisions_per_s"]
+                                                                         / world_rate)
