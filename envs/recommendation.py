@@ -181,6 +181,10 @@ class PromoRecommendationEnv(MarketEnv):
         self._product_static = np.column_stack([
             np.log(cat.list_price) - _LOG_PRICE_CENTRE, self.unit_margin / cat.list_price,
             np.eye(3)[cat.tier], cat.stars / 5.0, cat.is_new.astype(float)]).astype(np.float32)  # (n, 7)
+        warm = getattr(self.backend, "warm", None)
+        if warm is not None:  # every customer with every product, as a pricing env does with its products: steps
+            # never wait for the model's MLP (the ensemble heads are not scored here, so not warmed)
+            warm(np.arange(self.market.n_products))
         self._start_season()
 
     # ------------------------------------------------------------------ season state

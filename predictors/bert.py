@@ -68,6 +68,7 @@ TOWER_CACHE_FORMAT = "promogym-tower-cache-v2"
 REFIT = "refit with `promogym fit --kind bert`"
 PAIR_TABLE_CELLS = 10_000_000
 PREFETCH_ITEMS = 512  # up to this many bound products, a new customer's pairs with all of them are computed at once
+PAIR_CHUNK = 65_536  # new pairs go through the head's MLP in chunks of at most this many rows (bounded memory)
 _F = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
 
 
@@ -207,6 +208,14 @@ def full_texts(df: pd.DataFrame) -> list[str]:
     """User, product and offer in one sentence (text mode)."""
     return [f"{u} [SEP] {i} [SEP] {o}" for u, i, o in
             zip(df["user_text"].astype(str), df["item_text"].astype(str), offer_text(df), strict=True)]
+
+
+def _chunked(keys: np.ndarray, fn: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+    """``fn(keys)`` computed over chunks of at most ``PAIR_CHUNK`` keys and joined (one call when fewer): warming
+    every customer with a whole catalog never holds the head's activations of a million pairs at once."""
+    if len(keys) <= PAIR_CHUNK:
+        return fn(keys)
+    return torch.cat([fn(keys[start:start + PAIR_CHUNK]) for start in range(0, len(keys), PAIR_CHUNK)])
 
 
 class PairMemo:
@@ -468,7 +477,7 @@ class BertConversionModel:
 
         def compute(keys: np.ndarray) -> torch.Tensor:
             with torch.no_grad():
-                return head.pair(*self._pair_inputs(keys))
+                return _chunked(keys, lambda k: head.pair(*self._pair_inputs(k)))
 
         return self._pairs.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute,
                                self._every_item if prefetch else None)
@@ -479,10 +488,13 @@ class BertConversionModel:
         assert isinstance(self.net, HybridNet)
         heads = self.net.members()
 
-        def compute(keys: np.ndarray) -> torch.Tensor:
+        def members(keys: np.ndarray) -> torch.Tensor:
             inputs = self._pair_inputs(keys)
+            return torch.cat([head.pair(*inputs) for head in heads], dim=1)
+
+        def compute(keys: np.ndarray) -> torch.Tensor:
             with torch.no_grad():
-                return torch.cat([head.pair(*inputs) for head in heads], dim=1)
+                return _chunked(keys, members)
 
         return self._members.get(self._pair_keys_of(users, items), self.pair_cache_limit, compute,
                                  self._every_item if prefetch else None)

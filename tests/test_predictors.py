@@ -200,12 +200,14 @@ def test_metrics_and_calibration():
     assert Calibrator.from_dict(cal.to_dict())(skewed[:10]) == pytest.approx(cal(skewed[:10]))
 
 
-@pytest.mark.parametrize("table", [True, False])
-def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkeypatch, table):
+@pytest.mark.parametrize(("table", "chunk"), [(True, None), (False, None), (True, 7)])
+def test_bound_id_predictions_match_the_full_head(tiny_model, small_logs, monkeypatch, table, chunk):
     import promogym.predictors.bert as bert_module
 
     if not table:
         monkeypatch.setattr(bert_module, "PAIR_TABLE_CELLS", 0)  # the sorted-key index
+    if chunk:
+        monkeypatch.setattr(bert_module, "PAIR_CHUNK", chunk)  # new pairs through the head a few at a time
     model = BertConversionModel.load(tiny_model[1])
     market = Market(SMALL_WORLD)
     model.bind(market.customers.text, market.catalog.text, market.catalog.list_price)

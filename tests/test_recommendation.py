@@ -186,3 +186,27 @@ def test_the_oracle_beats_the_uniform_display_and_the_margin_rule_in_the_world()
     values = {name: np.mean([run_episode(env, make_policy(name, env, ctx), seed=s)["return"] for s in range(6)])
               for name in ("random", "margin", "oracle")}
     assert values["oracle"] > values["margin"] > values["random"]
+
+
+def test_a_bert_backend_holds_every_pair_before_the_first_step(tiny_model, monkeypatch):
+    """Built on a hybrid BERT model, the env memoises every customer's pair coefficients with every product, so its
+    steps never run the head's MLP (as a pricing env does with its products)."""
+    from conftest import SMALL_WORLD
+
+    model = tiny_model[0]
+    env = gym.make(ID, config={"market": SMALL_WORLD, "response": model, "visitors": 4, "horizon": 2,
+                               "steps_per_day": 2})
+    market = env.unwrapped.market
+    assert model._pairs.count == market.n_customers * market.n_products
+    calls = []
+    pair = model.net.head.pair
+    monkeypatch.setattr(model.net.head, "pair", lambda *a: calls.append(len(a[0])) or pair(*a))
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(4):
+        _, _, term, _, info = env.step(env.action_space.sample())
+        assert np.isfinite(info["expected_profit"])
+        if term:
+            env.reset()
+    assert calls == []
+
