@@ -130,6 +130,24 @@ def _settings(args: argparse.Namespace) -> CJSettings:
         raise CLIError(str(exc)) from exc
 
 
+def _cj_command(args: argparse.Namespace) -> str:
+    """The import's command line as run: the options that differ from the defaults, quoted for a shell."""
+    import shlex
+
+    from promogym.experiments.shop_import import CJSettings
+
+    defaults = CJSettings()
+    parts = ["promogym", "import", "completejourney", "--out", str(args.out)]
+    if args.categories is not None:
+        parts += ["--categories", args.categories]
+    for opt in ("max_products", "min_sales", "min_alternatives", "availability_weeks"):
+        if getattr(args, opt) != getattr(defaults, opt):
+            parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    if args.bench:
+        parts += ["--bench", str(args.bench)]
+    return shlex.join(parts)
+
+
 def run_completejourney(args: argparse.Namespace) -> int:
     """``promogym import completejourney``: build the panel's purchase occasions and write the shop folder."""
     from promogym.core.io import machine_info, write_json
@@ -159,7 +177,7 @@ def run_completejourney(args: argparse.Namespace) -> int:
     if bench is not None:
         figures = {"seconds": round(wall, 2), "peak_rss_gb": meta["peak_rss_gb"]}
         write_json(bench, {"benchmark": "import_completejourney",
-                           "command": f"promogym import completejourney --out {args.out} --bench {args.bench}",
+                           "command": _cj_command(args),
                            "figures": figures, "targets": BENCH_TARGETS,
                            "met": {k: figures[k] <= BENCH_TARGETS[k] for k in BENCH_TARGETS},
                            "counts": {**s, **{k: v for k, v in c.items() if k != "origin_monday"}},

@@ -5,8 +5,14 @@ Two parts:
 * **Replay of the logged prices.** For each held-out week, every logged occasion at the prices the shop actually
   charged: each model's expected purchases and revenue (choice probabilities x price) beside what was bought.
   Per week and in total: the relative error of purchases and revenue, and the correlation of predicted and
-  observed weekly purchases. A simulator that cannot reproduce the weeks it never saw at the logged prices should
-  not be trusted at other prices.
+  observed weekly purchases. Per product category and week (the ``top_categories`` with the most purchases in
+  the held-out weeks): expected against observed purchases, the mean absolute percentage error over those
+  category-weeks (MAPE; target <= 15%) and each category's own MAPE and bias, drawn in ``backtest.png``; beside
+  it the MAPE the model would show if it were exactly right, from the purchases' own sampling noise (a floor:
+  a category selling 20 a week cannot be predicted within 15% week by week). A
+  purchase is an occasion's choice of a product (the import does not model quantities), so "units" are
+  purchases. A simulator that cannot reproduce the weeks it never saw at the logged prices should not be trusted
+  at other prices.
 * **What-if prices in the world-free env.** ``promogym/ShopPricing-v0`` run over the same weeks (from the first
   held-out week, one step a week) with every product at a fixed multiple of its list price, per model: expected
   units, revenue and profit (unit cost: the catalog's, else ``cost_share`` x list price). Where two models
@@ -30,6 +36,8 @@ from promogym.predictors.choice import visit_choice_proba
 BACKTEST_KIND = "promogym-shop-backtest"
 MARKER_FILE = "promogym-output.json"
 MULTIPLES = (0.9, 1.0, 1.1)
+TOP_CATEGORIES = 20
+TARGET_CATEGORY_MAPE = 0.15
 
 
 def check_backtest_dir(out: str | Path, force: bool) -> Path:
@@ -52,13 +60,52 @@ def check_backtest_dir(out: str | Path, force: bool) -> Path:
 
 
 def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
-    """Per week: observed and expected purchases and revenue of the logged occasions at the logged prices."""
+    """Per (category, week): observed and expected purchases and revenue of the logged occasions at the logged
+    prices (one category, ``"all"``, when the shop's logs carry none)."""
     p = visit_choice_proba(logits(rows), rows["visit_id"].to_numpy())
     price = rows["price"].to_numpy(float)
     y = rows["purchased"].to_numpy(float)
-    frame = pd.DataFrame({"week": rows["week"].to_numpy(), "observed_purchases": y, "expected_purchases": p,
-                          "observed_revenue": y * price, "expected_revenue": p * price})
-    return frame.groupby("week").sum()
+    category = rows["category"].astype(str).to_numpy() if "category" in rows.columns else np.full(len(rows), "all")
+    frame = pd.DataFrame({"category": category, "week": rows["week"].to_numpy(), "observed_purchases": y,
+                          "expected_purchases": p, "purchase_variance": p * (1 - p), "observed_revenue": y * price,
+                          "expected_revenue": p * price})
+    return frame.groupby(["category", "week"]).sum()
+
+
+def top_categories(by_category: pd.DataFrame, top: int = TOP_CATEGORIES) -> list[str]:
+    """The ``top`` categories with the most observed purchases (ties by name)."""
+    units = by_category.groupby(level="category")["observed_purchases"].sum()
+    return sorted(units.index, key=lambda c: (-units[c], c))[:top]
+
+
+def category_errors(by_category: pd.DataFrame, categories: list[str]) -> dict[str, Any]:
+    """Weekly purchases per category against the observed ones: MAPE over the category-weeks with a purchase
+    (``mape``), the count of category-weeks without one (left out), and per category its MAPE, bias (expected
+    over observed purchases, less one) and weekly series."""
+    cells = by_category.loc[by_category.index.get_level_values("category").isin(categories)]
+    seen = cells[cells["observed_purchases"] > 0]
+    ape = (seen["expected_purchases"] / seen["observed_purchases"] - 1).abs()
+    per: dict[str, Any] = {}
+    for cat in categories:
+        c = cells.xs(cat, level="category")
+        a = ape.xs(cat, level="category") if cat in ape.index.get_level_values("category") else pd.Series(dtype=float)
+        per[cat] = {"observed": float(c["observed_purchases"].sum()), "expected": float(c["expected_purchases"].sum()),
+                    "mape": float(a.mean()) if len(a) else None,
+                    "bias": float(c["expected_purchases"].sum() / c["observed_purchases"].sum() - 1)
+                    if c["observed_purchases"].sum() > 0 else None,
+                    "weekly_observed": {int(w): float(v) for w, v in c["observed_purchases"].items()},
+                    "weekly_expected": {int(w): float(v) for w, v in c["expected_purchases"].items()}}
+    mape = float(ape.mean()) if len(ape) else None
+    # the MAPE an exact model would still show: each cell's count drawn around the model's expectation with its
+    # Poisson-binomial variance (normal approximation, rounded, at least one purchase), 200 draws, seeded
+    mu, sd = cells["expected_purchases"].to_numpy(), np.sqrt(cells["purchase_variance"].to_numpy())
+    drawn = np.maximum(np.rint(mu + sd * np.random.default_rng(0).standard_normal((200, len(mu)))), 1)
+    floor = float(np.abs(mu / drawn - 1).mean()) if len(mu) else None
+    return {"mape": mape, "noise_floor_mape": floor, "cells": len(ape),
+            "cells_without_purchase": int(len(cells) - len(seen)),
+            "categories_within_target": int(sum(1 for v in per.values()
+                                                if v["mape"] is not None and v["mape"] <= TARGET_CATEGORY_MAPE)),
+            "met": None if mape is None else bool(mape <= TARGET_CATEGORY_MAPE), "per_category": per}
 
 
 def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tuple[int, int], out: Path,
@@ -77,18 +124,23 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tup
                               "occasions": int(rows["visit_id"].nunique()), "responses": {}, "replay": {},
                               "what_if": {}, "settings": {"occasions_per_week": occasions_per_week,
                                                           "cost_share": cost_share, "seed": seed,
-                                                          "multiples": list(MULTIPLES)}}
+                                                          "multiples": list(MULTIPLES)},
+                              "targets": {"category_weekly_mape": TARGET_CATEGORY_MAPE,
+                                          "top_categories": TOP_CATEGORIES}}
     for name, (spec, offer_text, words) in responses.items():
         result["responses"][name] = {"spec": spec, "offer_text": offer_text, "profile_words": words}
-        weekly = replay(rows, load_response(spec, offer_text, words))
+        by_category = replay(rows, load_response(spec, offer_text, words))
+        weekly = by_category.groupby(level="week").sum()
         tot = weekly.sum()
+        cats = top_categories(by_category)  # by observed purchases: the same for every model
         result["replay"][name] = {
             "weekly": {int(str(w)): {str(k): float(v) for k, v in r.items()} for w, r in weekly.iterrows()},
             "purchases_error": float(tot["expected_purchases"] / tot["observed_purchases"] - 1),
             "revenue_error": float(tot["expected_revenue"] / tot["observed_revenue"] - 1),
             "weekly_abs_error": float((weekly["expected_purchases"] / weekly["observed_purchases"] - 1).abs().mean()),
             "weekly_correlation": float(np.corrcoef(weekly["expected_purchases"], weekly["observed_purchases"])[0, 1])
-            if len(weekly) > 2 else None}
+            if len(weekly) > 2 else None,
+            "categories": category_errors(by_category, cats)}
         env = ShopPricingEnv({"shop": str(shop), "response": spec, "offer_text": offer_text,
                               "profile_words": words, "first_week": weeks[0], "last_week": weeks[1], "horizon": horizon,
                               "occasions_per_week": occasions_per_week, "cost_share": cost_share})
@@ -111,6 +163,7 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tup
     with atomic_dir(out) as tmp:
         write_json(tmp / "backtest.json", result)
         (tmp / "backtest.md").write_text(text + "\n")
+        plot_categories(result, tmp / "backtest.png")
         write_json(tmp / MARKER_FILE, {"kind": BACKTEST_KIND})
     result["markdown"] = text
     return result
@@ -130,6 +183,7 @@ def markdown(result: dict[str, Any]) -> str:
         corr = "n/a" if r["weekly_correlation"] is None else f"{r['weekly_correlation']:.2f}"
         lines.append(f"| {name} | {ep:,.0f} / {op:,.0f} | {r['purchases_error']:+.1%} | {er:,.0f} / {orv:,.0f} | "
                      f"{r['revenue_error']:+.1%} | {r['weekly_abs_error']:.1%} | {corr} |")
+    lines += category_markdown(result)
     s = result["settings"]
     lines += ["", f"What-if in `promogym/ShopPricing-v0` ({s['occasions_per_week']:,} occasions drawn a week, unit "
                   f"cost {s['cost_share']:.0%} of list price where the catalog has none), every product at a "
@@ -141,3 +195,67 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines)
+
+
+def category_markdown(result: dict[str, Any]) -> list[str]:
+    """Weekly purchases per category: each model's MAPE over the top categories' weeks, then per category."""
+    replays = result["replay"]
+    if not replays:
+        return []
+    first = next(iter(replays.values()))["categories"]
+    cats = list(first["per_category"])
+    target = result["targets"]["category_weekly_mape"]
+    lines = ["", f"Weekly purchases per category, the {len(cats)} categories with the most purchases in these weeks "
+                 f"(target: MAPE over category-weeks <= {target:.0%}; {first['cells']} category-weeks, "
+                 f"{first['cells_without_purchase']} without a purchase left out):", "",
+             "| model | MAPE | MAPE of an exact model (sampling noise) | categories within target | met |",
+             "|---|---|---|---|---|"]
+    for name, r in replays.items():
+        c = r["categories"]
+        mape = "n/a" if c["mape"] is None else f"{c['mape']:.1%}"
+        floor = "n/a" if c["noise_floor_mape"] is None else f"{c['noise_floor_mape']:.1%}"
+        lines.append(f"| {name} | {mape} | {floor} | {c['categories_within_target']} of {len(cats)} | "
+                     f"{'yes' if c['met'] else 'no'} |")
+
+    def cell(v: dict[str, Any]) -> str:
+        return "n/a" if v["mape"] is None else f"{v['mape']:.1%} ({v['bias']:+.1%})"
+
+    lines += ["", "Per category: MAPE of weekly purchases (bias of the weeks' total in brackets).", "",
+              "| category | observed purchases | " + " | ".join(replays) + " |", "|---|---|" + "---|" * len(replays)]
+    for cat in cats:
+        lines.append(f"| {cat.lower()} | {first['per_category'][cat]['observed']:,.0f} | "
+                     + " | ".join(cell(r["categories"]["per_category"][cat]) for r in replays.values()) + " |")
+    return lines
+
+
+def plot_categories(result: dict[str, Any], path: Path) -> None:
+    """Small multiples: per category, observed weekly purchases (points) and each model's expectation (lines)."""
+    from promogym.core.plots import pyplot, save_png
+
+    replays = result["replay"]
+    if not replays:
+        return
+    cats = list(next(iter(replays.values()))["categories"]["per_category"])
+    plt = pyplot()
+    cols = min(5, len(cats))
+    rows = -(-len(cats) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), squeeze=False)
+    for ax, cat in zip(axes.flat, cats, strict=False):
+        for i, (name, r) in enumerate(replays.items()):
+            per = r["categories"]["per_category"][cat]
+            if i == 0:
+                obs = per["weekly_observed"]
+                ax.plot(list(obs), list(obs.values()), "ko", ms=3, label="observed")
+            exp = per["weekly_expected"]
+            ax.plot(list(exp), list(exp.values()), color=plt.cm.tab10.colors[i], lw=1.2,
+                    label=f"{name} (MAPE {per['mape']:.0%})" if per["mape"] is not None else name)
+        ax.set_title(cat.lower()[:28], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=5, loc="lower left")
+    for ax in list(axes.flat)[len(cats):]:
+        ax.axis("off")
+    w = result["weeks"]
+    fig.suptitle(f"Purchases per week and category, weeks {w[0]}-{w[1]}: observed and expected at the logged prices",
+                 fontsize=10)
+    save_png(fig, path)

@@ -60,8 +60,11 @@ SHOP_KIND = "promogym-shop"
 MARKER_FILE = "promogym-output.json"
 CJ_TABLES = ("transactions", "products", "demographics", "promotions", "coupons", "campaigns",
              "campaign_descriptions")
-DEFAULT_CATEGORIES = ("FLUID MILK PRODUCTS", "SOFT DRINKS", "BAKED BREAD/BUNS/ROLLS", "CHEESE", "BAG SNACKS",
-                      "COLD CEREAL", "YOGURT", "FROZEN PIZZA")
+DEFAULT_CATEGORIES = ("SOFT DRINKS", "FLUID MILK PRODUCTS", "BAKED BREAD/BUNS/ROLLS", "CHEESE", "BAG SNACKS", "EGGS",
+                      "REFRGRATD JUICES/DRNKS", "COLD CEREAL", "SOUP", "FRZN MEAT/MEAT DINNERS", "FROZEN PIZZA",
+                      "CRACKERS/MISC BKD FD", "VEGETABLES - SHELF STABLE", "ICE CREAM/MILK/SHERBTS", "CANNED JUICES",
+                      "MILK BY-PRODUCTS", "BAKED SWEET GOODS", "CONDIMENTS/SAUCES", "YOGURT",
+                      "WATER - CARBONATED/FLVRD DRINK")  # the grocery department's 20 with the most trips
 
 
 @dataclasses.dataclass(frozen=True)

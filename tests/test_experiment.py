@@ -307,7 +307,8 @@ def test_policy_analysis_notebook_runs_on_the_smoke_experiment(smoke_run):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "decisions differ" in text and "reference: best_static" in text
-    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 2
+    assert "shop back-test, clogit: purchases" in text  # the committed shop results (results/shop*)
+    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 3
 
 
 # ---------------------------------------------------------------------------------------- Ray

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 from test_shop_compare import simulated_shop
 
 from promogym.envs.shop import ENV_ID, ShopPricingEnv
 from promogym.experiments.cli import main
+from promogym.experiments.shop_backtest import category_errors, top_categories
 from promogym.predictors.choice import visit_choice_proba
 from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
@@ -96,8 +98,40 @@ def test_backtest_replays_the_logged_weeks_and_what_if_prices(shop, tmp_path, ca
     assert sorted(int(w) for w in weekly) == [16, 17, 18, 19, 20]
     assert sum(w["observed_purchases"] for w in weekly.values()) == held["purchased"].sum()
     assert abs(result["replay"]["clogit"]["purchases_error"]) < 0.15  # the model fits its own simulated shop
+    # per category and week: the observed purchases, the categories by purchases, MAPE over category-weeks
+    cats = result["replay"]["clogit"]["categories"]
+    observed = held.groupby("category")["purchased"].sum().sort_values(ascending=False)
+    assert list(cats["per_category"]) == list(observed.index)
+    ape = []
+    for cat, per in cats["per_category"].items():
+        assert per["observed"] == observed[cat]
+        assert sum(per["weekly_observed"].values()) == observed[cat]
+        assert per["expected"] == pytest.approx(sum(per["weekly_expected"].values()))
+        ape += [abs(per["weekly_expected"][w] / o - 1) for w, o in per["weekly_observed"].items() if o > 0]
+    assert cats["mape"] == pytest.approx(np.mean(ape)) and cats["met"] == (cats["mape"] <= 0.15)
+    assert cats["cells"] + cats["cells_without_purchase"] == 2 * 5
+    assert 0 < cats["noise_floor_mape"] < 1
+    assert (out / "backtest.png").stat().st_size > 0
+
     units = [r["units"] for r in result["what_if"]["clogit"].values()]
     assert units[0] > units[1] > units[2]  # x0.9, x1.0, x1.1 of list price
     assert main(args) == 2 and "pass --force" in capsys.readouterr().err
     assert main(["shop", "backtest", "--shop", shop["shop"], "--out", str(tmp_path / "none")]) == 2
     assert "name at least one model" in capsys.readouterr().err
+
+
+def test_category_errors_score_weekly_purchases_against_their_sampling_noise():
+    """Two categories over four weeks: one predicted 10% high in every week, one exactly; the MAPE over the
+    category-weeks is their mean, and an exact model of 100 purchases a week (variance 100) still shows about
+    sqrt(2 / pi) x 10% = 8% from sampling noise alone."""
+    idx = pd.MultiIndex.from_product([["a", "b"], [1, 2, 3, 4]], names=["category", "week"])
+    frame = pd.DataFrame({"observed_purchases": 100.0, "expected_purchases": [110.0] * 4 + [100.0] * 4,
+                          "purchase_variance": 100.0}, index=idx)
+    errors = category_errors(frame, top_categories(frame))
+    assert errors["mape"] == pytest.approx(0.05)
+    assert errors["per_category"]["a"]["mape"] == pytest.approx(0.1) and errors["per_category"]["b"]["mape"] == 0
+    assert errors["per_category"]["a"]["bias"] == pytest.approx(0.1)
+    assert errors["categories_within_target"] == 2 and errors["met"]
+    assert errors["noise_floor_mape"] == pytest.approx(0.08, abs=0.01)
+    frame.loc["a", "expected_purchases"] = 150.0
+    assert not category_errors(frame, ["a"])["met"]

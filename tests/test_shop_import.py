@@ -4,6 +4,7 @@ never needed): occasions, alternatives, inferred prices, promotion and coupon fl
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,7 @@ def test_import_command_with_its_benchmark_file(tmp_path, monkeypatch, capsys):
     assert record["targets"] == {"seconds": 300.0, "peak_rss_gb": 8.0}
     assert record["figures"]["seconds"] > 0 and set(record["met"]) == {"seconds", "peak_rss_gb"}
     assert record["counts"]["visits"] == json.loads((out / "shop.json").read_text())["summary"]["visits"]
+    assert shlex.split(record["command"]) == ["promogym", *args]  # the command as run, every option that differs
     assert main([*args[:-2]]) == 2 and "pass --force" in capsys.readouterr().err
     assert main(["import", "completejourney", "--out", str(tmp_path / "x"), "--categories", "TOYS"]) == 2
     assert "unknown product categories: TOYS" in capsys.readouterr().err and not (tmp_path / "x").exists()
