@@ -141,7 +141,9 @@ class PromoRecommendationEnv(MarketEnv):
     of the season left and the weekday (one-hot, 7).
 
     ## Rewards
-    Profit of the step's purchases (revenue - unit cost), or revenue. ``info["expected_profit"]`` is its expectation
+    Profit of the step's purchases (revenue - unit cost), or revenue, minus ``uncertainty_penalty`` x the response
+    model's ensemble standard deviation of the step's expected profit (``info["profit_spread"]``; 0 by default).
+    ``info["expected_profit"]`` is its expectation
     under the backend, ``info["expected_profit_world"]`` under the world; ``info`` also holds, per visitor,
     ``users``, ``categories``, ``slots``, ``candidates`` ((visitors, width) product ids, -1 padding), ``shown``
     ((visitors, width) the products shown, -1 padding), ``slate_propensity``, ``bought``, ``chosen`` (the product
@@ -183,8 +185,8 @@ class PromoRecommendationEnv(MarketEnv):
             np.eye(3)[cat.tier], cat.stars / 5.0, cat.is_new.astype(float)]).astype(np.float32)  # (n, 7)
         warm = getattr(self.backend, "warm", None)
         if warm is not None:  # every customer with every product, as a pricing env does with its products: steps
-            # never wait for the model's MLP (the ensemble heads are not scored here, so not warmed)
-            warm(np.arange(self.market.n_products))
+            # never wait for the model's MLP (the ensemble heads too when the uncertainty penalty scores them)
+            warm(np.arange(self.market.n_products), members=self.config.uncertainty_penalty > 0)
         self._start_season()
 
     # ------------------------------------------------------------------ season state
@@ -335,11 +337,14 @@ class PromoRecommendationEnv(MarketEnv):
         revenue = float(cat.list_price[got[bought]].sum())
         cost = float(cat.unit_cost[got[bought]].sum())
         reward = revenue - cost if cfg.reward == "profit" else revenue
+        users2 = np.broadcast_to(self.users[:, None], shown.shape)
+        shelf = np.where(on, cat.list_price[items], 0.0)
+        spread = self.profit_spread(users2, items, cat.list_price[items], np.zeros(shown.shape), on, margin)
+        reward -= cfg.uncertainty_penalty * spread
         np.add.at(self.displays, shown[on], 1.0)
         np.add.at(self.sales, got[bought], 1.0)
         self.bought_by.update((int(self.users[k]), int(got[k])) for k in np.flatnonzero(bought))
-        users2 = np.broadcast_to(self.users[:, None], shown.shape)
-        self.last_offers = Offers(users=users2, items=items, price=np.where(on, cat.list_price[items], 0.0),
+        self.last_offers = Offers(users=users2, items=items, price=shelf,
                                   coupon=np.zeros(shown.shape), available=on, proba=p, proba_world=pw, margin=margin,
                                   price_hist=self.state.price_features(items)["price_hist_mid"])
         info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": 0.0, "units": int(bought.sum()),
@@ -349,7 +354,7 @@ class PromoRecommendationEnv(MarketEnv):
                 "bought": bought, "chosen": got, "visitor_profit": visitor_profit,
                 "visitor_expected_profit_world": (pw * margin).sum(axis=1),
                 "saw_new": (on & cat.is_new[items]).any(axis=1), "day": int(self.state.day),
-                "expected_profit": expected, "expected_profit_world": expected_world}
+                "expected_profit": expected, "expected_profit_world": expected_world, "profit_spread": spread}
         self._day_shown.append(shown[on])
         self.history.append({"t": self.t, "reward": reward, "units": int(bought.sum()),
                              "new_shown": int((on & cat.is_new[items]).sum())})

@@ -214,3 +214,33 @@ def test_pair_memo_computes_what_it_cannot_hold_and_prefetches_a_customers_pairs
                    expand=lambda k: (np.unique(k // n_items)[:, None] * n_items + np.arange(n_items)).ravel())
     assert out[0, 0].item() == 23 and memo.count == n_items  # customer 2's pairs with every product
     memo.get(np.array([25, 29]), limit=100, compute=lambda k: pytest.fail(f"recomputed {k}"))
+
+
+def test_the_recommendation_env_subtracts_the_ensembles_spread_of_its_displays(ensemble_fit):
+    """PromoRecommendation-v0 with ``uncertainty_penalty``: the reward is the profit less lambda x the members'
+    standard deviation of the step's expected profit (the same displays, visitors and choices as without it)."""
+    import gymnasium as gym
+
+    import promogym.envs  # noqa: F401
+    from promogym.envs.market import mnl_from_utility
+
+    model = ensemble_fit[0]
+    cfg = {"market": SMALL_WORLD, "response": model, "visitors": 4, "horizon": 2, "steps_per_day": 2}
+    plain, penal = (gym.make("promogym/PromoRecommendation-v0", config={**cfg, "uncertainty_penalty": lam})
+                    for lam in (0.0, 2.0))
+    for env in (plain, penal):
+        env.reset(seed=5)
+    action = np.zeros(plain.action_space.shape, np.int64)
+    _, r0, _, _, i0 = plain.step(action)
+    _, r1, _, _, i1 = penal.step(action)
+    np.testing.assert_array_equal(i0["shown"], i1["shown"])
+    assert i0["profit_spread"] == 0 and i1["profit_spread"] > 0
+    assert r1 == pytest.approx(r0 - 2.0 * i1["profit_spread"])
+    u = penal.unwrapped
+    shown = i1["shown"]
+    on, items = shown >= 0, np.maximum(shown, 0)
+    users = np.broadcast_to(i1["users"][:, None], shown.shape)
+    cat = u.market.catalog
+    margin = np.where(on, cat.list_price[items] - cat.unit_cost[items], 0.0)
+    z = u.backend.member_logits(users, items, cat.list_price[items], np.zeros(shown.shape), u.state)
+    assert i1["profit_spread"] == pytest.approx(np.std([(mnl_from_utility(zk, on) * margin).sum() for zk in z]))
