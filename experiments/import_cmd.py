@@ -145,6 +145,8 @@ def _cj_command(args: argparse.Namespace) -> str:
             parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.bench:
         parts += ["--bench", str(args.bench)]
+    if args.force:
+        parts.append("--force")
     return shlex.join(parts)
 
 

@@ -15,7 +15,7 @@ from test_shop_compare import simulated_shop
 
 from promogym.envs.shop import ENV_ID, ShopPricingEnv
 from promogym.experiments.cli import main
-from promogym.experiments.shop_backtest import category_errors, top_categories
+from promogym.experiments.shop_backtest import category_errors, replay, top_categories
 from promogym.predictors.choice import visit_choice_proba
 from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
@@ -135,3 +135,16 @@ def test_category_errors_score_weekly_purchases_against_their_sampling_noise():
     assert errors["noise_floor_mape"] == pytest.approx(0.08, abs=0.01)
     frame.loc["a", "expected_purchases"] = 150.0
     assert not category_errors(frame, ["a"])["met"]
+
+
+def test_replay_counts_an_occasions_purchase_once_in_the_counts_variance():
+    """Two occasions of two products each: expected purchases are the rows' probabilities, the count's variance
+    the sum over occasions of P(1 - P) with P the occasion's probability of buying either product."""
+    rows = pd.DataFrame({"visit_id": [0, 0, 1, 1], "week": 1, "category": "milk", "price": [1.0, 2.0, 1.0, 2.0],
+                         "purchased": [1, 0, 0, 0]})
+    # logits 0, 0 with the outside option: each product 1/3, the occasion buys with probability 2/3
+    frame = replay(rows, lambda r: np.zeros(len(r)))
+    cell = frame.loc[("milk", 1)]
+    assert cell["expected_purchases"] == pytest.approx(4 / 3) and cell["observed_purchases"] == 1
+    assert cell["purchase_variance"] == pytest.approx(2 * (2 / 3) * (1 / 3))
+    assert cell["expected_revenue"] == pytest.approx(2 * (1 / 3 + 2 / 3))
