@@ -231,7 +231,9 @@ def bench_env(quick: bool = False, env_ids: Sequence[str] | None = None) -> dict
     then times ``steps`` steps of random actions. A customer decision is a visitor (pricing, recommendation)
     or a cohort member (coupons); where an env reports the products it ``shown`` each visitor
     (PromoRecommendation), the (visitor, shown product) pairs the backend scored are counted too
-    (``pairs_per_s``). ``env_ids``: the envs to run (default: every one of ``envs.MARKET_ENV_IDS``)."""
+    (``pairs_per_s``). ``env_ids``: the envs to run (default: every one of ``envs.MARKET_ENV_IDS``). ``quick``
+    (a check that the benchmark runs, not a measurement): a tiny BERT, 20 + 20 steps and a world of 500 customers,
+    so an env that memoises every customer's pairs when it is built does a tenth of the default world's work."""
     import gymnasium as gym
     import torch
 
@@ -241,7 +243,7 @@ def bench_env(quick: bool = False, env_ids: Sequence[str] | None = None) -> dict
     from promogym.predictors.encoder import load_encoder
 
     torch.set_num_threads(1)
-    market_cfg: dict[str, Any] = {}
+    market_cfg: dict[str, Any] = {"n_customers": 500} if quick else {}
     backends: dict[str, tuple[Any, dict[str, Any]]] = {"world": ("world", {})}
     for name in ("tiny",) if quick else ("tiny", "minilm"):
         encoder, tokenizer = load_encoder(name)
@@ -285,7 +287,7 @@ def bench_env(quick: bool = False, env_ids: Sequence[str] | None = None) -> dict
             if "shown" in info:
                 results[f"{env_id}|{bname}"]["pairs_per_s"] = pairs / seconds
     figures: dict[str, Any] = {"per_env_backend": results, "env_ids": env_ids, "steps": steps,
-                               "warmup_steps": warmup}
+                               "warmup_steps": warmup, "market": market_cfg}
     for env_id in env_ids:
         world = results[f"{env_id}|world"]["decisions_per_s"]
         short = env_id.split("/")[1]

@@ -143,6 +143,7 @@ def test_bench_env_quick_runs_the_envs_named_by_env(tmp_path):
     assert result["bench"] == "env" and result["quick"] is True and result["pinned_cpu"] is not None
     figures = result["figures"]
     assert figures["env_ids"] == [rec] and (figures["steps"], figures["warmup_steps"]) == (20, 20)
+    assert figures["market"] == {"n_customers": 500}  # quick: a small world
     runs = figures["per_env_backend"]
     assert set(runs) == {f"{rec}|{b}" for b in ("world", "bert_tiny", "bert_tiny_ensemble5")}
     # structure only (no timing is a pass mark): every visitor is shown at least one product of its category
