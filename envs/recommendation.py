@@ -317,7 +317,8 @@ class PromoRecommendationEnv(MarketEnv):
         items = np.maximum(shown, 0)
         p = self.choice_proba(shown)
         pw = p if self.backend is self.world else self.choice_proba(shown, self.world)
-        margin = np.where(on, cat.list_price[items] - (cat.unit_cost[items] if cfg.reward == "profit" else 0.0), 0.0)
+        list_price = cat.list_price[items]
+        margin = np.where(on, list_price - (cat.unit_cost[items] if cfg.reward == "profit" else 0.0), 0.0)
         expected, expected_world = float((p * margin).sum()), float((pw * margin).sum())
         pos = (self.np_random.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)  # == width: none
         chose = pos < self.width
@@ -338,13 +339,12 @@ class PromoRecommendationEnv(MarketEnv):
         cost = float(cat.unit_cost[got[bought]].sum())
         reward = revenue - cost if cfg.reward == "profit" else revenue
         users2 = np.broadcast_to(self.users[:, None], shown.shape)
-        shelf = np.where(on, cat.list_price[items], 0.0)
-        spread = self.profit_spread(users2, items, cat.list_price[items], np.zeros(shown.shape), on, margin)
+        spread = self.profit_spread(users2, items, list_price, np.zeros(shown.shape), on, margin)
         reward -= cfg.uncertainty_penalty * spread
         np.add.at(self.displays, shown[on], 1.0)
         np.add.at(self.sales, got[bought], 1.0)
         self.bought_by.update((int(self.users[k]), int(got[k])) for k in np.flatnonzero(bought))
-        self.last_offers = Offers(users=users2, items=items, price=shelf,
+        self.last_offers = Offers(users=users2, items=items, price=np.where(on, list_price, 0.0),
                                   coupon=np.zeros(shown.shape), available=on, proba=p, proba_world=pw, margin=margin,
                                   price_hist=self.state.price_features(items)["price_hist_mid"])
         info = {"components": {"revenue": revenue, "cost": cost, "coupon_spend": 0.0, "units": int(bought.sum()),

@@ -8,7 +8,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from promogym.experiments.errors import CLIError
 
@@ -117,11 +117,13 @@ def run_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+_CJ_OPTIONS = ("max_products", "min_sales", "min_alternatives", "availability_weeks")  # CJSettings' numeric fields
+
+
 def _settings(args: argparse.Namespace) -> CJSettings:
     from promogym.experiments.shop_import import CJSettings
 
-    values = {"max_products": args.max_products, "min_sales": args.min_sales,
-              "min_alternatives": args.min_alternatives, "availability_weeks": args.availability_weeks}
+    values: dict[str, Any] = {opt: getattr(args, opt) for opt in _CJ_OPTIONS}
     if args.categories is not None:
         values["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
     try:
@@ -140,7 +142,7 @@ def _cj_command(args: argparse.Namespace) -> str:
     parts = ["promogym", "import", "completejourney", "--out", str(args.out)]
     if args.categories is not None:
         parts += ["--categories", args.categories]
-    for opt in ("max_products", "min_sales", "min_alternatives", "availability_weeks"):
+    for opt in _CJ_OPTIONS:
         if getattr(args, opt) != getattr(defaults, opt):
             parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.bench:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from promogym.core.io import atomic_dir, package_versions, write_json
 from promogym.envs.shop import ShopPricingEnv, load_response
-from promogym.predictors.choice import visit_choice_proba
+from promogym.predictors.choice import visit_choice_proba, visit_codes
 
 BACKTEST_KIND = "promogym-shop-backtest"
 MARKER_FILE = "promogym-output.json"
@@ -66,9 +66,9 @@ def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
     occasion's purchase probability; each of its rows carries an equal share)."""
     visit = rows["visit_id"].to_numpy()
     p = visit_choice_proba(logits(rows), visit)
-    _, code, size = np.unique(visit, return_inverse=True, return_counts=True)
+    code, _ = visit_codes(visit)
     bought = np.bincount(code, weights=p)  # each occasion's probability of buying any shown product
-    share = (bought * (1 - bought) / size)[code]
+    share = (bought * (1 - bought) / np.bincount(code))[code]
     price = rows["price"].to_numpy(float)
     y = rows["purchased"].to_numpy(float)
     category = rows["category"].astype(str).to_numpy() if "category" in rows.columns else np.full(len(rows), "all")
@@ -91,16 +91,16 @@ def category_errors(by_category: pd.DataFrame, categories: list[str]) -> dict[st
     cells = by_category.loc[by_category.index.get_level_values("category").isin(categories)]
     seen = cells[cells["observed_purchases"] > 0]
     ape = (seen["expected_purchases"] / seen["observed_purchases"] - 1).abs()
+    per_mape = ape.groupby(level="category").mean()
     per: dict[str, Any] = {}
     for cat in categories:
         c = cells.xs(cat, level="category")
-        a = ape.xs(cat, level="category") if cat in ape.index.get_level_values("category") else pd.Series(dtype=float)
-        per[cat] = {"observed": float(c["observed_purchases"].sum()), "expected": float(c["expected_purchases"].sum()),
-                    "mape": float(a.mean()) if len(a) else None,
-                    "bias": float(c["expected_purchases"].sum() / c["observed_purchases"].sum() - 1)
-                    if c["observed_purchases"].sum() > 0 else None,
-                    "weekly_observed": {int(w): float(v) for w, v in c["observed_purchases"].items()},
-                    "weekly_expected": {int(w): float(v) for w, v in c["expected_purchases"].items()}}
+        observed, expected = float(c["observed_purchases"].sum()), float(c["expected_purchases"].sum())
+        per[cat] = {"observed": observed, "expected": expected,
+                    "mape": float(per_mape[cat]) if cat in per_mape.index else None,
+                    "bias": expected / observed - 1 if observed > 0 else None,
+                    "weekly_observed": {int(str(w)): float(v) for w, v in c["observed_purchases"].items()},
+                    "weekly_expected": {int(str(w)): float(v) for w, v in c["expected_purchases"].items()}}
     mape = float(ape.mean()) if len(ape) else None
     # the MAPE an exact model would show on average: each cell's count drawn around the model's expectation with
     # the count's variance (normal approximation, rounded), 200 draws, seeded; a draw of no purchase is left out,
