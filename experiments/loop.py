@@ -16,8 +16,11 @@ Round r = 1 .. ``loop.rounds``, per variant:
 1. ``gate``: the candidate (round r-1's agent) against the incumbent (the policy deployed at round r-1) by
    off-policy evaluation on the rows the loop has deployed so far (:mod:`promogym.experiments.ope`: the doubly
    robust estimate of their per-day profit on the logged days, the round r-1 simulator as the direct model, a
-   day-cluster bootstrap) — deploy the candidate only when the lower confidence bound of (candidate - incumbent)
-   clears ``gate.margin`` x the incumbent's estimate; with ``gate.ab_episodes`` also a paired A/B test in the
+   day-cluster bootstrap; or, with ``gate.estimator`` ``season_dr``, per season: both policies' paired seasons in
+   that simulator plus DR's correction of its per-visit error on each policy's own offers, for policies that
+   live off the dynamics they create, such as a seasonal price path that keeps stock for the peak) — deploy the
+   candidate only when the lower confidence bound of (candidate - incumbent) clears ``gate.margin`` x the
+   incumbent's estimate; with ``gate.ab_episodes`` also a paired A/B test in the
    world, both required. Both policies are also scored in the world on the common evaluation seeds (their true
    values, which the gate never sees): the check of the OPE and of the gate's decision;
 2. ``deploy``: the winner in the world for ``deploy.episodes`` seasons with recorded exploration; its rows are
@@ -75,7 +78,7 @@ from promogym.experiments.pipeline import Pipeline, key_of, read_record
 DEPLOYABLE_ENVS: tuple[str, ...] = ("promogym/DynamicPricing-v1", "promogym/DynamicPricing-v2",
                                     "promogym/PricePromo-v1")
 VARIANTS: tuple[str, ...] = ("full", "passive", "no_gate")
-ESTIMATORS: tuple[str, ...] = ("dr", "ips", "dm")
+ESTIMATORS: tuple[str, ...] = ("dr", "ips", "dm", "season_dr")
 EPISODES_PER_ROUND = 1000  # deployed episodes are numbered round x this + i (+ 1: visit ids apart from the logs')
 GATE_ERROR_SHARE = 0.01    # a deployment whose world value is below the incumbent's by more than this is an error
 
@@ -113,7 +116,11 @@ class DeploySection(ConfigBase):
 class GateSection(ConfigBase):
     """The ``gate`` section: when a candidate replaces the incumbent."""
 
-    estimator: str = param("dr", "the off-policy estimator", choices=ESTIMATORS)
+    estimator: str = param("dr", "the off-policy estimator: per logged day (dr, ips, dm) or per season (season_dr: "
+                                 "the simulator's paired seasons plus DR's correction of its per-visit error)",
+                           choices=ESTIMATORS)
+    sim_episodes: int = param(20, "seasons each policy plays in the simulator for season_dr (common seeds)", lo=2,
+                              hi=100_000)
     level: float = param(0.95, "confidence of the one-sided lower bound of (candidate - incumbent)", lo=0.5, hi=0.9999)
     margin: float = param(0.0, "the lower bound must exceed this share of the incumbent's estimate", lo=-1.0, hi=1.0)
     ab_episodes: int = param(0, "a paired A/B test of this many world episodes after the OPE (0: none); its lower "
@@ -270,10 +277,14 @@ def fit_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_policies(sim: gym.Env[Any, Any], candidate: Any, incumbent: Any, rows: pd.DataFrame,
-                     exploration: Mapping[str, Any], gc: GateSection) -> dict[str, Any]:
+                     exploration: Mapping[str, Any], gc: GateSection,
+                     sim_returns: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The gate's OPE (:mod:`promogym.experiments.ope`): both policies' estimates on ``rows`` with the simulator
     ``sim``'s backend as the direct model, their paired difference per logged day and per season, and the decision
-    (the margin a share of the incumbent's estimate)."""
+    (the margin a share of the incumbent's estimate). With ``gate.estimator`` ``season_dr`` the difference is
+    :func:`~promogym.experiments.ope.season_difference`'s, from ``sim_returns`` (the candidate's and the
+    incumbent's returns in ``sim`` on the same seeds; ValueError without them), reported per day as the season's
+    difference over the logged days per season."""
     from promogym.envs.recording import ExploreWrapper
     from promogym.experiments import ope
 
@@ -283,20 +294,31 @@ def compare_policies(sim: gym.Env[Any, Any], candidate: Any, incumbent: Any, row
     ti = ope.ope_terms(incumbent, rows, wrapper, backend, name="incumbent")
     est_c = ope.ope_estimate(tc, reps=gc.bootstrap, level=gc.level)
     est_i = ope.ope_estimate(ti, reps=gc.bootstrap, level=gc.level)
-    margin = gc.margin * abs(est_i[gc.estimator])
-    decision = ope.gate(tc, ti, margin, gc.level, estimator=gc.estimator, min_ess=gc.min_ess, reps=gc.bootstrap)
-    paired = ope.paired_difference(tc, ti, gc.estimator, level=gc.level, reps=gc.bootstrap)
     days_per_episode = est_c["days"] / max(est_c["episodes"], 1)
+    ess = tc.diagnostics()["ess"]
+    season = None
+    if gc.estimator == "season_dr":
+        if sim_returns is None:
+            raise ValueError("gate.estimator season_dr needs both policies' simulated seasons (sim_returns)")
+        season = ope.season_difference(tc, ti, *sim_returns, level=gc.level, reps=gc.bootstrap)
+        decision = ope.decide(season, ess, gc.margin * abs(season["incumbent"]), gc.min_ess, unit="per season")
+        per_day = {"mean": season["diff"] / days_per_episode, "ci": [c / days_per_episode for c in season["diff_ci"]],
+                   "lcb": season["lcb"] / days_per_episode, "per_episode": season["diff"]}
+    else:
+        margin = gc.margin * abs(est_i[gc.estimator])
+        paired = ope.paired_difference(tc, ti, gc.estimator, level=gc.level, reps=gc.bootstrap)
+        decision = ope.decide(paired, ess, margin, gc.min_ess)
+        per_day = {"mean": paired["diff"], "ci": list(paired["diff_ci"]), "lcb": paired["lcb"],
+                   "per_episode": paired["diff"] * days_per_episode}
     return {"estimator": gc.estimator, "unit": "profit per logged day", "days": est_c["days"],
             "episodes": est_c["episodes"], "days_per_episode": days_per_episode,
-            "candidate": est_c, "incumbent": est_i,
-            "difference": {"mean": paired["diff"], "ci": list(paired["diff_ci"]), "lcb": paired["lcb"],
-                           "level": gc.level, "per_episode": paired["diff"] * days_per_episode},
-            "deploy": decision.deploy, "reason": decision.reason}
+            "candidate": est_c, "incumbent": est_i, "difference": {**per_day, "level": gc.level},
+            "season": season, "deploy": decision.deploy, "reason": decision.reason}
 
 
 def world_values(env: gym.Env[Any, Any], policy: Any, seeds: list[int]) -> np.ndarray:
-    """The policy's world return on each seed (common random numbers across policies)."""
+    """The policy's return in ``env`` (the world, or a simulator) on each seed (common random numbers across
+    policies)."""
     from promogym.agents.base import episode_table
 
     return episode_table(env, policy, seeds)["return"].to_numpy(dtype=float)
@@ -461,7 +483,13 @@ class Loop(Pipeline):
             sim = self.env(response)
             world = self.env()
             cand, inc = self.policy(candidate, world, response, sim), self.policy(incumbent, world, response, sim)
-            result = compare_policies(sim, cand, inc, rows, self.cfg.deploy.exploration, gc)
+            sim_returns = None
+            if gc.estimator == "season_dr":  # the policies rebuilt on the simulator (a rule reads its env's state)
+                seeds = list(range(self.cfg.evaluate.seed + 700_000, self.cfg.evaluate.seed + 700_000
+                                   + gc.sim_episodes))  # apart from the evaluation and A/B seeds
+                sim_returns = (world_values(sim, self.policy(candidate, sim, response, sim), seeds),
+                               world_values(sim, self.policy(incumbent, sim, response, sim), seeds))
+            result = compare_policies(sim, cand, inc, rows, self.cfg.deploy.exploration, gc, sim_returns)
             values_c, values_i = world_values(world, cand, self.eval_seeds), world_values(world, inc, self.eval_seeds)
             deploy_candidate = bool(result["deploy"])
             ab = None

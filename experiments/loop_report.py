@@ -119,6 +119,16 @@ def _ci(d: dict[str, Any]) -> str:
     return "" if lo is None else f" [{lo:,.0f}, {hi:,.0f}]"
 
 
+def _gate_words(gate: dict[str, Any]) -> str:
+    """How the gate judged, in words."""
+    per = ("per season: the simulator's paired seasons (" + f"{gate.get('sim_episodes', 20)} a policy) plus DR's "
+           "correction of its per-visit error on the deployed rows") if gate["estimator"] == "season_dr" \
+        else "per logged day on the deployed rows"
+    ab = f", and a paired A/B test of {gate['ab_episodes']} world seasons" if gate.get("ab_episodes") else ""
+    return (f"{gate['estimator'].upper()} {per}, {gate['level']:.0%} lower bound above {gate['margin']:g} x the "
+            f"incumbent's estimate{ab}")
+
+
 def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | None) -> str:
     """The report's markdown."""
     cfg = result["config"]
@@ -126,7 +136,8 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | N
              f"{cfg['loop']['seeds']} seed(s) x {cfg['loop']['rounds']} round(s); simulator "
              f"{cfg['predictor']['kind']}; agent {cfg['agent']['algo']}; each round deploys for "
              f"{cfg['deploy']['episodes']} seasons with exploration "
-             f"{cfg['deploy']['exploration']}; world values on {cfg['evaluate']['episodes']} common evaluation "
+             f"{cfg['deploy']['exploration']}; gate {_gate_words(cfg['gate'])}; world values on "
+             f"{cfg['evaluate']['episodes']} common evaluation "
              "episodes" + (f"; this invocation {seconds:,.0f} s" if seconds is not None else "") + ".", ""]
     timing = result.get("timing")
     if timing:

@@ -31,7 +31,9 @@ What is estimated, and what is not:
   history, budget and observation of each day are those the logging policy led to. A candidate's effect on
   future states (selling out sooner or later, moving reference prices, spending the budget) and the season's
   salvage value are not included: the value is a per-day (myopic) one, a gate for policies that do not live
-  off the dynamics they create;
+  off the dynamics they create. For those that do, :func:`season_difference` compares whole seasons: the
+  simulator's paired seasons (which play the dynamics) plus DR's correction of the simulator's per-visit error on
+  each policy's own offers, summed over a logged season;
 * interactions between a day's visits are taken as logged: a visitor whose chosen product sold out earlier
   that day, or whose coupon the budget or a coupon cap withheld, counts as logged. ``q`` ignores within-day
   stock-outs (every viewed row was in stock at the start of the day), keeps a coupon withheld in the logs
@@ -335,9 +337,7 @@ def paired_difference(candidate: VisitTerms, incumbent: VisitTerms, estimator: s
     ``level``: the (1 - level) quantile of the same bootstrap draws), ``level``, ``estimator``, ``days`` and each
     policy's estimate (``candidate``, ``incumbent``). ValueError when the terms come from different rows."""
     _check_level(level)
-    if not (np.array_equal(candidate.visit_id, incumbent.visit_id)
-            and np.array_equal(candidate.cluster, incumbent.cluster) and candidate.days.equals(incumbent.days)):
-        raise ValueError("paired_difference needs both policies' terms on the same rows (the same visits and days)")
+    _check_paired(candidate, incumbent)
     d = candidate.per_day(estimator) - incumbent.per_day(estimator)
     # one seed: the CI and the bound come from the same resampled days
     lcb = bootstrap_ci(d, reps=reps, level=2.0 * level - 1.0, seed=seed)[0]
@@ -348,17 +348,60 @@ def paired_difference(candidate: VisitTerms, incumbent: VisitTerms, estimator: s
             "incumbent": float(incumbent.per_day(estimator).mean())}
 
 
-def gate(candidate_terms: VisitTerms, incumbent_terms: VisitTerms, margin: float = 0.0, level: float = 0.95, *,
-         estimator: str = "dr", min_ess: float = 0.0, reps: int = 2000, seed: int = 0) -> GateDecision:
-    """Deploy the candidate only when the one-sided lower ``level`` confidence bound of its paired gain per
-    logged day (:func:`paired_difference`) is above ``margin``, and the candidate's weights have an effective
-    sample size of at least ``min_ess`` visits (below it the logs barely cover the candidate, and DR rests on
-    the response model alone); otherwise keep the incumbent. Returns a :class:`GateDecision`."""
-    paired = paired_difference(candidate_terms, incumbent_terms, estimator=estimator, level=level, reps=reps,
-                               seed=seed)
-    diff, lcb = paired["diff"], paired["lcb"]
-    ess = candidate_terms.diagnostics()["ess"]
-    what = f"{estimator.upper()} gain per day {diff:+.2f}, {level:.0%} lower bound {lcb:+.2f}"
+def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidate: np.ndarray,
+                      sim_incumbent: np.ndarray, level: float = 0.95, reps: int = 2000, seed: int = 0
+                      ) -> dict[str, Any]:
+    """The candidate's gain over the incumbent **per season**, for policies that live off the dynamics they
+    create (stock kept for the peak, reference prices moved): the simulated seasons' paired difference
+    (``sim_candidate`` and ``sim_incumbent``: each policy's return in the simulator on the same seeds, which play
+    the stock, seasonality and salvage value the per-day estimate leaves out) plus the paired difference of DR's
+    correction ``w (r - q(x, a))`` summed over a logged season (the simulator's error on each policy's own offers,
+    measured on the logged days by importance weighting). The season's direct term is the simulator's; only its
+    per-visit response error is corrected, on the logged days' states.
+
+    Returns ``diff`` (per season), ``diff_ci`` (two-sided percentile CI at ``level``), ``lcb`` (one-sided lower
+    bound at ``level``): seasons and logged days resampled independently, the same draws for both; the parts
+    ``simulated`` and ``correction``, each policy's season estimate (``candidate``, ``incumbent``), ``level``,
+    ``days``, ``seasons`` (simulated per policy) and ``days_per_episode``. ValueError when the terms come from
+    different rows or the simulated returns are not paired (same length, at least 2)."""
+    _check_level(level)
+    _check_paired(candidate, incumbent)
+    sc, si = np.asarray(sim_candidate, float), np.asarray(sim_incumbent, float)
+    if sc.shape != si.shape or sc.ndim != 1 or len(sc) < 2:
+        raise ValueError(f"season_difference needs both policies' simulated returns on the same seeds (at least 2), "
+                         f"got shapes {sc.shape} and {si.shape}")
+    days_per_episode = len(candidate.days) / max(int(candidate.days["episode"].nunique()), 1)
+    sim_d = sc - si
+    corr_d = (candidate.per_day("correction") - incumbent.per_day("correction")) * days_per_episode
+    rng = np.random.default_rng(seed)
+    draws = (sim_d[rng.integers(0, len(sim_d), (reps, len(sim_d)))].mean(axis=1)
+             + corr_d[rng.integers(0, len(corr_d), (reps, len(corr_d)))].mean(axis=1))
+    a = (1.0 - level) / 2.0
+    corr_c = float(candidate.per_day("correction").mean() * days_per_episode)
+    corr_i = float(incumbent.per_day("correction").mean() * days_per_episode)
+    return {"estimator": "season_dr", "diff": float(sim_d.mean() + corr_d.mean()),
+            "diff_ci": (float(np.quantile(draws, a)), float(np.quantile(draws, 1.0 - a))),
+            "lcb": float(np.quantile(draws, 1.0 - level)), "level": level, "days": len(corr_d),
+            "seasons": len(sim_d), "days_per_episode": days_per_episode,
+            "simulated": float(sim_d.mean()), "correction": float(corr_d.mean()),
+            "candidate": float(sc.mean()) + corr_c, "incumbent": float(si.mean()) + corr_i}
+
+
+def _check_paired(candidate: VisitTerms, incumbent: VisitTerms) -> None:
+    if not (np.array_equal(candidate.visit_id, incumbent.visit_id)
+            and np.array_equal(candidate.cluster, incumbent.cluster) and candidate.days.equals(incumbent.days)):
+        raise ValueError("a paired comparison needs both policies' terms on the same rows (the same visits and "
+                         "days)")
+
+
+def decide(paired: dict[str, Any], ess: float, margin: float = 0.0, min_ess: float = 0.0,
+           unit: str = "per day") -> GateDecision:
+    """The gate's verdict on a paired comparison (:func:`paired_difference` or :func:`season_difference`):
+    deploy the candidate only when the one-sided lower bound ``paired["lcb"]`` is above ``margin`` and the
+    candidate's weights have an effective sample size ``ess`` of at least ``min_ess`` visits (below it the logs
+    barely cover the candidate, and the estimate rests on the response model alone)."""
+    diff, lcb, level = paired["diff"], paired["lcb"], paired["level"]
+    what = (f"{paired['estimator'].upper()} gain {unit} {diff:+.2f}, {level:.0%} lower bound {lcb:+.2f}")
     if ess < min_ess:
         deploy, reason = False, (f"keep the incumbent: the candidate's effective sample size {ess:.1f} is below "
                                  f"{min_ess:g} visits ({what})")
@@ -369,5 +412,16 @@ def gate(candidate_terms: VisitTerms, incumbent_terms: VisitTerms, margin: float
     return GateDecision(deploy=deploy, diff=diff, lcb=float(lcb), level=level, margin=margin, reason=reason)
 
 
-__all__ = ["ESTIMATORS", "REQUIRED_COLUMNS", "GateDecision", "TargetPlan", "VisitTerms", "gate", "ope_estimate",
-           "ope_terms", "paired_difference", "target_multiples"]
+def gate(candidate_terms: VisitTerms, incumbent_terms: VisitTerms, margin: float = 0.0, level: float = 0.95, *,
+         estimator: str = "dr", min_ess: float = 0.0, reps: int = 2000, seed: int = 0) -> GateDecision:
+    """Deploy the candidate only when the one-sided lower ``level`` confidence bound of its paired gain per
+    logged day (:func:`paired_difference`) is above ``margin``, and the candidate's weights have an effective
+    sample size of at least ``min_ess`` visits (:func:`decide`); otherwise keep the incumbent. Returns a
+    :class:`GateDecision`."""
+    paired = paired_difference(candidate_terms, incumbent_terms, estimator=estimator, level=level, reps=reps,
+                               seed=seed)
+    return decide(paired, candidate_terms.diagnostics()["ess"], margin, min_ess)
+
+
+__all__ = ["ESTIMATORS", "REQUIRED_COLUMNS", "GateDecision", "TargetPlan", "VisitTerms", "decide", "gate",
+           "ope_estimate", "ope_terms", "paired_difference", "season_difference", "target_multiples"]

@@ -99,6 +99,23 @@ def test_a_gate_error_is_a_deployed_candidate_more_than_1_percent_below_the_incu
     assert not gate_error(rec(50.0, 100.0, deployed_candidate=False))
 
 
+def test_the_season_gate_compares_simulated_seasons_corrected_on_the_logs(tmp_path):
+    raw = smoke_raw(gate={"estimator": "season_dr", "sim_episodes": 3}, loop={"rounds": 1, "variants": ["full"]})
+    config = tmp_path / "loop.yml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["loop", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "run" / "report" / "loop.json").read_text())
+    (record,) = result["records"]
+    ope = record["gate"]["ope"]
+    season = ope["season"]
+    assert season["estimator"] == "season_dr" and season["seasons"] == 3 and season["days"] == 2 * 7
+    assert season["diff"] == pytest.approx(season["simulated"] + season["correction"])
+    assert ope["difference"]["per_episode"] == pytest.approx(season["diff"])
+    assert ope["difference"]["mean"] == pytest.approx(season["diff"] / 7)  # per logged day, 7 days a season
+    assert "SEASON_DR gain per season" in record["gate"]["decision"]
+    assert "season_dr" not in ope["candidate"]  # the per-day estimates are reported beside it
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"env": "promogym/CouponAllocation-v2"}, "cannot be deployed by the loop"),
     ({"deploy": {"exploration": {"epsilon": 0.0}}}, "exploration 0 gives no propensities"),
@@ -107,6 +124,7 @@ def test_a_gate_error_is_a_deployed_candidate_more_than_1_percent_below_the_incu
     ({"deploy": {"incumbent": "no_such_policy"}}, "deploy.incumbent"),
     ({"loop": {"variants": ["full", "sometimes"]}}, "variants must be distinct values"),
     ({"agent": {"algo": "dqn"}}, "agent:"),
+    ({"gate": {"estimator": "season_dr", "sim_episodes": 1}}, "sim_episodes"),
 ])
 def test_a_bad_loop_config_is_one_line_before_any_work(tmp_path, capsys, changes, message):
     config = tmp_path / "loop.yml"

@@ -12,10 +12,20 @@ import pandas as pd
 import pytest
 
 from promogym import envs  # noqa: F401
+from promogym.agents.base import episode_table
 from promogym.envs.backends import ModelBackend, WorldBackend
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, sigmoid
 from promogym.envs.recording import Exploration, ExploreWrapper, record_episode
-from promogym.experiments.ope import gate, ope_estimate, ope_terms, paired_difference, target_multiples
+from promogym.experiments.ope import (
+    VisitTerms,
+    decide,
+    gate,
+    ope_estimate,
+    ope_terms,
+    paired_difference,
+    season_difference,
+    target_multiples,
+)
 from promogym.experiments.stats import bootstrap_ci
 from promogym.predictors.choice import visit_choice_proba
 
@@ -289,6 +299,60 @@ def test_the_gate_deploys_a_clearly_better_candidate_and_refuses_a_worse_one(log
     thin = gate(good, bad, min_ess=1e9)
     assert not thin.deploy and "effective sample size" in thin.reason
     assert up.to_dict()["deploy"] is True
+
+
+class Shifted(WorldBackend):
+    """The world's log-odds lowered by 0.7: a simulator that under-predicts every purchase."""
+
+    name, is_world = "shifted", False
+
+    def logits(self, *args: Any) -> np.ndarray:
+        return super().logits(*args) - 0.7
+
+    def row_logits(self, *args: Any) -> np.ndarray:
+        return super().row_logits(*args) - 0.7
+
+
+def returns(env: gym.Env, action: np.ndarray, seeds: range) -> np.ndarray:
+    return episode_table(env, Constant(action), list(seeds))["return"].to_numpy(float)
+
+
+def test_the_season_estimate_corrects_the_simulators_error_on_each_policys_offers(logged, world):
+    rows, w = logged
+    sim = gym.make(DP, config=CFG)
+    sim.unwrapped.backend = Shifted(w.unwrapped.market)
+    cost = at(0.6, 1.0, 0.6, 1.0)  # two products at about unit cost: a clear loss the world knows
+    truth = (returns(gym.make(DP, config=CFG), LOGGER, range(10_000, 10_400))
+             - returns(gym.make(DP, config=CFG), cost, range(10_000, 10_400))).mean()
+    seeds = range(20_000, 20_200)
+    sim_c, sim_i = returns(sim, LOGGER, seeds), returns(sim, cost, seeds)
+    shifted = Shifted(w.unwrapped.market)
+    tc = ope_terms(Constant(LOGGER), rows, w, shifted, name="list")
+    ti = ope_terms(Constant(cost), rows, w, shifted, name="cost")
+    season = season_difference(tc, ti, sim_c, sim_i, level=0.99)
+    assert season["simulated"] < 0.8 * truth  # the simulator alone understates the gain
+    assert season["diff_ci"][0] <= truth <= season["diff_ci"][1]  # its per-visit error corrected on the logs
+    assert season["diff"] == pytest.approx(season["simulated"] + season["correction"])
+    assert season["diff"] == pytest.approx(season["candidate"] - season["incumbent"])
+    assert season["diff_ci"][0] <= season["lcb"] <= season["diff"] and season["days_per_episode"] == HORIZON
+    assert decide(season, tc.diagnostics()["ess"], unit="per season").deploy
+    assert not decide(season_difference(ti, tc, sim_i, sim_c), ti.diagnostics()["ess"]).deploy
+    with pytest.raises(ValueError, match="same seeds"):
+        season_difference(tc, ti, sim_c, sim_i[:-1])
+
+
+def test_the_season_difference_adds_the_simulated_seasons_and_a_logged_seasons_corrections():
+    days = pd.DataFrame({"episode": [0, 0, 1, 1], "season_day": [0, 1, 0, 1]})
+
+    def terms(correction: list[float]) -> VisitTerms:  # one visit a day, q exact but for the given error
+        c = np.asarray(correction, float)
+        return VisitTerms(name="x", days=days, visit_id=np.arange(4), cluster=np.arange(4), weight=np.ones(4),
+                          reward=c, q_target=np.zeros(4), q_logged=np.zeros(4))
+
+    out = season_difference(terms([1, 2, 3, 4]), terms([0, 0, 0, 0]), np.array([10.0, 12.0]), np.array([5.0, 5.0]))
+    assert out["simulated"] == pytest.approx(6.0) and out["correction"] == pytest.approx(2.5 * 2)
+    assert out["diff"] == pytest.approx(11.0) and out["diff_ci"][0] < 11.0 < out["diff_ci"][1]
+    assert out["seasons"] == 2 and out["days"] == 4
 
 
 # ---------------------------------------------------------------------------------------- bad inputs
