@@ -17,12 +17,13 @@ Round r = 1 .. ``loop.rounds``, per variant:
    off-policy evaluation on the rows the loop has deployed so far (:mod:`promogym.experiments.ope`: the doubly
    robust estimate of their per-day profit on the logged days, the round r-1 simulator as the direct model, a
    day-cluster bootstrap; or, with ``gate.estimator`` ``season_dr``, per season: both policies' paired seasons in
-   that simulator plus DR's correction of its per-visit error on each policy's own offers, for policies that
-   live off the dynamics they create, such as a seasonal price path that keeps stock for the peak) — deploy the
-   candidate only when the lower confidence bound of (candidate - incumbent) clears ``gate.margin`` x the
-   incumbent's estimate; with ``gate.ab_episodes`` also a paired A/B test in the
-   world, both required. Both policies are also scored in the world on the common evaluation seeds (their true
-   values, which the gate never sees): the check of the OPE and of the gate's decision;
+   that simulator plus a correction of its per-visit error on each policy's offers on the logged days) — deploy
+   the candidate only when the lower confidence bound of (candidate - incumbent) clears ``gate.margin`` x the
+   incumbent's estimate; with ``gate.ab_episodes`` also a paired A/B test in the world, both required (with
+   ``gate.ab_only`` the A/B test alone decides: the logs judge a policy on the states the incumbent led to, and
+   a seasonal price path is only seen on its own path by deploying it). Both policies are also scored in the
+   world on the common evaluation seeds (their true values, which the gate never sees): the check of the OPE and
+   of the gate's decision;
 2. ``deploy``: the winner in the world for ``deploy.episodes`` seasons with recorded exploration; its rows are
    appended to the loop's data;
 3. ``fit``: the simulator refitted on the market's logs and every deployed row (a BERT model warm-started from the
@@ -125,9 +126,28 @@ class GateSection(ConfigBase):
     margin: float = param(0.0, "the lower bound must exceed this share of the incumbent's estimate", lo=-1.0, hi=1.0)
     ab_episodes: int = param(0, "a paired A/B test of this many world episodes after the OPE (0: none); its lower "
                                 "bound must clear the margin too", lo=0, hi=100_000)
-    bootstrap: int = param(2000, "bootstrap resamples of the OPE's day clusters", lo=100, hi=1_000_000)
+    bootstrap: int = param(2000, "bootstrap resamples of the OPE's day clusters (season_dr: of the logged and the "
+                                 "simulated seasons)", lo=100, hi=1_000_000)
     min_ess: float = param(0.0, "keep the incumbent when the candidate's importance weights are worth fewer visits "
                                 "(the logs barely cover it: DR would rest on the simulator alone)", lo=0.0, hi=1e12)
+    ab_only: bool = param(False, "the A/B test alone decides (a policy the logs cannot judge, such as a seasonal "
+                                 "price path); the OPE is still computed and reported beside it, a check of the OPE")
+
+    def validate(self) -> None:
+        """``ab_only`` needs an A/B test of at least 2 episodes."""
+        if self.ab_only and self.ab_episodes < 2:
+            raise ValueError(f"GateSection.ab_only needs ab_episodes >= 2 (the A/B test that decides), got "
+                             f"{self.ab_episodes}")
+
+    def key_settings(self) -> dict[str, Any]:
+        """The settings that decide a gate: ``sim_episodes`` only for ``season_dr``, the one estimator that reads
+        it, ``ab_only`` only when set (run folders of gates without them keep their keys)."""
+        out = self.to_dict()
+        if self.estimator != "season_dr":
+            out.pop("sim_episodes")
+        if not self.ab_only:
+            out.pop("ab_only")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +252,9 @@ class LoopConfig:
             raise ValueError(f"deploy.incumbent: {spec!r} changes prices with the env's state; the gate replays "
                              f"the incumbent on logged observations, so it must be a static rule (list_price, "
                              f"best_static, static:<multiplier>, uniform_discount, cost_plus)")
+        if self.gate.estimator == "season_dr" and env.unwrapped.config.reward != "profit":  # type: ignore[attr-defined]
+            raise ValueError("gate.estimator season_dr adds the simulated seasons' returns to a correction in profit; "
+                             "the env's reward must be profit (env_config.reward)")
         if self.logs.path is not None:
             check_same_world(self.logs.path, env)
 
@@ -499,16 +522,18 @@ class Loop(Pipeline):
                 ab = ab_test(world_values(world, inc, seeds), world_values(world, cand, seeds),
                              alpha=2 * (1 - gc.level))
                 passes = ab["diff_ci"][0] > gc.margin * abs(ab["mean_a"])
-                deploy_candidate = deploy_candidate and passes
+                deploy_candidate = passes if gc.ab_only else deploy_candidate and passes
             if variant == "passive":
                 decision, deployed = "passive loop: the logging policy stays deployed", incumbent
             elif variant == "no_gate":
                 decision, deployed = "no gate: the candidate is deployed", candidate
             else:
                 deployed = candidate if deploy_candidate else incumbent
-                decision = result["reason"] + ("" if ab is None else
-                                               f"; A/B in the world {ab['diff']:+,.0f} [{ab['diff_ci'][0]:+,.0f}, "
-                                               f"{ab['diff_ci'][1]:+,.0f}]")
+                ab_words = "" if ab is None else (f"A/B in the world {ab['diff']:+,.0f} [{ab['diff_ci'][0]:+,.0f}, "
+                                                  f"{ab['diff_ci'][1]:+,.0f}]")
+                decision = (f"{'deploy the candidate' if deploy_candidate else 'keep the incumbent'}: {ab_words} "
+                            f"(the OPE, not deciding: {result['reason']})") if gc.ab_only else \
+                    result["reason"] + (f"; {ab_words}" if ab_words else "")
             true_diff = values_c - values_i
             record = {"candidate": candidate, "incumbent": incumbent, "deployed": deployed,
                       "deployed_is_candidate": deployed == candidate, "decision": decision,
@@ -519,7 +544,8 @@ class Loop(Pipeline):
             self.echo(f"{name}: {decision}")
             return {}
 
-        folder = self.stage(name, key_of("loop-gate", variant, self.cfg.gate.to_dict(), self.eval_seeds, deps), build)
+        folder = self.stage(name, key_of("loop-gate", variant, self.cfg.gate.key_settings(), self.eval_seeds,
+                                          deps), build)
         return read_record(folder / "gate.json")
 
     def fidelity(self, name: str, response: str, spec: str, data: Path, deps: list[str]) -> dict[str, Any]:

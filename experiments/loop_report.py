@@ -121,12 +121,15 @@ def _ci(d: dict[str, Any]) -> str:
 
 def _gate_words(gate: dict[str, Any]) -> str:
     """How the gate judged, in words."""
-    per = ("per season: the simulator's paired seasons (" + f"{gate.get('sim_episodes', 20)} a policy) plus DR's "
-           "correction of its per-visit error on the deployed rows") if gate["estimator"] == "season_dr" \
+    per = ("per season: the simulator's paired seasons (" + f"{gate.get('sim_episodes', 20)} a policy) plus a "
+           "correction of its per-visit error measured on the deployed rows") if gate["estimator"] == "season_dr" \
         else "per logged day on the deployed rows"
+    bound = f"{gate['level']:.0%} lower bound above {gate['margin']:g} x the incumbent's"
+    if gate.get("ab_only"):
+        return (f"a paired A/B test of {gate['ab_episodes']} world seasons ({bound} value) decides, the OPE "
+                f"({gate['estimator'].upper()} {per}) reported beside it")
     ab = f", and a paired A/B test of {gate['ab_episodes']} world seasons" if gate.get("ab_episodes") else ""
-    return (f"{gate['estimator'].upper()} {per}, {gate['level']:.0%} lower bound above {gate['margin']:g} x the "
-            f"incumbent's estimate{ab}")
+    return f"{gate['estimator'].upper()} {per}, {bound} estimate{ab}"
 
 
 def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | None) -> str:

@@ -1,6 +1,6 @@
 """Off-policy evaluation of a deterministic pricing policy on rows recorded by
 :func:`~promogym.envs.recording.record_episode`: the gate of a closed loop, where a candidate policy replaces
-the incumbent only when the logs say it earns more.
+the incumbent only when the logs (and, for whole seasons, the simulator corrected on the logs) say it earns more.
 
 The target policy is called on each logged day's observation (:func:`target_multiples`) and played on the
 recording's price grid (its wanted multiples of list price snapped, as :class:`~promogym.envs.recording.ExploreWrapper`
@@ -32,15 +32,17 @@ What is estimated, and what is not:
   future states (selling out sooner or later, moving reference prices, spending the budget) and the season's
   salvage value are not included: the value is a per-day (myopic) one, a gate for policies that do not live
   off the dynamics they create. For those that do, :func:`season_difference` compares whole seasons: the
-  simulator's paired seasons (which play the dynamics) plus DR's correction of the simulator's per-visit error on
-  each policy's own offers, summed over a logged season;
+  simulator's paired seasons (which play the dynamics) plus a self-normalized correction of the simulator's
+  per-visit error on each policy's own offers, scaled to a season: an estimate that leans on the simulator's
+  dynamics where the per-day one leans on the logging policy's states;
 * interactions between a day's visits are taken as logged: a visitor whose chosen product sold out earlier
   that day, or whose coupon the budget or a coupon cap withheld, counts as logged. ``q`` ignores within-day
   stock-outs (every viewed row was in stock at the start of the day), keeps a coupon withheld in the logs
   withheld at the target's level and gives the target's level to every other visitor;
 * only policies that act on the observation alone can be evaluated (baselines that read the env's state or
   keep memory across days cannot be replayed on rows);
-* the value is profit, whatever the env's ``reward`` setting.
+* the value is profit, whatever the env's ``reward`` setting (:func:`season_difference`'s simulated seasons are
+  the simulator env's returns: profit when its ``reward`` is profit).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ class TargetPlan:
 class VisitTerms:
     """One target policy's per-visit terms on logged rows (see the module docstring), visits in order of first
     appearance in the rows: ``visit_id``, ``cluster`` (the index of the visit's day in ``days``), the importance
-    ``weight``, the realized profit ``reward``, ``q_target`` = q(x, pi) and ``q_logged`` = q(x, a)."""
+    ``weight``, the realized profit ``reward``, ``q_target`` = q(x, pi), ``q_logged`` = q(x, a) and ``demand``:
+    the profit of the visit's choice before stock-outs (its product sold out earlier that day, counted as bought
+    at the logged price: what q models, since q ignores within-day stock-outs; ``reward`` where the rows do not
+    record stock-outs)."""
 
     name: str
     days: pd.DataFrame
@@ -92,6 +97,7 @@ class VisitTerms:
     reward: np.ndarray
     q_target: np.ndarray
     q_logged: np.ndarray
+    demand: np.ndarray | None = None
 
     def terms(self, estimator: str = "dr") -> np.ndarray:
         """Per-visit terms of ``estimator`` (``dm``, ``ips``, ``dr``, or ``logged``: the realized profit;
@@ -127,9 +133,9 @@ class VisitTerms:
 
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
-    """The gate's verdict: ``deploy`` the candidate (True) or keep the incumbent, the paired DR gain per day
-    ``diff``, its one-sided lower confidence bound ``lcb`` at ``level``, the ``margin`` it had to clear and the
-    ``reason`` in words."""
+    """The gate's verdict: ``deploy`` the candidate (True) or keep the incumbent, the paired gain ``diff`` (per
+    logged day, or per season for :func:`season_difference`), its one-sided lower confidence bound ``lcb`` at
+    ``level``, the ``margin`` it had to clear and the ``reason`` in words."""
 
     deploy: bool
     diff: float
@@ -296,10 +302,13 @@ def ope_terms(policy: Any, rows: pd.DataFrame, wrapper: ExploreWrapper, backend:
         return np.bincount(codes, weights=proba * (p * (1.0 - c) - unit_cost), minlength=n_visits)
 
     served = np.asarray(rows["purchased"], float)
-    reward = np.bincount(codes, weights=served * (price * (1.0 - coupon) - unit_cost), minlength=n_visits)
+    unit = price * (1.0 - coupon) - unit_cost
+    reward = np.bincount(codes, weights=served * unit, minlength=n_visits)
+    demand = reward if "stocked_out" not in rows.columns else np.bincount(
+        codes, weights=np.maximum(served, np.asarray(rows["stocked_out"], float)) * unit, minlength=n_visits)
     return VisitTerms(name=name or type(policy).__name__, days=plan.days,
                       visit_id=np.asarray(vid)[first], cluster=day[first], weight=weight, reward=reward,
-                      q_target=q(target_price, target_coupon), q_logged=q(price, coupon))
+                      q_target=q(target_price, target_coupon), q_logged=q(price, coupon), demand=demand)
 
 
 # ---------------------------------------------------------------------------------------- estimates
@@ -348,43 +357,79 @@ def paired_difference(candidate: VisitTerms, incumbent: VisitTerms, estimator: s
             "incumbent": float(incumbent.per_day(estimator).mean())}
 
 
+def season_correction(terms: VisitTerms) -> dict[str, np.ndarray]:
+    """Per logged episode (season), the sums the season estimate's correction is made of: ``error`` = sum of
+    ``w (demand - q(x, a))`` (the simulator's error on the policy's own offers, importance weighted), ``weight`` =
+    sum of ``w``, ``visits``; and ``episodes``, the episode ids (sorted)."""
+    demand = terms.reward if terms.demand is None else terms.demand
+    episode = terms.days["episode"].to_numpy()[terms.cluster]
+    ids, e = np.unique(episode, return_inverse=True)
+    n = len(ids)
+    return {"episodes": ids,
+            "error": np.bincount(e, weights=terms.weight * (demand - terms.q_logged), minlength=n),
+            "weight": np.bincount(e, weights=terms.weight, minlength=n),
+            "visits": np.bincount(e, minlength=n).astype(float)}
+
+
+def _per_season(c: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """The self-normalized correction per season of the episodes ``idx`` ((draws, episodes) indices): the mean
+    weighted error per unit of weight x the visits per season; 0 where the draw holds no weight."""
+    w = c["weight"][idx].sum(axis=-1)
+    err = np.divide(c["error"][idx].sum(axis=-1), w, out=np.zeros_like(w), where=w > 0)
+    return err * c["visits"][idx].sum(axis=-1) / idx.shape[-1]
+
+
 def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidate: np.ndarray,
                       sim_incumbent: np.ndarray, level: float = 0.95, reps: int = 2000, seed: int = 0
                       ) -> dict[str, Any]:
     """The candidate's gain over the incumbent **per season**, for policies that live off the dynamics they
     create (stock kept for the peak, reference prices moved): the simulated seasons' paired difference
-    (``sim_candidate`` and ``sim_incumbent``: each policy's return in the simulator on the same seeds, which play
-    the stock, seasonality and salvage value the per-day estimate leaves out) plus the paired difference of DR's
-    correction ``w (r - q(x, a))`` summed over a logged season (the simulator's error on each policy's own offers,
-    measured on the logged days by importance weighting). The season's direct term is the simulator's; only its
-    per-visit response error is corrected, on the logged days' states.
+    (``sim_candidate`` and ``sim_incumbent``: each policy's profit in the simulator on the same seeds, which play
+    the stock, seasonality and salvage value the per-day estimate leaves out) plus the paired difference of each
+    policy's **correction**: the simulator's error on that policy's own offers on the logged days, ``w (demand -
+    q(x, a))`` self-normalized (divided by the mean weight, as SNIPS is: unbiased only as the logs grow, far less
+    noisy where few visits match the policy) and scaled to a season's visits. ``demand`` counts a choice of a
+    product that had sold out as bought (the simulated seasons play stock themselves, and q models demand).
 
-    Returns ``diff`` (per season), ``diff_ci`` (two-sided percentile CI at ``level``), ``lcb`` (one-sided lower
-    bound at ``level``): seasons and logged days resampled independently, the same draws for both; the parts
-    ``simulated`` and ``correction``, each policy's season estimate (``candidate``, ``incumbent``), ``level``,
-    ``days``, ``seasons`` (simulated per policy) and ``days_per_episode``. ValueError when the terms come from
-    different rows or the simulated returns are not paired (same length, at least 2)."""
+    What it rests on: the simulator's dynamics and the states the policy reaches in it (the correction is
+    measured on the logged days' states, where only the logged offers that match the policy's count); a
+    candidate trained on this simulator is flattered where the simulator errs beyond what the logged offers
+    show. Where few visits match the candidate (``ess``, ``nonzero_share``), the correction rests on few visits:
+    read the CI, and set a gate's ``min_ess``.
+
+    Returns ``diff`` (per season), ``diff_ci`` (two-sided percentile CI at ``level``) and ``lcb`` (one-sided
+    lower bound at ``level``): simulated seasons and logged episodes (a season's days share its demand, so whole
+    seasons are the units; with few logged seasons the bounds are rough) resampled independently, the same draws
+    for both policies; the parts ``simulated`` and ``correction``, each policy's season estimate
+    (``candidate``, ``incumbent``), its ``correction_candidate`` / ``correction_incumbent``, the candidate's
+    weights' ``ess`` and ``nonzero_share``, ``level``, ``days``, ``logged_seasons``, ``seasons`` (simulated per
+    policy) and ``days_per_episode``. ValueError when the terms come from different rows or the simulated
+    returns are not paired (same length, at least 2)."""
     _check_level(level)
     _check_paired(candidate, incumbent)
     sc, si = np.asarray(sim_candidate, float), np.asarray(sim_incumbent, float)
     if sc.shape != si.shape or sc.ndim != 1 or len(sc) < 2:
         raise ValueError(f"season_difference needs both policies' simulated returns on the same seeds (at least 2), "
                          f"got shapes {sc.shape} and {si.shape}")
-    days_per_episode = len(candidate.days) / max(int(candidate.days["episode"].nunique()), 1)
+    cc, ci = season_correction(candidate), season_correction(incumbent)
+    n_ep = len(cc["episodes"])
+    every = np.arange(n_ep)
+    corr_c, corr_i = float(_per_season(cc, every)), float(_per_season(ci, every))
     sim_d = sc - si
-    corr_d = (candidate.per_day("correction") - incumbent.per_day("correction")) * days_per_episode
     rng = np.random.default_rng(seed)
+    ep = rng.integers(0, n_ep, (reps, n_ep))
     draws = (sim_d[rng.integers(0, len(sim_d), (reps, len(sim_d)))].mean(axis=1)
-             + corr_d[rng.integers(0, len(corr_d), (reps, len(corr_d)))].mean(axis=1))
+             + _per_season(cc, ep) - _per_season(ci, ep))
     a = (1.0 - level) / 2.0
-    corr_c = float(candidate.per_day("correction").mean() * days_per_episode)
-    corr_i = float(incumbent.per_day("correction").mean() * days_per_episode)
-    return {"estimator": "season_dr", "diff": float(sim_d.mean() + corr_d.mean()),
+    diag = candidate.diagnostics()
+    return {"estimator": "season_dr", "diff": float(sim_d.mean()) + corr_c - corr_i,
             "diff_ci": (float(np.quantile(draws, a)), float(np.quantile(draws, 1.0 - a))),
-            "lcb": float(np.quantile(draws, 1.0 - level)), "level": level, "days": len(corr_d),
-            "seasons": len(sim_d), "days_per_episode": days_per_episode,
-            "simulated": float(sim_d.mean()), "correction": float(corr_d.mean()),
-            "candidate": float(sc.mean()) + corr_c, "incumbent": float(si.mean()) + corr_i}
+            "lcb": float(np.quantile(draws, 1.0 - level)), "level": level, "days": len(candidate.days),
+            "logged_seasons": n_ep, "seasons": len(sim_d), "days_per_episode": len(candidate.days) / max(n_ep, 1),
+            "simulated": float(sim_d.mean()), "correction": corr_c - corr_i,
+            "correction_candidate": corr_c, "correction_incumbent": corr_i,
+            "candidate": float(sc.mean()) + corr_c, "incumbent": float(si.mean()) + corr_i,
+            "ess": diag["ess"], "nonzero_share": diag["nonzero_share"]}
 
 
 def _check_paired(candidate: VisitTerms, incumbent: VisitTerms) -> None:
@@ -424,4 +469,5 @@ def gate(candidate_terms: VisitTerms, incumbent_terms: VisitTerms, margin: float
 
 
 __all__ = ["ESTIMATORS", "REQUIRED_COLUMNS", "GateDecision", "TargetPlan", "VisitTerms", "decide", "gate",
-           "ope_estimate", "ope_terms", "paired_difference", "season_difference", "target_multiples"]
+           "ope_estimate", "ope_terms", "paired_difference", "season_correction", "season_difference",
+           "target_multiples"]

@@ -99,8 +99,9 @@ def test_a_gate_error_is_a_deployed_candidate_more_than_1_percent_below_the_incu
     assert not gate_error(rec(50.0, 100.0, deployed_candidate=False))
 
 
-def test_the_season_gate_compares_simulated_seasons_corrected_on_the_logs(tmp_path):
-    raw = smoke_raw(gate={"estimator": "season_dr", "sim_episodes": 3}, loop={"rounds": 1, "variants": ["full"]})
+def test_the_season_gate_compares_simulated_seasons_and_an_ab_only_gate_lets_the_ab_test_decide(tmp_path):
+    raw = smoke_raw(gate={"estimator": "season_dr", "sim_episodes": 3, "ab_episodes": 3, "ab_only": True},
+                    loop={"rounds": 1, "variants": ["full"]})
     config = tmp_path / "loop.yml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["loop", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
@@ -108,12 +109,26 @@ def test_the_season_gate_compares_simulated_seasons_corrected_on_the_logs(tmp_pa
     (record,) = result["records"]
     ope = record["gate"]["ope"]
     season = ope["season"]
-    assert season["estimator"] == "season_dr" and season["seasons"] == 3 and season["days"] == 2 * 7
-    assert season["diff"] == pytest.approx(season["simulated"] + season["correction"])
+    assert season["estimator"] == "season_dr" and season["seasons"] == 3  # simulated seasons per policy
+    assert season["logged_seasons"] == 2 and season["days"] == 2 * 7  # the round-0 deployment's
     assert ope["difference"]["per_episode"] == pytest.approx(season["diff"])
     assert ope["difference"]["mean"] == pytest.approx(season["diff"] / 7)  # per logged day, 7 days a season
-    assert "SEASON_DR gain per season" in record["gate"]["decision"]
-    assert "season_dr" not in ope["candidate"]  # the per-day estimates are reported beside it
+    decision = record["gate"]["decision"]
+    assert "(the OPE, not deciding: " in decision and "SEASON_DR gain per season" in decision
+    ab = record["gate"]["ab"]
+    assert ab["episodes"] == 3 and record["gate"]["deployed_is_candidate"] == (ab["diff_ci"][0] > 0)  # margin 0
+    assert decision.startswith("deploy the candidate" if ab["diff_ci"][0] > 0 else "keep the incumbent")
+
+
+def test_the_simulated_seasons_key_only_the_season_gate():
+    from promogym.experiments.loop import GateSection
+
+    assert GateSection(sim_episodes=5).key_settings() == GateSection().key_settings()  # a dr gate: not read
+    assert "sim_episodes" not in GateSection().key_settings()  # run folders of dr gates keep their keys
+    assert (GateSection(estimator="season_dr", sim_episodes=5).key_settings()
+            != GateSection(estimator="season_dr").key_settings())
+    assert "ab_only" not in GateSection().key_settings()
+    assert GateSection(ab_episodes=4, ab_only=True).key_settings() != GateSection(ab_episodes=4).key_settings()
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -125,6 +140,9 @@ def test_the_season_gate_compares_simulated_seasons_corrected_on_the_logs(tmp_pa
     ({"loop": {"variants": ["full", "sometimes"]}}, "variants must be distinct values"),
     ({"agent": {"algo": "dqn"}}, "agent:"),
     ({"gate": {"estimator": "season_dr", "sim_episodes": 1}}, "sim_episodes"),
+    ({"gate": {"ab_only": True}}, "ab_only needs ab_episodes >= 2"),
+    ({"gate": {"estimator": "season_dr"}, "env_config": {"n_products": 3, "horizon": 7, "daily_customers": 60,
+                                                          "reward": "revenue"}}, "reward must be profit"),
 ])
 def test_a_bad_loop_config_is_one_line_before_any_work(tmp_path, capsys, changes, message):
     config = tmp_path / "loop.yml"

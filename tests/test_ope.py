@@ -341,18 +341,29 @@ def test_the_season_estimate_corrects_the_simulators_error_on_each_policys_offer
         season_difference(tc, ti, sim_c, sim_i[:-1])
 
 
-def test_the_season_difference_adds_the_simulated_seasons_and_a_logged_seasons_corrections():
+def test_the_season_correction_is_self_normalized_counts_demand_and_resamples_whole_seasons():
     days = pd.DataFrame({"episode": [0, 0, 1, 1], "season_day": [0, 1, 0, 1]})
 
-    def terms(correction: list[float]) -> VisitTerms:  # one visit a day, q exact but for the given error
-        c = np.asarray(correction, float)
-        return VisitTerms(name="x", days=days, visit_id=np.arange(4), cluster=np.arange(4), weight=np.ones(4),
-                          reward=c, q_target=np.zeros(4), q_logged=np.zeros(4))
+    def terms(weight: list[float], reward: list[float], demand: list[float] | None = None) -> VisitTerms:
+        # one visit a day, q(x, a) = 0: the error is the reward (or the demand)
+        return VisitTerms(name="x", days=days, visit_id=np.arange(4), cluster=np.arange(4),
+                          weight=np.asarray(weight, float), reward=np.asarray(reward, float), q_target=np.zeros(4),
+                          q_logged=np.zeros(4), demand=None if demand is None else np.asarray(demand, float))
 
-    out = season_difference(terms([1, 2, 3, 4]), terms([0, 0, 0, 0]), np.array([10.0, 12.0]), np.array([5.0, 5.0]))
-    assert out["simulated"] == pytest.approx(6.0) and out["correction"] == pytest.approx(2.5 * 2)
-    assert out["diff"] == pytest.approx(11.0) and out["diff_ci"][0] < 11.0 < out["diff_ci"][1]
-    assert out["seasons"] == 2 and out["days"] == 4
+    zero = terms([1, 1, 1, 1], [0, 0, 0, 0])
+    sims = np.array([10.0, 12.0]), np.array([5.0, 5.0])
+    # weighted error 2 + 3 + 4 over weight 4, x 2 visits a season: 4.5, not the plain mean's 9 / 4 x 2
+    out = season_difference(terms([2, 0, 1, 1], [1, 2, 3, 4]), zero, *sims)
+    assert out["correction_candidate"] == pytest.approx(4.5) and out["correction_incumbent"] == 0.0
+    assert out["diff"] == pytest.approx(6.0 + 4.5) and out["diff_ci"][0] < out["diff"] < out["diff_ci"][1]
+    assert out["logged_seasons"] == 2 and out["seasons"] == 2 and out["days_per_episode"] == 2
+    # a choice of a product sold out earlier that day counts as the demand it was (the simulated seasons play stock)
+    sold_out = season_difference(terms([2, 0, 1, 1], [0, 2, 3, 4], demand=[1, 2, 3, 4]), zero, *sims)
+    assert sold_out["correction_candidate"] == pytest.approx(4.5)
+    # seasons are the units, resampled whole: a draw's correction is 2, 4.5 or 7 and its simulated part 5, 6 or 7
+    assert 5.0 + 2.0 <= out["diff_ci"][0] < out["diff_ci"][1] <= 7.0 + 7.0 and out["diff_ci"][1] > 12.0
+    with pytest.raises(ValueError, match="same seeds"):
+        season_difference(zero, zero, np.array([1.0, 2.0]), np.array([1.0]))
 
 
 # ---------------------------------------------------------------------------------------- bad inputs
