@@ -169,6 +169,21 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | N
                      f"{_name(g['incumbent'])} | {d['mean']:+,.1f} [{d['ci'][0]:+,.1f}, {d['ci'][1]:+,.1f}] | "
                      f"{d['per_episode']:+,.0f} | "
                      f"{w['mean']:+,.0f}{_ci(w)} | {_name(g['deployed'])} | {g['decision']} |")
+    seasons = [r for r in result["records"] if r["gate"]["ope"].get("season")]
+    if seasons:
+        lines += ["", "## The season estimates' parts", "",
+                  "The simulator's paired seasons, each policy's correction of the simulator's per-visit error "
+                  "measured on the deployed rows (per season), the estimate and the truth; the candidate's coverage by "
+                  "the "
+                  "rows (effective sample size of its weights, in visits, and the share of visits it matches).", "",
+                  "| seed | variant | round | simulated difference | correction: candidate | correction: incumbent | "
+                  "season estimate [CI] | world difference | candidate's ess | matched visits |", "|---" * 10 + "|"]
+        for r in seasons:
+            x, w = r["gate"]["ope"]["season"], r["gate"]["world"]["difference"]
+            lines.append(f"| {r['seed']} | {r['variant']} | {r['round']} | {x['simulated']:+,.0f} | "
+                         f"{x['correction_candidate']:+,.0f} | {x['correction_incumbent']:+,.0f} | {x['diff']:+,.0f} "
+                         f"[{x['diff_ci'][0]:+,.0f}, {x['diff_ci'][1]:+,.0f}] | {w['mean']:+,.0f} | "
+                         f"{x['ess']:,.0f} | {x['nonzero_share']:.2%} |")
     if summary["targets"]:
         lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'missed'} |"
