@@ -174,16 +174,18 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], seconds: float | N
         lines += ["", "## The season estimates' parts", "",
                   "The simulator's paired seasons, each policy's correction of the simulator's per-visit error "
                   "measured on the deployed rows (per season), the estimate and the truth; the candidate's coverage by "
-                  "the "
-                  "rows (effective sample size of its weights, in visits, and the share of visits it matches).", "",
+                  "the rows (effective sample size of its weights, in visits; the visits it matches and how many of "
+                  "them bought).", "",
                   "| seed | variant | round | simulated difference | correction: candidate | correction: incumbent | "
-                  "season estimate [CI] | world difference | candidate's ess | matched visits |", "|---" * 10 + "|"]
+                  "season estimate [CI] | world difference | candidate's ess | matched visits | purchases among "
+                  "them |", "|---" * 11 + "|"]
         for r in seasons:
             x, w = r["gate"]["ope"]["season"], r["gate"]["world"]["difference"]
             lines.append(f"| {r['seed']} | {r['variant']} | {r['round']} | {x['simulated']:+,.0f} | "
                          f"{x['correction_candidate']:+,.0f} | {x['correction_incumbent']:+,.0f} | {x['diff']:+,.0f} "
                          f"[{x['diff_ci'][0]:+,.0f}, {x['diff_ci'][1]:+,.0f}] | {w['mean']:+,.0f} | "
-                         f"{x['ess']:,.0f} | {x['nonzero_share']:.2%} |")
+                         f"{x['ess']:,.0f} | {x.get('matched_visits', '—')} ({x['nonzero_share']:.2%}) | "
+                         f"{x.get('matched_purchases', '—')} |")
     if summary["targets"]:
         lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'missed'} |"

@@ -394,16 +394,20 @@ def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidat
     What it rests on: the simulator's dynamics and the states the policy reaches in it (the correction is
     measured on the logged days' states, where only the logged offers that match the policy's count); a
     candidate trained on this simulator is flattered where the simulator errs beyond what the logged offers
-    show. Where few visits match the candidate (``ess``, ``nonzero_share``), the correction rests on few visits:
-    read the CI, and set a gate's ``min_ess``.
+    show. Where few visits match the candidate (``ess``, ``nonzero_share``) the correction rests on few visits,
+    and on fewer purchases (``matched_purchases``): with a handful of expected purchases among them, none
+    observed reads as a simulator that over-predicts by 100%, and no resample of the logged seasons shows the
+    variance (each holds none): the CI is then too narrow. Read the coverage before the CI, and set a gate's
+    ``min_ess``.
 
     Returns ``diff`` (per season), ``diff_ci`` (two-sided percentile CI at ``level``) and ``lcb`` (one-sided
     lower bound at ``level``): simulated seasons and logged episodes (a season's days share its demand, so whole
     seasons are the units; with few logged seasons the bounds are rough) resampled independently, the same draws
     for both policies; the parts ``simulated`` and ``correction``, each policy's season estimate
     (``candidate``, ``incumbent``), its ``correction_candidate`` / ``correction_incumbent``, the candidate's
-    weights' ``ess`` and ``nonzero_share``, ``level``, ``days``, ``logged_seasons``, ``seasons`` (simulated per
-    policy) and ``days_per_episode``. ValueError when the terms come from different rows or the simulated
+    weights' ``ess`` and ``nonzero_share``, the visits that match it (``matched_visits``) and those of them with a
+    purchase (``matched_purchases``), ``level``, ``days``, ``logged_seasons``, ``seasons`` (simulated per policy)
+    and ``days_per_episode``. ValueError when the terms come from different rows or the simulated
     returns are not paired (same length, at least 2)."""
     _check_level(level)
     _check_paired(candidate, incumbent)
@@ -422,6 +426,8 @@ def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidat
              + _per_season(cc, ep) - _per_season(ci, ep))
     a = (1.0 - level) / 2.0
     diag = candidate.diagnostics()
+    demand = candidate.reward if candidate.demand is None else candidate.demand
+    matched = candidate.weight > 0
     return {"estimator": "season_dr", "diff": float(sim_d.mean()) + corr_c - corr_i,
             "diff_ci": (float(np.quantile(draws, a)), float(np.quantile(draws, 1.0 - a))),
             "lcb": float(np.quantile(draws, 1.0 - level)), "level": level, "days": len(candidate.days),
@@ -429,7 +435,8 @@ def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidat
             "simulated": float(sim_d.mean()), "correction": corr_c - corr_i,
             "correction_candidate": corr_c, "correction_incumbent": corr_i,
             "candidate": float(sc.mean()) + corr_c, "incumbent": float(si.mean()) + corr_i,
-            "ess": diag["ess"], "nonzero_share": diag["nonzero_share"]}
+            "ess": diag["ess"], "nonzero_share": diag["nonzero_share"],
+            "matched_visits": int(matched.sum()), "matched_purchases": int((matched & (demand != 0)).sum())}
 
 
 def _check_paired(candidate: VisitTerms, incumbent: VisitTerms) -> None:
