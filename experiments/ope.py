@@ -451,10 +451,14 @@ def decide(paired: dict[str, Any], ess: float, margin: float = 0.0, min_ess: flo
     """The gate's verdict on a paired comparison (:func:`paired_difference` or :func:`season_difference`):
     deploy the candidate only when the one-sided lower bound ``paired["lcb"]`` is above ``margin`` and the
     candidate's weights have an effective sample size ``ess`` of at least ``min_ess`` visits (below it the logs
-    barely cover the candidate, and the estimate rests on the response model alone)."""
+    barely cover the candidate, and the estimate rests on the response model alone); a season estimate whose
+    candidate no logged visit matches (``matched_visits`` 0: the simulator uncorrected) keeps the incumbent."""
     diff, lcb, level = paired["diff"], paired["lcb"], paired["level"]
     what = (f"{paired['estimator'].upper()} gain {unit} {diff:+.2f}, {level:.0%} lower bound {lcb:+.2f}")
-    if ess < min_ess:
+    if paired.get("matched_visits") == 0:  # a season estimate with nothing to correct the simulator with
+        deploy, reason = False, (f"keep the incumbent: no logged visit matches the candidate's offers, nothing "
+                                 f"corrects the simulator ({what})")
+    elif ess < min_ess:
         deploy, reason = False, (f"keep the incumbent: the candidate's effective sample size {ess:.1f} is below "
                                  f"{min_ess:g} visits ({what})")
     elif lcb > margin:

@@ -362,6 +362,11 @@ def test_the_season_correction_is_self_normalized_counts_demand_and_resamples_wh
     assert sold_out["correction_candidate"] == pytest.approx(4.5)
     assert (out["matched_visits"], out["matched_purchases"], sold_out["matched_purchases"]) == (3, 3, 3)
     assert season_difference(terms([2, 0, 1, 1], [0, 2, 0, 0]), zero, *sims)["matched_purchases"] == 0
+    # no logged visit matches the candidate: the simulator alone says +6 a season, and the gate does not take it
+    blind = season_difference(terms([0, 0, 0, 0], [1, 2, 3, 4]), zero, *sims)
+    assert blind["matched_visits"] == 0 and blind["lcb"] > 0
+    verdict = decide(blind, 0.0)
+    assert not verdict.deploy and "no logged visit matches" in verdict.reason
     # seasons are the units, resampled whole: a draw's correction is 2, 4.5 or 7 and its simulated part 5, 6 or 7
     assert 5.0 + 2.0 <= out["diff_ci"][0] < out["diff_ci"][1] <= 7.0 + 7.0 and out["diff_ci"][1] > 12.0
     with pytest.raises(ValueError, match="same seeds"):
