@@ -118,7 +118,7 @@ class GateSection(ConfigBase):
     """The ``gate`` section: when a candidate replaces the incumbent."""
 
     estimator: str = param("dr", "the off-policy estimator: per logged day (dr, ips, dm) or per season (season_dr: "
-                                 "the simulator's paired seasons plus DR's correction of its per-visit error)",
+                                 "the simulator's paired seasons plus a correction of its per-visit error on the logs)",
                            choices=ESTIMATORS)
     sim_episodes: int = param(20, "seasons each policy plays in the simulator for season_dr (common seeds)", lo=2,
                               hi=100_000)

@@ -121,7 +121,7 @@ def _ci(d: dict[str, Any]) -> str:
 
 def _gate_words(gate: dict[str, Any]) -> str:
     """How the gate judged, in words."""
-    per = ("per season: the simulator's paired seasons (" + f"{gate.get('sim_episodes', 20)} a policy) plus a "
+    per = ("per season: the simulator's paired seasons (" + f"{gate['sim_episodes']} a policy) plus a "
            "correction of its per-visit error measured on the deployed rows") if gate["estimator"] == "season_dr" \
         else "per logged day on the deployed rows"
     bound = f"{gate['level']:.0%} lower bound above {gate['margin']:g} x the incumbent's"

@@ -99,6 +99,12 @@ class VisitTerms:
     q_logged: np.ndarray
     demand: np.ndarray | None = None
 
+    @property
+    def choice_profit(self) -> np.ndarray:
+        """Per visit, the profit of its choice before stock-outs: ``demand``, or ``reward`` where it is not
+        recorded."""
+        return self.reward if self.demand is None else self.demand
+
     def terms(self, estimator: str = "dr") -> np.ndarray:
         """Per-visit terms of ``estimator`` (``dm``, ``ips``, ``dr``, or ``logged``: the realized profit;
         ``correction``: DR's ``w (r - q(x, a))``). ValueError for another name."""
@@ -361,12 +367,11 @@ def season_correction(terms: VisitTerms) -> dict[str, np.ndarray]:
     """Per logged episode (season), the sums the season estimate's correction is made of: ``error`` = sum of
     ``w (demand - q(x, a))`` (the simulator's error on the policy's own offers, importance weighted), ``weight`` =
     sum of ``w``, ``visits``; and ``episodes``, the episode ids (sorted)."""
-    demand = terms.reward if terms.demand is None else terms.demand
     episode = terms.days["episode"].to_numpy()[terms.cluster]
     ids, e = np.unique(episode, return_inverse=True)
     n = len(ids)
     return {"episodes": ids,
-            "error": np.bincount(e, weights=terms.weight * (demand - terms.q_logged), minlength=n),
+            "error": np.bincount(e, weights=terms.weight * (terms.choice_profit - terms.q_logged), minlength=n),
             "weight": np.bincount(e, weights=terms.weight, minlength=n),
             "visits": np.bincount(e, minlength=n).astype(float)}
 
@@ -426,7 +431,6 @@ def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidat
              + _per_season(cc, ep) - _per_season(ci, ep))
     a = (1.0 - level) / 2.0
     diag = candidate.diagnostics()
-    demand = candidate.reward if candidate.demand is None else candidate.demand
     matched = candidate.weight > 0
     return {"estimator": "season_dr", "diff": float(sim_d.mean()) + corr_c - corr_i,
             "diff_ci": (float(np.quantile(draws, a)), float(np.quantile(draws, 1.0 - a))),
@@ -436,7 +440,8 @@ def season_difference(candidate: VisitTerms, incumbent: VisitTerms, sim_candidat
             "correction_candidate": corr_c, "correction_incumbent": corr_i,
             "candidate": float(sc.mean()) + corr_c, "incumbent": float(si.mean()) + corr_i,
             "ess": diag["ess"], "nonzero_share": diag["nonzero_share"],
-            "matched_visits": int(matched.sum()), "matched_purchases": int((matched & (demand != 0)).sum())}
+            "matched_visits": int(matched.sum()),
+            "matched_purchases": int((matched & (candidate.choice_profit != 0)).sum())}
 
 
 def _check_paired(candidate: VisitTerms, incumbent: VisitTerms) -> None:
