@@ -487,7 +487,8 @@ class Loop(Pipeline):
                                   "eval_freq": ac.eval_freq or max(steps // 10, 1),
                                   "eval_episodes": ac.eval_episodes, "hyperparams": dict(ac.hyperparams),
                                   "key": "loop", "init_from": str(init_from / "run") if init_from else None})
-            self.echo(f"{name}: {ac.algo} {steps:,} steps on the simulator ({result['seconds']:.0f} s)")
+            where = "in the world" if response == "world" else "on the simulator"
+            self.echo(f"{name}: {ac.algo} {steps:,} steps {where} ({result['seconds']:.0f} s)")
             return {"train_seconds": result["seconds"]}
 
         key = key_of("loop-train", ac.to_dict(), steps, seed, round_, deps)
