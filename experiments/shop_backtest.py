@@ -9,7 +9,12 @@ Two parts:
   the held-out weeks): expected against observed purchases, the mean absolute percentage error over those
   category-weeks (MAPE; target <= 15%) and each category's own MAPE and bias, drawn in ``backtest.png``; beside
   it the MAPE the model would show on average if it were exactly right, from the purchases' own sampling noise
-  (a category selling 20 a week cannot be predicted within 15% week by week). A
+  (a category selling 20 a week cannot be predicted within 15% week by week). Two model-free forecasts are scored
+  the same way, as the yardsticks a forecaster would name: each category's purchase rate per occasion in the weeks
+  before the held-out ones times each week's occasions (``category_rate``: what a model must beat to have learned
+  anything about the weeks from prices and promotions), and the held-out weeks' own category rates
+  (``category_rate_held_out``: every category's total right, its weeks flat; what is left is the weeks' own
+  movement, which no input the models read accounts for). A
   purchase is an occasion's choice of a product (the import does not model quantities), so "units" are
   purchases. A simulator that cannot reproduce the weeks it never saw at the logged prices should not be trusted
   at other prices.
@@ -78,6 +83,25 @@ def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
     return frame.groupby(["category", "week"]).sum()
 
 
+def rate_forecast(rows: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Per (category, week) of ``rows``: observed purchases and a model-free forecast, each occasion buying with its
+    category's share of occasions with a purchase in ``history`` (the overall share for a category ``history``
+    lacks); the count's variance as in :func:`replay` (``n r (1 - r)``)."""
+    def occasions(df: pd.DataFrame) -> pd.DataFrame:
+        category = df["category"].astype(str) if "category" in df.columns else pd.Series("all", index=df.index)
+        return pd.DataFrame({"visit": df["visit_id"].to_numpy(), "category": category.to_numpy(),
+                             "week": df["week"].to_numpy() if "week" in df.columns else 0,
+                             "bought": df["purchased"].to_numpy(float)}).groupby("visit", sort=False).agg(
+            category=("category", "first"), week=("week", "first"), bought=("bought", "max"))
+
+    past, now = occasions(history), occasions(rows)
+    rate = now["category"].map(past.groupby("category")["bought"].mean()).fillna(past["bought"].mean()).to_numpy()
+    frame = pd.DataFrame({"category": now["category"].to_numpy(), "week": now["week"].to_numpy(),
+                          "observed_purchases": now["bought"].to_numpy(), "expected_purchases": rate,
+                          "purchase_variance": rate * (1 - rate)})
+    return frame.groupby(["category", "week"]).sum()
+
+
 def top_categories(by_category: pd.DataFrame, top: int = TOP_CATEGORIES) -> list[str]:
     """The ``top`` categories with the most observed purchases (ties by name)."""
     units = by_category.groupby(level="category")["observed_purchases"].sum()
@@ -128,6 +152,7 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tup
     if rows.empty:
         raise ValueError(f"{shop} has no occasion in weeks {weeks[0]}-{weeks[1]}")
     horizon = int(rows["week"].nunique())
+    before = logs[week < weeks[0]].assign(week=week[week < weeks[0]])
     result: dict[str, Any] = {"kind": BACKTEST_KIND, "shop": str(shop), "weeks": list(weeks), "command": command,
                               "occasions": int(rows["visit_id"].nunique()), "responses": {}, "replay": {},
                               "what_if": {}, "settings": {"occasions_per_week": occasions_per_week,
@@ -135,12 +160,18 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tup
                                                           "multiples": list(MULTIPLES)},
                               "targets": {"category_weekly_mape": TARGET_CATEGORY_MAPE,
                                           "top_categories": TOP_CATEGORIES}}
+    # the model-free yardsticks, on the categories every model is scored on (by observed purchases)
+    cats = top_categories(rate_forecast(rows, rows))
+    result["references"] = {
+        "category_rate": None if before.empty else {
+            "weeks": [int(before["week"].min()), int(before["week"].max())],
+            **category_errors(rate_forecast(rows, before), cats)},
+        "category_rate_held_out": {"weeks": list(weeks), **category_errors(rate_forecast(rows, rows), cats)}}
     for name, (spec, offer_text, words) in responses.items():
         result["responses"][name] = {"spec": spec, "offer_text": offer_text, "profile_words": words}
         by_category = replay(rows, load_response(spec, offer_text, words))
         weekly = by_category.drop(columns="purchase_variance").groupby(level="week").sum()
         tot = weekly.sum()
-        cats = top_categories(by_category)  # by observed purchases: the same for every model
         result["replay"][name] = {
             "weekly": {int(str(w)): {str(k): float(v) for k, v in r.items()} for w, r in weekly.iterrows()},
             "purchases_error": float(tot["expected_purchases"] / tot["observed_purchases"] - 1),
@@ -218,8 +249,15 @@ def category_markdown(result: dict[str, Any]) -> list[str]:
                  f"{first['cells_without_purchase']} without a purchase left out):", "",
              "| model | MAPE | MAPE of an exact model (sampling noise) | categories within target | met |",
              "|---|---|---|---|---|"]
-    for name, r in replays.items():
-        c = r["categories"]
+    refs = result.get("references") or {}
+    named = [(name, r["categories"]) for name, r in replays.items()]
+    if refs.get("category_rate"):
+        w0, w1 = refs["category_rate"]["weeks"]
+        named.append((f"no model: each category's purchase rate of weeks {w0}-{w1}", refs["category_rate"]))
+    if refs.get("category_rate_held_out"):
+        named.append(("no model: each category's own rate in these weeks (its total right, its weeks flat)",
+                      refs["category_rate_held_out"]))
+    for name, c in named:
         mape = "n/a" if c["mape"] is None else f"{c['mape']:.1%}"
         floor = "n/a" if c["noise_floor_mape"] is None else f"{c['noise_floor_mape']:.1%}"
         lines.append(f"| {name} | {mape} | {floor} | {c['categories_within_target']} of {len(cats)} | "
@@ -228,11 +266,14 @@ def category_markdown(result: dict[str, Any]) -> list[str]:
     def cell(v: dict[str, Any]) -> str:
         return "n/a" if v["mape"] is None else f"{v['mape']:.1%} ({v['bias']:+.1%})"
 
+    columns = {name: r["categories"] for name, r in replays.items()}
+    if refs.get("category_rate"):
+        columns["no model: rate of weeks {}-{}".format(*refs["category_rate"]["weeks"])] = refs["category_rate"]
     lines += ["", "Per category: MAPE of weekly purchases (bias of the weeks' total in brackets).", "",
-              "| category | observed purchases | " + " | ".join(replays) + " |", "|---|---|" + "---|" * len(replays)]
+              "| category | observed purchases | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for cat in cats:
         lines.append(f"| {cat.lower()} | {first['per_category'][cat]['observed']:,.0f} | "
-                     + " | ".join(cell(r["categories"]["per_category"][cat]) for r in replays.values()) + " |")
+                     + " | ".join(cell(c["per_category"][cat]) for c in columns.values()) + " |")
     return lines
 
 

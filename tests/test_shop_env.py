@@ -15,7 +15,7 @@ from test_shop_compare import simulated_shop
 
 from promogym.envs.shop import ENV_ID, ShopPricingEnv
 from promogym.experiments.cli import main
-from promogym.experiments.shop_backtest import category_errors, replay, top_categories
+from promogym.experiments.shop_backtest import category_errors, rate_forecast, replay, top_categories
 from promogym.predictors.choice import visit_choice_proba
 from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
@@ -112,6 +112,14 @@ def test_backtest_replays_the_logged_weeks_and_what_if_prices(shop, tmp_path, ca
     assert cats["cells"] + cats["cells_without_purchase"] == 2 * 5
     assert 0 < cats["noise_floor_mape"] < 1
     assert (out / "backtest.png").stat().st_size > 0
+    # the model-free yardsticks on the same categories: the rate of weeks 1-15, and the held-out weeks' own rates
+    refs = result["references"]
+    assert refs["category_rate"]["weeks"] == [1, 15]
+    for ref in refs.values():
+        assert list(ref["per_category"]) == list(cats["per_category"])
+    own = refs["category_rate_held_out"]["per_category"]
+    assert all(v["bias"] == pytest.approx(0) for v in own.values())  # every category's total right
+    assert "no model: each category's purchase rate of weeks 1-15" in result_markdown(out)
 
     units = [r["units"] for r in result["what_if"]["clogit"].values()]
     assert units[0] > units[1] > units[2]  # x0.9, x1.0, x1.1 of list price
@@ -135,6 +143,31 @@ def test_category_errors_score_weekly_purchases_against_their_sampling_noise():
     assert errors["noise_floor_mape"] == pytest.approx(0.08, abs=0.01)
     frame.loc["a", "expected_purchases"] = 150.0
     assert not category_errors(frame, ["a"])["met"]
+
+
+def result_markdown(out: Path) -> str:
+    return (out / "backtest.md").read_text()
+
+
+def test_rate_forecast_buys_at_each_categorys_past_rate():
+    """Occasions (visits of two rows) in two categories: the forecast of a held-out week is its occasions times the
+    category's share of past occasions with a purchase; a category the past lacks takes the overall share."""
+    def occasions(spec):  # (visit, week, category, bought)
+        rows = []
+        for visit, week, cat, bought in spec:
+            rows += [{"visit_id": visit, "week": week, "category": cat, "purchased": int(bought)},
+                     {"visit_id": visit, "week": week, "category": cat, "purchased": 0}]
+        return pd.DataFrame(rows)
+
+    past = occasions([(0, 1, "milk", 1), (1, 1, "milk", 0), (2, 2, "milk", 0), (3, 2, "milk", 0),
+                      (4, 1, "eggs", 1), (5, 2, "eggs", 1)])
+    now = occasions([(10, 3, "milk", 1), (11, 3, "milk", 1), (12, 3, "eggs", 0), (13, 3, "bread", 1)])
+    frame = rate_forecast(now, past)
+    assert frame.loc[("milk", 3), "expected_purchases"] == pytest.approx(2 * 0.25)
+    assert frame.loc[("milk", 3), "observed_purchases"] == 2
+    assert frame.loc[("eggs", 3), "expected_purchases"] == pytest.approx(1.0)
+    assert frame.loc[("bread", 3), "expected_purchases"] == pytest.approx(3 / 6)  # the overall past share
+    assert frame.loc[("milk", 3), "purchase_variance"] == pytest.approx(2 * 0.25 * 0.75)
 
 
 def test_replay_counts_an_occasions_purchase_once_in_the_counts_variance():
