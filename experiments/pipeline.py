@@ -70,7 +70,7 @@ class Pipeline:
     def _finish(self, folder: Path, name: str, key: str, seconds: float, **extra: Any) -> str:
         out_id = uuid.uuid4().hex
         write_json(folder / "stage.json", {"key": key, "id": out_id, "seconds": seconds, "commit": self.commit,
-                                           **extra})
+                                           "finished": time.time(), **extra})
         self.ids[name] = out_id
         return out_id
 
@@ -144,8 +144,10 @@ class Pipeline:
         for f in self.out.glob("**/stage.json"):
             if any(part.startswith(".") for part in f.relative_to(self.out).parts):
                 continue  # a stage still being built
-            sec = float(read_record(f).get("seconds", 0.0))
-            end = f.stat().st_mtime
+            record = read_record(f)
+            sec = float(record.get("seconds", 0.0))
+            # when it finished (Unix time); a record without it: the file's time, which a copy of the folder resets
+            end = float(record.get("finished", f.stat().st_mtime))
             starts.append(end - sec)
             ends.append(end)
             total += sec

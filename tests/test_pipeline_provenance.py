@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import promogym.experiments.pipeline as pipeline_module
 from promogym.experiments.pipeline import Pipeline
@@ -22,3 +24,18 @@ def test_each_stage_keeps_the_commit_it_was_computed_at(tmp_path, monkeypatch):
     assert run["commit"] == "bbbb"
     assert run["stage_commits"] == {"logs": "aaaa", "report": "bbbb"}
     assert json.loads((tmp_path / "logs" / "stage.json").read_text())["commit"] == "aaaa"
+
+
+def test_the_span_of_a_run_reads_when_stages_finished_not_file_times(tmp_path):
+    """A run folder copied elsewhere (its files' times reset) still reports the span its stages took: the span runs
+    from the first stage's start to the last one's end as the stages recorded them."""
+    pipe = Pipeline(tmp_path, echo=lambda _: None)
+    pipe.stage("a", "k1", lambda folder: None)
+    pipe.stage("b", "k2", lambda folder: None)
+    for name, finished, seconds in (("a", 1_000.0, 10.0), ("b", 1_500.0, 20.0)):
+        path = tmp_path / name / "stage.json"
+        record = json.loads(path.read_text())
+        assert record["finished"] > 0
+        path.write_text(json.dumps({**record, "finished": finished, "seconds": seconds}))
+        os.utime(path, (time.time(), time.time()))  # as a copy would leave it
+    assert pipe.stage_timing() == {"stage_seconds": 30.0, "span_seconds": 510.0}
