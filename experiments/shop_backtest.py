@@ -84,15 +84,16 @@ def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
 
 
 def rate_forecast(rows: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """Per (category, week) of ``rows``: observed purchases and a model-free forecast, each occasion buying with its
-    category's share of occasions with a purchase in ``history`` (the overall share for a category ``history``
-    lacks); the count's variance as in :func:`replay` (``n r (1 - r)``)."""
+    """Per (category, week) of ``rows``: observed purchases and a model-free forecast. An occasion here is a visit's
+    products of one category (a visit buys at most one product, so each buys at most once); each buys with its
+    category's share of such occasions with a purchase in ``history`` (the overall share for a category ``history``
+    lacks). The count's variance as in :func:`replay` (``n r (1 - r)``). The observed counts are :func:`replay`'s."""
     def occasions(df: pd.DataFrame) -> pd.DataFrame:
         category = df["category"].astype(str) if "category" in df.columns else pd.Series("all", index=df.index)
         return pd.DataFrame({"visit": df["visit_id"].to_numpy(), "category": category.to_numpy(),
                              "week": df["week"].to_numpy() if "week" in df.columns else 0,
-                             "bought": df["purchased"].to_numpy(float)}).groupby("visit", sort=False).agg(
-            category=("category", "first"), week=("week", "first"), bought=("bought", "max"))
+                             "bought": df["purchased"].to_numpy(float)}).groupby(
+            ["visit", "category"], sort=False).agg(week=("week", "first"), bought=("bought", "sum")).reset_index()
 
     past, now = occasions(history), occasions(rows)
     rate = now["category"].map(past.groupby("category")["bought"].mean()).fillna(past["bought"].mean()).to_numpy()

@@ -115,8 +115,10 @@ def test_backtest_replays_the_logged_weeks_and_what_if_prices(shop, tmp_path, ca
     # the model-free yardsticks on the same categories: the rate of weeks 1-15, and the held-out weeks' own rates
     refs = result["references"]
     assert refs["category_rate"]["weeks"] == [1, 15]
-    for ref in refs.values():
-        assert list(ref["per_category"]) == list(cats["per_category"])
+    for ref in refs.values():  # the same cells: each category's observed purchases are the models'
+        for cat, per in cats["per_category"].items():
+            assert ref["per_category"][cat]["observed"] == per["observed"]
+            assert ref["per_category"][cat]["weekly_observed"] == per["weekly_observed"]
     own = refs["category_rate_held_out"]["per_category"]
     assert all(v["bias"] == pytest.approx(0) for v in own.values())  # every category's total right
     assert "no model: each category's purchase rate of weeks 1-15" in result_markdown(out)
@@ -168,6 +170,14 @@ def test_rate_forecast_buys_at_each_categorys_past_rate():
     assert frame.loc[("eggs", 3), "expected_purchases"] == pytest.approx(1.0)
     assert frame.loc[("bread", 3), "expected_purchases"] == pytest.approx(3 / 6)  # the overall past share
     assert frame.loc[("milk", 3), "purchase_variance"] == pytest.approx(2 * 0.25 * 0.75)
+    # a visit showing two categories is an occasion of each: its purchase counts in the bought product's category
+    mixed = pd.DataFrame({"visit_id": [20, 20, 20], "week": 3, "category": ["milk", "milk", "eggs"],
+                          "purchased": [0, 0, 1]})
+    both = rate_forecast(mixed, past)
+    assert both.loc[("eggs", 3), "observed_purchases"] == 1 and both.loc[("milk", 3), "observed_purchases"] == 0
+    assert both.loc[("milk", 3), "expected_purchases"] == pytest.approx(0.25)
+    replayed = replay(mixed.assign(price=1.0), lambda r: np.zeros(len(r)))
+    assert (replayed["observed_purchases"] == both["observed_purchases"]).all()
 
 
 def test_replay_counts_an_occasions_purchase_once_in_the_counts_variance():
