@@ -64,6 +64,11 @@ def check_backtest_dir(out: str | Path, force: bool) -> Path:
     return p
 
 
+def row_categories(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's product category as text (``"all"`` when the shop's logs carry none)."""
+    return rows["category"].astype(str).to_numpy() if "category" in rows.columns else np.full(len(rows), "all")
+
+
 def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
     """Per (category, week): observed and expected purchases and revenue of the logged occasions at the logged
     prices (one category, ``"all"``, when the shop's logs carry none), and the variance of the purchase count
@@ -76,8 +81,7 @@ def replay(rows: pd.DataFrame, logits: Any) -> pd.DataFrame:
     share = (bought * (1 - bought) / np.bincount(code))[code]
     price = rows["price"].to_numpy(float)
     y = rows["purchased"].to_numpy(float)
-    category = rows["category"].astype(str).to_numpy() if "category" in rows.columns else np.full(len(rows), "all")
-    frame = pd.DataFrame({"category": category, "week": rows["week"].to_numpy(), "observed_purchases": y,
+    frame = pd.DataFrame({"category": row_categories(rows), "week": rows["week"].to_numpy(), "observed_purchases": y,
                           "expected_purchases": p, "purchase_variance": share, "observed_revenue": y * price,
                           "expected_revenue": p * price})
     return frame.groupby(["category", "week"]).sum()
@@ -89,8 +93,7 @@ def rate_forecast(rows: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     category's share of such occasions with a purchase in ``history`` (the overall share for a category ``history``
     lacks). The count's variance as in :func:`replay` (``n r (1 - r)``). The observed counts are :func:`replay`'s."""
     def occasions(df: pd.DataFrame) -> pd.DataFrame:
-        category = df["category"].astype(str) if "category" in df.columns else pd.Series("all", index=df.index)
-        return pd.DataFrame({"visit": df["visit_id"].to_numpy(), "category": category.to_numpy(),
+        return pd.DataFrame({"visit": df["visit_id"].to_numpy(), "category": row_categories(df),
                              "week": df["week"].to_numpy() if "week" in df.columns else 0,
                              "bought": df["purchased"].to_numpy(float)}).groupby(
             ["visit", "category"], sort=False).agg(week=("week", "first"), bought=("bought", "sum")).reset_index()
@@ -162,12 +165,13 @@ def backtest(shop: Path, responses: dict[str, tuple[str, bool, str]], weeks: tup
                               "targets": {"category_weekly_mape": TARGET_CATEGORY_MAPE,
                                           "top_categories": TOP_CATEGORIES}}
     # the model-free yardsticks, on the categories every model is scored on (by observed purchases)
-    cats = top_categories(rate_forecast(rows, rows))
+    held_out = rate_forecast(rows, rows)
+    cats = top_categories(held_out)
     result["references"] = {
         "category_rate": None if before.empty else {
             "weeks": [int(before["week"].min()), int(before["week"].max())],
             **category_errors(rate_forecast(rows, before), cats)},
-        "category_rate_held_out": {"weeks": list(weeks), **category_errors(rate_forecast(rows, rows), cats)}}
+        "category_rate_held_out": {"weeks": list(weeks), **category_errors(held_out, cats)}}
     for name, (spec, offer_text, words) in responses.items():
         result["responses"][name] = {"spec": spec, "offer_text": offer_text, "profile_words": words}
         by_category = replay(rows, load_response(spec, offer_text, words))

@@ -121,7 +121,7 @@ def test_backtest_replays_the_logged_weeks_and_what_if_prices(shop, tmp_path, ca
             assert ref["per_category"][cat]["weekly_observed"] == per["weekly_observed"]
     own = refs["category_rate_held_out"]["per_category"]
     assert all(v["bias"] == pytest.approx(0) for v in own.values())  # every category's total right
-    assert "no model: each category's purchase rate of weeks 1-15" in result_markdown(out)
+    assert "no model: each category's purchase rate of weeks 1-15" in (out / "backtest.md").read_text()
 
     units = [r["units"] for r in result["what_if"]["clogit"].values()]
     assert units[0] > units[1] > units[2]  # x0.9, x1.0, x1.1 of list price
@@ -145,10 +145,6 @@ def test_category_errors_score_weekly_purchases_against_their_sampling_noise():
     assert errors["noise_floor_mape"] == pytest.approx(0.08, abs=0.01)
     frame.loc["a", "expected_purchases"] = 150.0
     assert not category_errors(frame, ["a"])["met"]
-
-
-def result_markdown(out: Path) -> str:
-    return (out / "backtest.md").read_text()
 
 
 def test_rate_forecast_buys_at_each_categorys_past_rate():
