@@ -4,6 +4,8 @@ Pricing (DynamicPricing-v1 and the price part of PricePromo-v1, where these give
 list price, a constant price vector (and the best one found by search on a simulator), a uniform
 discount, cost-plus, a markdown rule, Thompson sampling over a price ladder per product, random.
 Coupons (CouponAllocation-v1): no coupons, one level for everybody, random.
+An imported shop's prices (ShopPricing-v0): list price, a common multiple of it, the best common multiple searched
+on the shop's model (a per-product search would play an episode per product and price), random.
 
 Under business constraints (the env config's ``constraints``) the env projects every price onto the day's
 feasible set and refuses coupons over a customer's cap, so these rules play by them; the best static
@@ -44,7 +46,7 @@ class ListPrice(_PricingPolicy):
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
         """All ones."""
-        return np.ones(self.env.config.n_products)
+        return np.ones(len(self.env.list_price))
 
 
 class StaticPrice(_PricingPolicy):
@@ -54,7 +56,7 @@ class StaticPrice(_PricingPolicy):
 
     def __init__(self, env: gym.Env[Any, Any], multipliers: Sequence[float] | np.ndarray | float) -> None:
         super().__init__(env)
-        self.mult = np.broadcast_to(np.asarray(multipliers, dtype=float), (self.env.config.n_products,)).copy()
+        self.mult = np.broadcast_to(np.asarray(multipliers, dtype=float), (len(self.env.list_price),)).copy()
 
     def multipliers(self, observation: np.ndarray) -> np.ndarray:
         """The fixed vector given at construction."""
@@ -194,9 +196,9 @@ def search_static_prices(make_env: Callable[[], gym.Env[Any, Any]], seeds: Seque
     """The best constant price vector on a simulator: a common multiplier first, then coordinate
     ascent per product over ``grid`` (default: the env's price band in steps of 0.1), each candidate scored
     by its mean return over the same ``seeds``
-    (common random numbers). Returns (multipliers, mean return)."""
+    (common random numbers); ``rounds=0``: the common multiplier only. Returns (multipliers, mean return)."""
     env = make_env()
-    n = int(env.unwrapped.config.n_products)  # type: ignore[attr-defined]
+    n = len(env.unwrapped.list_price)  # type: ignore[attr-defined]
     if grid is None:
         grid = [float(g) for g in price_grid(env.unwrapped.config)]  # type: ignore[attr-defined]
 
@@ -265,7 +267,7 @@ def search_markdown(make_env: Callable[[], gym.Env[Any, Any]], seeds: Sequence[i
 
 
 # ---------------------------------------------------------------------------------------- registry
-@register_policy("list_price", families=("pricing",), static=True, help="every product at list price")
+@register_policy("list_price", families=("pricing", "shop_pricing"), static=True, help="every product at list price")
 def _list_price(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> ListPrice:
     return ListPrice(env)
 
@@ -285,7 +287,15 @@ def _check_multiplier(env: gym.Env[Any, Any], value: float) -> None:
                          f"(x list price), got {value}")
 
 
-@register_policy("static", families=("pricing",), arg="<multiplier>", static=True, default=False,
+@register_policy("best_multiple", families=("shop_pricing",), static=True, plans=True, searched=True,
+                 help="the best common multiple of list price (the price band in steps of 0.1), searched on the model")
+def _best_multiple(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
+    best = ctx.cached("best_multiple", lambda: search_static_prices(ctx.make_simulator_env,
+                                                                   seeds=range(ctx.search_seeds), rounds=0)[0])
+    return StaticPrice(env, best)
+
+
+@register_policy("static", families=("pricing", "shop_pricing"), arg="<multiplier>", static=True, default=False,
                  help="every product at <multiplier> x list price", check_arg=_check_multiplier)
 def _static(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> StaticPrice:
     return StaticPrice(env, float(arg or 1.0))
@@ -319,7 +329,7 @@ def _thompson(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Th
     return ThompsonPricing(env)
 
 
-@register_policy("random", families=("pricing", "coupons"), help="uniformly random actions (seeded)")
+@register_policy("random", families=("pricing", "coupons", "shop_pricing"), help="uniformly random actions (seeded)")
 def _random(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> RandomPolicy:
     return RandomPolicy(env)
 

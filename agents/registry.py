@@ -39,7 +39,7 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
-from promogym.envs.base import world_config
+from promogym.envs.base import probe_config
 from promogym.envs.families import family_of
 
 Factory = Callable[[gym.Env[Any, Any], "PolicyContext", str | None], Any]
@@ -167,7 +167,8 @@ def check_policy(spec: str, env_id: str, env: gym.Env[Any, Any] | None = None) -
         if run_env != env_id:
             raise ValueError(f"run folder {spec} holds an agent for {run_env}, not {env_id}")
         if env is not None:
-            trained = gym.make(env_id, config=world_config(run_cfg.get("env_config")))
+            trained = gym.make(env_id, config=probe_config(env_id, run_cfg.get("env_config"),
+                                                           run_cfg.get("response")))
             if trained.observation_space.shape != env.observation_space.shape or \
                     trained.action_space != env.action_space:
                 raise ValueError(f"run folder {spec} was trained on {env_id} with other settings (observations "
@@ -186,11 +187,12 @@ def check_policy(spec: str, env_id: str, env: gym.Env[Any, Any] | None = None) -
             found.check_arg(env, value)
 
 
-def policy_help(family_names: tuple[str, ...] = ("pricing", "coupons")) -> str:
-    """One line per family: the policy names it has (for --help)."""
+def policy_help(family_names: tuple[str, ...] | None = None) -> str:
+    """One line per family (default: every family with a registered policy): the policy names it has (for
+    --help)."""
     _discover()
     lines = []
-    for family in family_names:
+    for family in family_names or tuple(dict.fromkeys(fam for _, fam in _REGISTRY)):
         names = [e.usage for (_, fam), e in _REGISTRY.items() if fam == family]
         lines.append(f"{family}: {', '.join(names)}")
     return "; ".join(lines)

@@ -54,7 +54,7 @@ from gymnasium import spaces
 
 from promogym import envs
 from promogym.core.io import atomic_path, git_commit, package_versions, write_json
-from promogym.envs.base import world_config
+from promogym.envs.base import probe_config
 
 log = logging.getLogger(__name__)
 
@@ -322,16 +322,6 @@ def _net_arch_ok(arch: Any) -> bool:
     return isinstance(arch, list) and all(_integer(w) and w >= 1 for w in arch)
 
 
-def probe_config(env_id: str, env_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The env config with its cheapest response: the world for the market envs, the env's default otherwise
-    (for reading spaces, never for scoring)."""
-    if env_id in envs.MARKET_ENV_IDS:
-        return world_config(env_config)
-    cfg = dict(env_config or {})
-    cfg.pop("response", None)
-    return cfg
-
-
 def check_compatible(env_id: str, algo: str, env_config: dict[str, Any] | None = None) -> None:
     """Raise ValueError before any training when the env id, algorithm or action space do not fit."""
     if env_id not in envs.ENV_IDS:
@@ -492,7 +482,7 @@ def _load_model(cls: Any, data: bytes, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- training
-class ExpectedReward(gym.Wrapper):  # type: ignore[type-arg]
+class ExpectedReward(gym.Wrapper[Any, Any, Any, Any]):
     """Training reward ``expected``: each step's reward with the realized profit replaced by its expectation under
     the env's response backend (``info["expected_profit"]``: choice probabilities x margins of the step's offers).
     The same expected value given the state and action, without the noise of who happened to buy: on an
@@ -501,7 +491,7 @@ class ExpectedReward(gym.Wrapper):  # type: ignore[type-arg]
 
     def __init__(self, env: gym.Env[Any, Any]) -> None:
         super().__init__(env)
-        if getattr(env.unwrapped.config, "reward", "profit") != "profit":
+        if getattr(getattr(env.unwrapped, "config", None), "reward", "profit") != "profit":
             raise ValueError("training_reward 'expected' needs an env with reward 'profit'")
 
     def step(self, action: Any) -> Any:
@@ -744,9 +734,10 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     resumed run continues from its own checkpoint."""
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
-    check_compatible(spec.env_id, spec.algo, spec.env_config)
+    probe = {**spec.env_config, "response": spec.response}  # a world-free env's only response is the spec's
+    check_compatible(spec.env_id, spec.algo, probe)
     params = {**load_hyperparams(spec.env_id, spec.algo), **spec.hyperparams}
-    check_hyperparams(spec.algo, params, spec.env_id, spec.env_config)
+    check_hyperparams(spec.algo, params, spec.env_id, probe)
     spec.hyperparams = params
     if spec.init_from is not None:
         spec.init_from = str(Path(spec.init_from).resolve())
@@ -846,7 +837,7 @@ class LearnedPolicy:
         model_data = read_verified(run, file, trust, manifest)  # both vouched for before anything is loaded
         stats_data = read_verified(run, stats, trust, manifest)
         dummy = DummyVecEnv([lambda: env if env is not None else gym.make(
-            self.env_id, config=probe_config(self.env_id, cfg["env_config"]))])
+            self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))])
         self.norm = normalization_from_bytes(stats_data, dummy, run / stats)
         try:
             self.model = _load_model(algo_class(self.algo), model_data, device="cpu")

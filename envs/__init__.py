@@ -4,7 +4,8 @@ Importing ``promogym.envs`` registers the Gymnasium ids (idempotently):
 ``promogym/DynamicPricing-v1``, ``promogym/CouponAllocation-v1``, ``promogym/PricePromo-v1``,
 ``promogym/DynamicPricing-v2``, ``promogym/CouponAllocation-v2`` and ``promogym/PromoRecommendation-v0`` (the
 synthetic market) and
-``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial).
+``promogym/HillstromTargeting-v0`` (real customers of the Hillstrom e-mail trial) and ``promogym/ShopPricing-v0``
+(an imported shop's logged customers, answered by a model fitted on them: no world).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ENV_IDS: dict[str, str] = {
     "promogym/PricePromo-v1": "promogym.envs.pricing:PricePromoEnv",
     "promogym/HillstromTargeting-v0": "promogym.envs.hillstrom:HillstromTargetingEnv",
     "promogym/PromoRecommendation-v0": "promogym.envs.recommendation:PromoRecommendationEnv",
+    "promogym/ShopPricing-v0": "promogym.envs.shop:ShopPricingEnv",
 }
 
 # the envs simulating the synthetic market (world or learned backends)

@@ -165,8 +165,9 @@ class ModelBackend:
         the offers :meth:`logits` builds from a state, read from the rows' own observable columns (``day``,
         ``coupons_last_7d``, the price-history EWMAs), never their latent reference price or fatigue."""
         u, i, p, c = _row_offer(rows, price, coupon, ("day", "coupons_last_7d", *PRICE_HISTORY_NAMES))
+        history = {k: np.asarray(rows[k]) for k in PRICE_HISTORY_NAMES}
         offers = self._offer_columns(u, i, p, c, np.asarray(rows["day"], np.int64),
-                                     np.asarray(rows["coupons_last_7d"]), {k: rows[k] for k in PRICE_HISTORY_NAMES})
+                                     np.asarray(rows["coupons_last_7d"]), history)
         return self._score(u, i, offers)
 
 

@@ -74,6 +74,32 @@ def world_config(env_config: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+def world_free(env_id: str) -> bool:
+    """Whether the env has no ground-truth world (``world_free = True`` on its class): its only response is a
+    model fitted on a shop's data, so nothing can be scored in the world."""
+    from promogym.envs.families import env_class
+
+    return bool(getattr(env_class(env_id), "world_free", False))
+
+
+def probe_config(env_id: str, env_config: Mapping[str, Any] | None = None, response: str | None = None
+                 ) -> dict[str, Any]:
+    """The env config with its cheapest response, for reading spaces and checking settings (never for scoring):
+    the world for the market envs; ``response`` (else the config's own) for a world-free env, which has no other;
+    the env's default otherwise."""
+    from promogym.envs import MARKET_ENV_IDS
+
+    if env_id in MARKET_ENV_IDS:
+        return world_config(env_config)
+    cfg = dict(env_config or {})
+    if world_free(env_id):
+        if response is not None:
+            cfg["response"] = response
+        return cfg
+    cfg.pop("response", None)
+    return cfg
+
+
 def resolve_config(config_class: type[ConfigBase], config: ConfigBase | Mapping[str, Any] | None,
                    overrides: Mapping[str, Any], render_mode: str | None, render_modes: list[str]) -> Any:
     """An env's validated config from a config object or mapping plus keyword overrides (a response model

@@ -1,28 +1,37 @@
 """A world-free pricing environment: a shop's own logged visits replayed with the prices an agent sets, the
 customers' choices given by a choice model fitted on the shop's data.
 
-Importing this module registers ``promogym/ShopPricing-v0`` (idempotently).
+Registered as ``promogym/ShopPricing-v0`` with the other ids (``promogym.envs.ENV_IDS``): ``promogym train`` and
+``promogym evaluate`` take it like any env, with ``--response`` naming the model fitted on the shop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from gymnasium import spaces
 
 from promogym.core.config import ConfigBase, param
+from promogym.envs.base import check_action
+from promogym.envs.families import EnvFamily
 from promogym.envs.market.world import PRICE_HISTORY_NAMES, PRICE_HISTORY_RATES
 from promogym.predictors.choice import visit_choice_proba
 from promogym.predictors.shop import with_offer_text, with_profile_text
 
 ENV_ID = "promogym/ShopPricing-v0"
+
+SHOP_PRICING = EnvFamily(
+    "shop_pricing", "weekly prices per product of an imported shop, answered by a choice model fitted on its logs "
+                    "(no world: scored in the model only)", default_algos=("ppo",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +53,9 @@ class ShopPricingConfig(ConfigBase):
                                     lo=1, hi=10_000_000)
     price_low: float = param(0.7, "lowest price as a multiple of the list price (action -1)", lo=0.05, hi=1.0)
     price_high: float = param(1.3, "highest price as a multiple of the list price (action +1)", lo=1.0, hi=10.0)
+    price_by: str = param("product", "what one action entry prices: each product, or each catalog category (every "
+                                     "product of a category at its multiple, as a category price index)",
+                          choices=("product", "category"))
     cost_share: float = param(0.7, "unit cost as a share of list price, for products whose catalog has no unit_cost",
                               lo=0.0, hi=1.0)
 
@@ -90,6 +102,21 @@ def load_response(spec: str, offer_text: bool = False, profile_words: str = ""
     return logits
 
 
+@functools.lru_cache(maxsize=2)
+def _read_weeks(logs: str, modified: int, first_week: int, last_week: int) -> pd.DataFrame:
+    """The logged occasions of weeks ``first_week..last_week`` (a ``week`` column added when the logs have days
+    only); read once per file version and week range by the envs of a process, which never change it."""
+    del modified  # part of the cache key only: a rewritten file is read again
+    columns = pq.ParquetFile(logs).schema_arrow.names
+    if "week" in columns:
+        rows = pd.read_parquet(logs, filters=[("week", ">=", first_week), ("week", "<=", last_week)])
+        return rows.reset_index(drop=True)
+    rows = pd.read_parquet(logs)
+    week = rows["day"].to_numpy() // 7 + 1
+    keep = (week >= first_week) & (week <= last_week)
+    return rows[keep].assign(week=week[keep]).reset_index(drop=True)
+
+
 class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
     """Weekly prices for a shop's products, played against its own logged customers.
 
@@ -103,10 +130,13 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
     measure of how far to trust it.
 
     ## Action Space
-    ``Box(-1, 1, (products,))``: per product, -1 is ``price_low`` x list price, +1 ``price_high`` x list price.
+    ``Box(-1, 1, (entries,))``: per product (``price_by: product``, the default) or per catalog category
+    (``price_by: category``: every product of the category at one multiple), -1 is ``price_low`` x list price, +1
+    ``price_high`` x list price. Pricing 20 categories rather than 500 products gives a learner a few dozen
+    directions to explore instead of hundreds, and is how a pricing team often sets prices: a category price index.
 
     ## Observation Space
-    ``Box`` of ``products + 2`` float32: last week's price multiples minus 1 (in ``[price_low - 1, price_high - 1]``),
+    ``Box`` of ``entries + 2`` float32: last week's price multiples minus 1 (in ``[price_low - 1, price_high - 1]``),
     the episode's progress (step / horizon, in [0, 1]) and the replayed week's position in the year (in [0, 1]).
 
     ## Rewards
@@ -124,10 +154,14 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
     One :class:`ShopPricingConfig` (or a dict of its keys): ``shop`` and ``response`` are required.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. ``price_by`` (default ``product``, as before) chooses per-product or per-category
+      prices.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012 (Gymnasium's convention)
+    config_class = ShopPricingConfig
+    family = SHOP_PRICING
+    world_free: ClassVar[bool] = True  # the fitted model is the only response: nothing is scored in a world
 
     def __init__(self, config: ShopPricingConfig | Mapping[str, Any] | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
@@ -141,14 +175,11 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         if not (folder / "logs.parquet").is_file() or not (folder / "catalog.parquet").is_file():
             raise ValueError(f"ShopPricingConfig.shop: {folder} holds no shop (logs.parquet and catalog.parquet); "
                              f"write one with `promogym import`")
-        logs = pd.read_parquet(folder / "logs.parquet")
-        week = logs["week"].to_numpy() if "week" in logs.columns else logs["day"].to_numpy() // 7 + 1
-        keep = (week >= self.config.first_week) & (week <= self.config.last_week)
-        if not keep.any():
+        logs = folder / "logs.parquet"
+        self.rows = _read_weeks(str(logs), logs.stat().st_mtime_ns, self.config.first_week, self.config.last_week)
+        if not len(self.rows):
             raise ValueError(f"ShopPricingConfig: the shop has no occasion in weeks {self.config.first_week}-"
                              f"{self.config.last_week}")
-        self.rows = logs[keep].reset_index(drop=True)
-        self.rows["week"] = week[keep]
         catalog = pd.read_parquet(folder / "catalog.parquet")
         self.items = np.sort(catalog["item_id"].to_numpy(np.int64))
         cat = catalog.set_index("item_id").reindex(self.items)
@@ -164,10 +195,17 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         ends = np.r_[first[1:], len(visit)]
         self._span = dict(zip(uniq.tolist(), zip(first.tolist(), ends.tolist(), strict=True), strict=True))
         self.response = load_response(self.config.response, self.config.offer_text, self.config.profile_words)
+        if self.config.price_by == "category":
+            if "category" not in cat.columns:
+                raise ValueError(f"ShopPricingConfig.price_by: the catalog of {folder} has no category column")
+            self.groups, self.group_of_item = np.unique(cat["category"].astype(str).to_numpy(), return_inverse=True)
+        else:
+            self.groups, self.group_of_item = self.items, np.arange(len(self.items))
+        g = len(self.groups)
+        self.action_space = spaces.Box(-1.0, 1.0, (g,), dtype=np.float32)
+        low = np.r_[np.full(g, self.config.price_low - 1.0), 0.0, 0.0].astype(np.float32)
+        high = np.r_[np.full(g, self.config.price_high - 1.0), 1.0, 1.0].astype(np.float32)
         n = len(self.items)
-        self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
-        low = np.r_[np.full(n, self.config.price_low - 1.0), 0.0, 0.0].astype(np.float32)
-        high = np.r_[np.full(n, self.config.price_high - 1.0), 1.0, 1.0].astype(np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.t = 0
         self.start = 0
@@ -181,17 +219,31 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         return {f.name: f.default for f in dataclasses.fields(ShopPricingConfig)}
 
     def multiples_from_action(self, action: np.ndarray) -> np.ndarray:
-        """Price multiples of list price for an action in [-1, 1]."""
+        """Each product's price multiple of list price for an action in [-1, 1] (its group's entry)."""
         a = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
         lo, hi = self.config.price_low, self.config.price_high
-        return lo + (a + 1.0) / 2.0 * (hi - lo)
+        return (lo + (a + 1.0) / 2.0 * (hi - lo))[self.group_of_item]
+
+    def action_from_prices(self, prices: np.ndarray) -> np.ndarray:
+        """The action that sets per-product ``prices`` (clipped into the price band; with ``price_by: category``
+        each category at its products' mean multiple): the inverse of the action's mapping."""
+        lo, hi = self.config.price_low, self.config.price_high
+        m = np.clip(np.asarray(prices, dtype=float) / self.list_price, lo, hi)
+        m = np.bincount(self.group_of_item, m, len(self.groups)) / np.bincount(self.group_of_item,
+                                                                               minlength=len(self.groups))
+        return (2.0 * (m - lo) / (hi - lo) - 1.0).astype(np.float32)
+
+    def group_multiples(self) -> np.ndarray:
+        """Last week's multiple per action entry (product, or category: its products share one)."""
+        first = np.unique(self.group_of_item, return_index=True)[1]
+        return self.multiple[first]
 
     def _week(self) -> int:
         return int(self.weeks[(self.start + self.t) % len(self.weeks)])
 
     def _obs(self) -> np.ndarray:
-        return np.concatenate([self.multiple - 1.0, [self.t / self.config.horizon, (self._week() - 1) % 53 / 52.0]]
-                              ).astype(np.float32)
+        progress = [self.t / self.config.horizon, (self._week() - 1) % 53 / 52.0]
+        return np.concatenate([self.group_multiples() - 1.0, progress]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -226,6 +278,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One week at the action's prices: expected profit of the week's drawn occasions."""
+        action = check_action(self, action, clip=True)  # finite, of the space's shape; clipped into [-1, 1] below
         multiple = self.multiples_from_action(action)
         rows = self.week_rows(self._week(), multiple, self.np_random)
         proba = visit_choice_proba(self.response(rows), rows["visit_id"].to_numpy())
@@ -251,12 +304,3 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
         c = self.last_info.get("components", {})
         return (f"week {self.last_info.get('week', '-')}: revenue {c.get('revenue', 0):.1f}, cost "
                 f"{c.get('cost', 0):.1f}, units {c.get('units', 0):.1f}")
-
-
-def register_shop_env() -> None:
-    """Register ``promogym/ShopPricing-v0`` with Gymnasium (left as it is when registered)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="promogym.envs.shop:ShopPricingEnv", disable_env_checker=True)
-
-
-register_shop_env()

@@ -1,4 +1,5 @@
-"""`promogym evaluate` and `promogym ab`: any policy on any market env and backend, scored in the world.
+"""`promogym evaluate` and `promogym ab`: any policy on any market env and backend, scored in the world (an
+imported shop's env, which has no world, on its model only).
 
 Policies are named: a policy of the registry (``promogym.agents.registry``; the names each env family has
 are listed under ``--policy``) or a training run folder (a learned agent, read with its saved normalization).
@@ -22,7 +23,7 @@ import numpy as np
 
 from promogym.agents.registry import check_policy, policy_help
 from promogym.core.io import atomic_path, write_json
-from promogym.envs.base import world_config
+from promogym.envs.base import probe_config, world_config, world_free
 from promogym.experiments.errors import CLIError
 from promogym.experiments.evaluation import play, summary
 from promogym.experiments.paths import add_force, check_episodes, input_file, output_file, parse_overrides
@@ -30,18 +31,25 @@ from promogym.experiments.stats import ab_test
 from promogym.predictors.registry import check_spec
 
 
-def _check_env(env_id: str) -> None:
+def _playable() -> list[str]:
     from promogym import envs
 
-    if env_id not in envs.MARKET_ENV_IDS:
-        raise CLIError(f"unknown or unsupported env id {env_id!r}; choose one of {', '.join(envs.MARKET_ENV_IDS)} "
+    return [*envs.MARKET_ENV_IDS, *(e for e in envs.ENV_IDS if e not in envs.MARKET_ENV_IDS and world_free(e))]
+
+
+def _check_env(env_id: str) -> None:
+    if env_id not in _playable():
+        raise CLIError(f"unknown or unsupported env id {env_id!r}; choose one of {', '.join(_playable())} "
                        f"(HillstromTargeting-v0 is scored off-policy by `promogym hillstrom`)")
 
 
 # ---------------------------------------------------------------------------------------- CLI
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="a market env id, e.g. promogym/DynamicPricing-v1")
-    p.add_argument("--response", default="world", help="the simulator: world (default), bert:<dir>, gbdt:<file>")
+    p.add_argument("--env", required=True, help="a market env id, e.g. promogym/DynamicPricing-v1, or "
+                                                "promogym/ShopPricing-v0 (with --env-set shop=DIR)")
+    p.add_argument("--response", default="world", help="the simulator: world (default), bert:<dir>, gbdt:<file>; "
+                                                       "ShopPricing-v0: the model fitted on the shop (clogit:<json>, "
+                                                       "gbdt:<file>, bert:<dir>)")
     p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE", help="env config override")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")
     p.add_argument("--logs", default=None, help="logs parquet for uplift targeting (default: generated)")
@@ -80,13 +88,19 @@ def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
     if args.logs is not None:
         input_file(args.logs, "--logs")
     env_config = parse_overrides(args.env_set, "--env-set")
+    if world_free(args.env) and args.response == "world":
+        raise CLIError(f"{args.env} has no world: --response must name the model fitted on the shop "
+                       f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
     try:
-        env = gym.make(args.env, config=world_config(env_config))
-        if args.response != "world":
-            check_spec(args.response, "conversion", name="--response", oracles=False)
+        if world_free(args.env):  # the shop's model is its only response: building the env checks it
+            env = gym.make(args.env, config=probe_config(args.env, env_config, args.response))
+        else:
+            env = gym.make(args.env, config=world_config(env_config))
+            if args.response != "world":
+                check_spec(args.response, "conversion", name="--response", oracles=False)
         for spec in policies:
             check_policy(spec, args.env, env)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     return env_config
 
@@ -111,6 +125,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_ab(args: argparse.Namespace) -> int:
     """``promogym ab``: an A/B test of two policies on paired world episodes: the lift, its paired confidence interval,
     the p-value and the episodes needed for ``--power``. Returns the exit status."""
+    _check_env(args.env)
+    if world_free(args.env):
+        raise CLIError(f"`promogym ab` plays both arms in the world and {args.env} has none; compare policies on "
+                       f"its model with `promogym evaluate`")
     env_config = _validate(args, [args.a, args.b])
     if not 0 < args.alpha < 1 or not 0 < args.power < 1:
         raise CLIError("--alpha and --power must be in (0, 1)")

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", required=True, help=f"a market env id: {', '.join(MARKET_ENV_IDS)}")
     p.add_argument("--policy", action="append", default=None, metavar="NAME|RUN_DIR",
                    help="repeatable (default: list price, static prices across the env's band and the best one "
-                        f"searched on the model, random; coupons: each uniform coupon level, random); {policy_help()}")
+                        "searched on the model, random; coupons: each uniform coupon level, random); "
+                        + policy_help(("pricing", "coupons", "recommendation")))
     p.add_argument("--episodes", type=int, default=3, help="episodes per policy (default 3)")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")
     p.add_argument("--data", default=None,

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", required=True, help="ppo | a2c | sac | td3 | dqn | maskable_ppo | recurrent_ppo")
     p.add_argument("--response", default=None,
                    help="market envs: world (default), bert:<checkpoint dir>, gbdt:<file>; HillstromTargeting-v0: "
-                        "cells (default), bert:<dir>, gbdt:<file>, logistic:<file>")
+                        "cells (default), bert:<dir>, gbdt:<file>, logistic:<file>; ShopPricing-v0 (required): the "
+                        "model fitted on the shop, clogit:<json>, gbdt:<file>, bert:<dir>")
     # integers are parsed in run(): a bad value is a one-line error (exit 2), not argparse's usage dump
     p.add_argument("--seed", default="0", help="training seed (integer >= 0)")
     p.add_argument("--timesteps", default="100000", help="training steps (integer >= 1)")
@@ -41,6 +42,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _response(env_id: str, given: str | None, env_config: dict[str, object]) -> str:
+    """The response to train on: ``--response``, else the env's default (the world on the market envs, the trial's
+    cells on HillstromTargeting-v0); a world-free env takes ``--response`` or its ``--env-set response=...`` and has
+    no default. The env config's own ``response`` moves into the run's ``response`` (one place for it)."""
+    from promogym import envs
+    from promogym.envs.base import world_free
+
+    if env_id not in envs.ENV_IDS:
+        raise CLIError(f"unknown env id {env_id!r}; choose one of {', '.join(envs.ENV_IDS)}")
+    in_config = env_config.pop("response", None)
+    if given is not None and in_config is not None and given != in_config:
+        raise CLIError(f"--response {given} and --env-set response={in_config} disagree; give one")
+    response = given or in_config
+    if response is not None:
+        return str(response)
+    if world_free(env_id):
+        raise CLIError(f"{env_id} has no world: --response must name the model fitted on the shop "
+                       f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
+    return "world" if env_id in envs.MARKET_ENV_IDS else "cells"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym train`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, load_hyperparams, train
@@ -53,16 +75,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--trust only applies with --resume (it lets resume read checkpoints no manifest lists)")
     env_config = parse_overrides(args.env_set, "--env-set")
     overrides = parse_overrides(args.set)
+    response = _response(args.env, args.response, env_config)
     try:
-        check_compatible(args.env, args.algo, env_config)
-        check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides}, args.env, env_config)
+        check_compatible(args.env, args.algo, {**env_config, "response": response})
+        check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides}, args.env,
+                          {**env_config, "response": response})
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from exc
     out = resumable_dir(args.out or Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{seed}",
                         "run", resume=args.resume, force=args.force, again="train into it anew")
-    from promogym import envs
-
-    response = args.response or ("world" if args.env in envs.MARKET_ENV_IDS else "cells")
     try:
         spec = TrainSpec(env_id=args.env, algo=args.algo, seed=seed, timesteps=timesteps, response=response,
                          env_config=env_config, eval_freq=eval_freq, checkpoint_freq=checkpoint_freq,

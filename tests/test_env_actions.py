@@ -2,6 +2,8 @@
 anything changes, and plays every valid action (Box: any finite value, clipped) exactly as before."""
 
 import functools
+import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +26,8 @@ CONFIGS = {
     "promogym/PromoRecommendation-v0": {**SMALL, "visitors": 4, "horizon": 3, "steps_per_day": 2,
                                         "new_products_day": 1, "initial_stock": 5},
 }
+SHOP = "promogym/ShopPricing-v0"
+CONFIGS[SHOP] = {"occasions_per_week": 40, "horizon": 3}  # and a tiny imported shop with its model (config_of)
 IDS = list(envs.ENV_IDS)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,9 +37,24 @@ def test_every_env_is_covered():
 
 
 @functools.cache
+def config_of(env_id):
+    """``CONFIGS[env_id]``; the world-free shop env also gets a simulated shop and the model fitted on it."""
+    if env_id != SHOP:
+        return CONFIGS[env_id]
+    from test_shop_env import build_shop
+
+    folder = tempfile.TemporaryDirectory(prefix="actions-shop-")  # removed when the session ends
+    _KEEP.append(folder)
+    return {**build_shop(Path(folder.name)), **CONFIGS[SHOP]}
+
+
+_KEEP: list = []
+
+
+@functools.cache
 def pair(env_id):
     """Two envs of ``env_id``: one is shown bad actions, the other never."""
-    return gym.make(env_id, config=CONFIGS[env_id]), gym.make(env_id, config=CONFIGS[env_id])
+    return gym.make(env_id, config=config_of(env_id)), gym.make(env_id, config=config_of(env_id))
 
 
 def is_box(env):

@@ -21,9 +21,9 @@ from promogym.predictors.clogit import ConditionalLogit
 from promogym.predictors.data import load_logs
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shopenv")
+def build_shop(folder: Path) -> dict:
+    """A simulated shop imported into ``folder / "shop"`` with a conditional logit fitted on its logs; the env
+    config that plays it."""
     paths = []
     for name, df in zip(("catalog", "customers", "visits"), simulated_shop(2500, seed=3), strict=True):
         df.to_parquet(folder / f"{name}.parquet", index=False)
@@ -33,6 +33,11 @@ def shop(tmp_path_factory):
     model.save(folder / "clogit.json")
     return {"shop": str(folder / "shop"), "response": f"clogit:{folder / 'clogit.json'}", "occasions_per_week": 300,
             "horizon": 4}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("shopenv"))
 
 
 def test_the_env_passes_the_checker_and_is_seeded(shop):
@@ -187,3 +192,55 @@ def test_replay_counts_an_occasions_purchase_once_in_the_counts_variance():
     assert cell["expected_purchases"] == pytest.approx(4 / 3) and cell["observed_purchases"] == 1
     assert cell["purchase_variance"] == pytest.approx(2 * (2 / 3) * (1 / 3))
     assert cell["expected_revenue"] == pytest.approx(2 * (1 / 3 + 2 / 3))
+
+
+def test_train_and_evaluate_on_the_shop_with_its_model_only(shop, tmp_path, capsys):
+    """`promogym train` and `promogym evaluate` take the world-free env: the response is the shop's model (required),
+    episodes are played on it alone, and the best common multiple is the best of the grid on its search episodes."""
+    env_set = [f"--env-set=shop={shop['shop']}", "--env-set=occasions_per_week=100", "--env-set=horizon=4"]
+    run = tmp_path / "ppo"
+    train = ["train", "--env", ENV_ID, "--algo", "ppo", *env_set, "--timesteps", "64", "--set", "n_steps=32",
+             "--set", "batch_size=32", "--eval-freq", "32", "--no-progress", "--out", str(run)]
+    assert main(train) == 2
+    assert f"{ENV_ID} has no world: --response must name the model" in capsys.readouterr().err
+    assert main([*train, "--response", shop["response"], "--env-set=response=gbdt:other.txt"]) == 2
+    assert "disagree" in capsys.readouterr().err
+    assert main([*train, "--response", shop["response"]]) == 0
+    capsys.readouterr()
+    episodes = tmp_path / "episodes.parquet"
+    evaluate = ["evaluate", "--env", ENV_ID, *env_set, "--policy", "list_price", "--policy", "best_multiple",
+                "--policy", "static:1.3", "--policy", "static:0.8", "--policy", str(run), "--episodes", "10",
+                "--out", str(episodes)]
+    assert main(evaluate) == 2 and "has no world" in capsys.readouterr().err
+    assert main([*evaluate, "--response", shop["response"]]) == 0
+    table = pd.read_parquet(episodes)
+    assert set(table["backend"]) == {"simulator"} and set(table["response"]) == {shop["response"]}
+    assert len(table) == 5 * 10
+    means = table.groupby("policy")["return"].mean()
+    # seeds 0-9 are the search's episodes too: the best multiple beats (or is) every multiple of the grid
+    assert means["best_multiple"] >= max(means["list_price"], means["static:1.3"], means["static:0.8"]) - 1e-9
+    assert means["static:0.8"] < means["list_price"]  # 80% of list sells at a margin of 10%, not 30%
+    assert main(["ab", "--env", ENV_ID, *env_set, "--response", shop["response"], "--a", "list_price", "--b",
+                 "static:1.3"]) == 2
+    assert "has none" in capsys.readouterr().err
+
+
+def test_list_price_is_the_middle_of_a_symmetric_band(shop):
+    env = ShopPricingEnv(shop)
+    np.testing.assert_allclose(env.action_from_prices(env.list_price), 0.0, atol=1e-6)
+    np.testing.assert_allclose(env.multiples_from_action(env.action_from_prices(env.list_price * 1.15)), 1.15)
+    np.testing.assert_allclose(env.action_from_prices(env.list_price * 5), 1.0)  # clipped into the band
+
+
+def test_category_prices_move_every_product_of_the_category(shop):
+    env = ShopPricingEnv({**shop, "price_by": "category"})
+    assert env.action_space.shape == (2,) and env.observation_space.shape == (4,)  # bread and milk
+    m = env.multiples_from_action(np.array([-1.0, 1.0]))
+    category = pd.read_parquet(Path(shop["shop"]) / "catalog.parquet").set_index("item_id").loc[env.items, "category"]
+    assert set(m[(category == "bread").to_numpy()]) == {0.7} and set(m[(category == "milk").to_numpy()]) == {1.3}
+    np.testing.assert_allclose(env.action_from_prices(env.list_price * m), [-1.0, 1.0], atol=1e-6)
+    env.reset(seed=0)
+    obs = env.step(np.array([-1.0, 1.0], np.float32))[0]
+    np.testing.assert_allclose(obs[:2], [-0.3, 0.3], atol=1e-6)
+    with pytest.raises(ValueError, match=r"ShopPricingConfig\.price_by"):
+        ShopPricingEnv({**shop, "price_by": "brand"})
