@@ -96,10 +96,18 @@ def _env_config_class(env_class: type, base: type, candidates: list[type]) -> ty
     if isinstance(config_class, type) and issubclass(config_class, base):
         return config_class
     defaults = env_class.default_config()  # type: ignore[attr-defined]
-    matches = [c for c in candidates if c().to_dict() == defaults]
+    matches = [c for c in candidates if _defaults(c) == defaults]
     if len(matches) != 1:
         raise TypeError(f"{env_class.__name__}: {len(matches)} config classes match its default_config()")
     return matches[0]
+
+
+def _defaults(config_class: type) -> dict[str, Any] | None:
+    """A config class's defaults, or None when its defaults are not a valid config (required keys, e.g. a shop)."""
+    try:
+        return config_class().to_dict()  # type: ignore[no-any-return]
+    except ValueError:
+        return None
 
 
 def _nested(config_class: type, candidates: list[type]) -> dict[str, type]:

@@ -105,7 +105,8 @@ def load_response(spec: str, offer_text: bool = False, profile_words: str = ""
 @functools.lru_cache(maxsize=2)
 def _read_weeks(logs: str, modified: int, first_week: int, last_week: int) -> pd.DataFrame:
     """The logged occasions of weeks ``first_week..last_week`` (a ``week`` column added when the logs have days
-    only); read once per file version and week range by the envs of a process, which never change it."""
+    only); read once per file version and week range by the envs of a process, which share it and never change it
+    (:meth:`ShopPricingEnv.week_rows` copies what it draws)."""
     del modified  # part of the cache key only: a rewritten file is read again
     columns = pq.ParquetFile(logs).schema_arrow.names
     if "week" in columns:
@@ -141,7 +142,8 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
     Expected revenue minus expected unit cost (the catalog's ``unit_cost``, else ``cost_share`` x list price);
-    ``info["components"]`` holds revenue, cost, coupon_spend (0), units, stockouts (0) and budget_left (inf).
+    ``info["components"]`` holds revenue, cost, coupon_spend (0), units, stockouts (0) and budget_left (inf);
+    ``info["expected_profit"]`` is the reward (already an expectation; there is no ``expected_profit_world``).
 
     ## Starting State
     Prices at list price; the shop's price history (EWMAs of price / list at three rates) at 1; a random logged
@@ -176,7 +178,8 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"ShopPricingConfig.shop: {folder} holds no shop (logs.parquet and catalog.parquet); "
                              f"write one with `promogym import`")
         logs = folder / "logs.parquet"
-        self.rows = _read_weeks(str(logs), logs.stat().st_mtime_ns, self.config.first_week, self.config.last_week)
+        self.rows = _read_weeks(str(logs.resolve()), logs.stat().st_mtime_ns, self.config.first_week,
+                                self.config.last_week)  # shared by the process's envs: read only
         if not len(self.rows):
             raise ValueError(f"ShopPricingConfig: the shop has no occasion in weeks {self.config.first_week}-"
                              f"{self.config.last_week}")
@@ -292,7 +295,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
             self.history[k] += rate * (multiple - self.history[k])
         self.multiple = multiple
         self.t += 1
-        info = {"components": components, "week": int(rows["week"].iloc[0]),
+        info = {"components": components, "expected_profit": revenue - cost, "week": int(rows["week"].iloc[0]),
                 "occasions": self.config.occasions_per_week}
         self.last_info = info
         return self._obs(), revenue - cost, False, self.t >= self.config.horizon, info

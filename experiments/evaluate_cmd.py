@@ -26,7 +26,14 @@ from promogym.core.io import atomic_path, write_json
 from promogym.envs.base import probe_config, world_config, world_free
 from promogym.experiments.errors import CLIError
 from promogym.experiments.evaluation import play, summary
-from promogym.experiments.paths import add_force, check_episodes, input_file, output_file, parse_overrides
+from promogym.experiments.paths import (
+    add_force,
+    check_episodes,
+    input_file,
+    output_file,
+    parse_overrides,
+    resolve_response,
+)
 from promogym.experiments.stats import ab_test
 from promogym.predictors.registry import check_spec
 
@@ -47,7 +54,7 @@ def _check_env(env_id: str) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="a market env id, e.g. promogym/DynamicPricing-v1, or "
                                                 "promogym/ShopPricing-v0 (with --env-set shop=DIR)")
-    p.add_argument("--response", default="world", help="the simulator: world (default), bert:<dir>, gbdt:<file>; "
+    p.add_argument("--response", default=None, help="the simulator: world (default), bert:<dir>, gbdt:<file>; "
                                                        "ShopPricing-v0: the model fitted on the shop (clogit:<json>, "
                                                        "gbdt:<file>, bert:<dir>)")
     p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE", help="env config override")
@@ -88,6 +95,7 @@ def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
     if args.logs is not None:
         input_file(args.logs, "--logs")
     env_config = parse_overrides(args.env_set, "--env-set")
+    args.response = resolve_response(args.env, args.response, env_config)
     if world_free(args.env) and args.response == "world":
         raise CLIError(f"{args.env} has no world: --response must name the model fitted on the shop "
                        f"(clogit:<json>, gbdt:<file> or bert:<dir>)")

@@ -149,6 +149,27 @@ def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
     return p
 
 
+def resolve_response(env_id: str, given: str | None, env_config: dict[str, Any]) -> str:
+    """The response a command plays ``env_id`` with: ``--response``, else ``--env-set response=...`` (moved out of
+    ``env_config``: one place for it; CLIError when both are given and differ), else the env's default (the world on
+    the market envs, the trial's cells on HillstromTargeting-v0). A world-free env has no default: CLIError."""
+    from promogym import envs
+    from promogym.envs.base import world_free
+
+    if env_id not in envs.ENV_IDS:
+        raise CLIError(f"unknown env id {env_id!r}; choose one of {', '.join(envs.ENV_IDS)}")
+    in_config = env_config.pop("response", None)
+    if given is not None and in_config is not None and given != in_config:
+        raise CLIError(f"--response {given} and --env-set response={in_config} disagree; give one")
+    response = given if given is not None else in_config
+    if response is not None:
+        return str(response)
+    if world_free(env_id):
+        raise CLIError(f"{env_id} has no world: --response must name the model fitted on the shop "
+                       f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
+    return "world" if env_id in envs.MARKET_ENV_IDS else "cells"
+
+
 def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     """``KEY=VALUE`` pairs of a repeatable flag, each value read as YAML (numbers, lists, mappings)."""
     import yaml

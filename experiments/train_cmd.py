@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from promogym.experiments.errors import CLIError, integer_arg
-from promogym.experiments.paths import add_force, parse_overrides, resumable_dir
+from promogym.experiments.paths import add_force, parse_overrides, resolve_response, resumable_dir
 
 TRUST_HELP = ("read checkpoints that no valid manifest.json lists: SB3 model zips hold pickles, so this runs "
               "code from the folder's files; only for run folders you trust")
@@ -42,27 +42,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _response(env_id: str, given: str | None, env_config: dict[str, object]) -> str:
-    """The response to train on: ``--response``, else the env's default (the world on the market envs, the trial's
-    cells on HillstromTargeting-v0); a world-free env takes ``--response`` or its ``--env-set response=...`` and has
-    no default. The env config's own ``response`` moves into the run's ``response`` (one place for it)."""
-    from promogym import envs
-    from promogym.envs.base import world_free
-
-    if env_id not in envs.ENV_IDS:
-        raise CLIError(f"unknown env id {env_id!r}; choose one of {', '.join(envs.ENV_IDS)}")
-    in_config = env_config.pop("response", None)
-    if given is not None and in_config is not None and given != in_config:
-        raise CLIError(f"--response {given} and --env-set response={in_config} disagree; give one")
-    response = given or in_config
-    if response is not None:
-        return str(response)
-    if world_free(env_id):
-        raise CLIError(f"{env_id} has no world: --response must name the model fitted on the shop "
-                       f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
-    return "world" if env_id in envs.MARKET_ENV_IDS else "cells"
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym train`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
     from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, load_hyperparams, train
@@ -75,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--trust only applies with --resume (it lets resume read checkpoints no manifest lists)")
     env_config = parse_overrides(args.env_set, "--env-set")
     overrides = parse_overrides(args.set)
-    response = _response(args.env, args.response, env_config)
+    response = resolve_response(args.env, args.response, env_config)
     try:
         check_compatible(args.env, args.algo, {**env_config, "response": response})
         check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides}, args.env,
                           {**env_config, "response": response})
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     out = resumable_dir(args.out or Path("runs/train") / args.env.split("/")[-1] / f"{args.algo}_s{seed}",
                         "run", resume=args.resume, force=args.force, again="train into it anew")

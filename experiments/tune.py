@@ -243,10 +243,14 @@ def _suggest(trial: Any, name: str, dim: Dimension) -> Any:
 
 def check(spec: TuneSpec) -> dict[str, Any]:
     """ValueError before any work when the search cannot run: an unknown env id or algorithm, one the env's action
-    space cannot use, an algorithm without a search space, a table or env config the trainer refuses. Returns the
-    table's hyperparameters (the baseline)."""
+    space cannot use, an env without a world (the shop's), an algorithm without a search space, a table or env
+    config the trainer refuses. Returns the table's hyperparameters (the baseline)."""
     from promogym.agents.train import check_compatible, check_hyperparams, load_hyperparams
+    from promogym.envs.base import world_free
 
+    if world_free(spec.env_id):
+        raise ValueError(f"{spec.env_id} has no world to score trials in (its response is a model fitted on the "
+                         f"shop); tune by hand with `promogym train` and `promogym evaluate` on the model")
     check_compatible(spec.env_id, spec.algo, spec.env_config)
     space_of(spec.algo)
     table = load_hyperparams(spec.env_id, spec.algo)

@@ -3,7 +3,7 @@
 Public means: a module whose name does not start with ``_`` (``__main__`` skipped), and the classes, functions and
 methods (properties included) defined in it whose names do not start with ``_``. Methods are those defined on the
 class itself; inherited and dunder methods are skipped. The check reads the source (``ast``), so it is fast and
-imports nothing but the package root.
+imports nothing but the package root. The last test builds the generated configuration page (it imports the envs).
 """
 
 from __future__ import annotations
@@ -127,3 +127,20 @@ def test_every_public_name_has_a_docstring() -> None:
     missing = [name for module, path in package_modules().items() for name in undocumented(module, path.read_text())]
     if missing:
         pytest.fail(f"{len(missing)} public name(s) without a docstring:\n" + "\n".join(missing))
+
+
+def test_the_config_reference_page_covers_every_registered_env():
+    """`make docs` builds the environment configuration page from the registered ids' config classes (an env whose
+    config has required keys, like the shop's, included)."""
+    import sys
+
+    from promogym.envs import ENV_IDS
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import hooks
+    finally:
+        sys.path.pop(0)
+    page = hooks.config_page()
+    for env_id in ENV_IDS:
+        assert f"## `{env_id}`" in page

@@ -205,14 +205,20 @@ def test_train_and_evaluate_on_the_shop_with_its_model_only(shop, tmp_path, caps
     assert f"{ENV_ID} has no world: --response must name the model" in capsys.readouterr().err
     assert main([*train, "--response", shop["response"], "--env-set=response=gbdt:other.txt"]) == 2
     assert "disagree" in capsys.readouterr().err
-    assert main([*train, "--response", shop["response"]]) == 0
+    assert main([*train, "--response", "gbdt:/nonexistent/model.txt"]) == 2  # a missing model: one line
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert main([*train, "--response", shop["response"], "--set", "training_reward=expected"]) == 0
+    assert main(["tune", "--env", ENV_ID, "--algo", "ppo", *env_set, "--out", str(tmp_path / "tune")]) == 2
+    assert "has no world to score trials in" in capsys.readouterr().err
     capsys.readouterr()
     episodes = tmp_path / "episodes.parquet"
     evaluate = ["evaluate", "--env", ENV_ID, *env_set, "--policy", "list_price", "--policy", "best_multiple",
                 "--policy", "static:1.3", "--policy", "static:0.8", "--policy", str(run), "--episodes", "10",
                 "--out", str(episodes)]
     assert main(evaluate) == 2 and "has no world" in capsys.readouterr().err
-    assert main([*evaluate, "--response", shop["response"]]) == 0
+    assert main([*evaluate, "--response", "gbdt:/nonexistent/model.txt"]) == 2
+    capsys.readouterr()
+    assert main([*evaluate, f"--env-set=response={shop['response']}"]) == 0  # the config's response is the model
     table = pd.read_parquet(episodes)
     assert set(table["backend"]) == {"simulator"} and set(table["response"]) == {shop["response"]}
     assert len(table) == 5 * 10
