@@ -60,6 +60,14 @@ def test_conditional_logit_recovers_the_price_and_display_effects(tmp_path):
     assert z == pytest.approx(model.intercepts[cat] + model.coef[0] * np.log(cold["price"].iloc[0])
                               + model.coef[1] * cold["display"].iloc[0])
     assert not model.known(np.array([999]))[0] and model.known(np.array([100]))[0]
+    # a category never fitted (or missing) gets the mean intercept; rows are scored one by one as in a batch
+    mixed = df.iloc[:4].assign(category=["juice", None, df["category"].iloc[2], df["category"].iloc[3]])
+    z = model.predict_logits(mixed)
+    for k in range(4):
+        assert z[k] == pytest.approx(model.predict_logits(mixed.iloc[[k]])[0])
+    own = model.predict_logits(df.iloc[:4])
+    base = own - np.array([model.intercepts[model.categories[str(c)]] for c in df["category"].iloc[:4]])
+    assert z[:2] == pytest.approx(base[:2] + model.intercepts.mean()) and z[2:] == pytest.approx(own[2:])
     model.save(tmp_path / "clogit.json")
     again = ConditionalLogit.load(tmp_path / "clogit.json")
     assert np.allclose(again.predict_logits(df), model.predict_logits(df))
