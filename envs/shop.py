@@ -204,6 +204,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
             self.groups, self.group_of_item = np.unique(cat["category"].astype(str).to_numpy(), return_inverse=True)
         else:
             self.groups, self.group_of_item = self.items, np.arange(len(self.items))
+        self._first_of_group = np.unique(self.group_of_item, return_index=True)[1]
         g = len(self.groups)
         self.action_space = spaces.Box(-1.0, 1.0, (g,), dtype=np.float32)
         low = np.r_[np.full(g, self.config.price_low - 1.0), 0.0, 0.0].astype(np.float32)
@@ -238,8 +239,7 @@ class ShopPricingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def group_multiples(self) -> np.ndarray:
         """Last week's multiple per action entry (product, or category: its products share one)."""
-        first = np.unique(self.group_of_item, return_index=True)[1]
-        return self.multiple[first]
+        return self.multiple[self._first_of_group]
 
     def _week(self) -> int:
         return int(self.weeks[(self.start + self.t) % len(self.weeks)])

@@ -96,9 +96,6 @@ def _validate(args: argparse.Namespace, policies: list[str]) -> dict[str, Any]:
         input_file(args.logs, "--logs")
     env_config = parse_overrides(args.env_set, "--env-set")
     args.response = resolve_response(args.env, args.response, env_config)
-    if world_free(args.env) and args.response == "world":
-        raise CLIError(f"{args.env} has no world: --response must name the model fitted on the shop "
-                       f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
     try:
         if world_free(args.env):  # the shop's model is its only response: building the env checks it
             env = gym.make(args.env, config=probe_config(args.env, env_config, args.response))

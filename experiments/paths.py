@@ -152,7 +152,8 @@ def input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
 def resolve_response(env_id: str, given: str | None, env_config: dict[str, Any]) -> str:
     """The response a command plays ``env_id`` with: ``--response``, else ``--env-set response=...`` (moved out of
     ``env_config``: one place for it; CLIError when both are given and differ), else the env's default (the world on
-    the market envs, the trial's cells on HillstromTargeting-v0). A world-free env has no default: CLIError."""
+    the market envs, the trial's cells on HillstromTargeting-v0). A world-free env has no default and no world:
+    CLIError without a response or with ``world``."""
     from promogym import envs
     from promogym.envs.base import world_free
 
@@ -162,11 +163,11 @@ def resolve_response(env_id: str, given: str | None, env_config: dict[str, Any])
     if given is not None and in_config is not None and given != in_config:
         raise CLIError(f"--response {given} and --env-set response={in_config} disagree; give one")
     response = given if given is not None else in_config
-    if response is not None:
-        return str(response)
-    if world_free(env_id):
+    if world_free(env_id) and response in (None, "world"):
         raise CLIError(f"{env_id} has no world: --response must name the model fitted on the shop "
                        f"(clogit:<json>, gbdt:<file> or bert:<dir>)")
+    if response is not None:
+        return str(response)
     return "world" if env_id in envs.MARKET_ENV_IDS else "cells"
 
 

@@ -203,6 +203,8 @@ def test_train_and_evaluate_on_the_shop_with_its_model_only(shop, tmp_path, caps
              "--set", "batch_size=32", "--eval-freq", "32", "--no-progress", "--out", str(run)]
     assert main(train) == 2
     assert f"{ENV_ID} has no world: --response must name the model" in capsys.readouterr().err
+    assert main([*train, "--response", "world"]) == 2
+    assert f"{ENV_ID} has no world: --response must name the model" in capsys.readouterr().err
     assert main([*train, "--response", shop["response"], "--env-set=response=gbdt:other.txt"]) == 2
     assert "disagree" in capsys.readouterr().err
     assert main([*train, "--response", "gbdt:/nonexistent/model.txt"]) == 2  # a missing model: one line
