@@ -484,10 +484,12 @@ def _load_model(cls: Any, data: bytes, **kwargs: Any) -> Any:
 # ---------------------------------------------------------------------------------------- training
 class ExpectedReward(gym.Wrapper[Any, Any, Any, Any]):
     """Training reward ``expected``: each step's reward with the realized profit replaced by its expectation under
-    the env's response backend (``info["expected_profit"]``: choice probabilities x margins of the step's offers).
-    The same expected value given the state and action, without the noise of who happened to buy: on an
-    allocation env the reward of a cohort of 64 customers otherwise buries each customer's action under the
-    others' purchases. Used for training only; evaluations score the realized reward."""
+    the env's response backend (``info["expected_profit"]``: choice probabilities x margins of the step's offers;
+    on an env with stock, ``info["expected_profit_served"]``, the same with each product's expected sales capped
+    at its stock, so that pricing lower than the stock left can serve earns nothing extra). The same expected
+    value given the state and action, without the noise of who happened to buy: on an allocation env the reward
+    of a cohort of 64 customers otherwise buries each customer's action under the others' purchases. Used for
+    training only; evaluations score the realized reward."""
 
     def __init__(self, env: gym.Env[Any, Any]) -> None:
         super().__init__(env)
@@ -499,7 +501,8 @@ class ExpectedReward(gym.Wrapper[Any, Any, Any, Any]):
         obs, reward, terminated, truncated, info = self.env.step(action)
         c = info["components"]
         realized = c["revenue"] - c["cost"] - c["coupon_spend"]
-        return obs, float(reward - realized + info["expected_profit"]), terminated, truncated, info
+        expected = info.get("expected_profit_served", info["expected_profit"])
+        return obs, float(reward - realized + expected), terminated, truncated, info
 
 
 def _make_vec(spec: TrainSpec, seed: int, training: bool) -> Any:

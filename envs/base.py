@@ -242,6 +242,8 @@ class DayOutcome:
     expected_profit_world: float  # the world's expectation for the same decisions (nan: no world)
     profit_spread: float = 0.0    # the response model's ensemble sd of expected_profit (0: no penalty asked)
     coupons_capped: int = 0       # coupons not given: the customer had reached the constraints' coupon_cap
+    # expected_profit with each product's expected sales capped at its stock (nan: not computed; no stock)
+    expected_profit_served: float = float("nan")
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from scipy import special
 
 from promogym.core.config import param
 from promogym.envs.base import (
@@ -23,6 +24,19 @@ from promogym.envs.constraints import PriceRules, capped
 from promogym.envs.families import PRICING
 from promogym.envs.market.customers import PRICE_SENS, VISIT_BANDS
 from promogym.envs.market.world import WEEKDAYS, mnl_from_utility
+
+
+def capped_poisson_mean(lam: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """``E[min(N, cap)]`` for ``N ~ Poisson(lam)``, elementwise: the sum over ``k < cap`` of ``P(N > k)`` (``lam``
+    itself where the cap is out of reach)."""
+    lam, cap = np.asarray(lam, dtype=float), np.asarray(cap, dtype=np.int64)
+    out = lam.copy()
+    tight = cap < lam + 10.0 * np.sqrt(lam) + 20.0  # beyond: P(N >= cap) < 1e-9, the cap never binds
+    if tight.any():
+        k = np.arange(int(cap[tight].max()))
+        sf = special.pdtrc(k[None, :], lam[tight][:, None])  # P(N > k)
+        out[tight] = np.where(k[None, :] < cap[tight][:, None], sf, 0.0).sum(axis=1)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +379,7 @@ class _SeasonEnv(MarketEnv):
                 "coupons_capped": out.coupons_capped, "prices_requested": requested,
                 "constraint_adjusted": int((np.abs(self.prices - requested) > 0.005).sum()),
                 "expected_profit": out.expected_profit, "expected_profit_world": out.expected_profit_world,
+                "expected_profit_served": out.expected_profit_served,
                 "profit_spread": out.profit_spread, "day": self.state.day - 1}
         self.history.append({"day": self.state.day - 1, "prices": self.prices.copy(),
                              "stock": self.state.stock[self.products].copy(), "units": out.units.copy(),
@@ -388,7 +403,7 @@ class _SeasonEnv(MarketEnv):
             coupon = np.where(ok, wanted, 0.0)
             clipped = int(((wanted > 0) & ~ok).sum())
             np.add.at(self.coupons_received, users[coupon > 0], 1)
-        chosen, expected, expected_world, stockout = self._serve(users, sets, price_by_item, coupon)
+        chosen, expected, expected_world, expected_served, stockout = self._serve(users, sets, price_by_item, coupon)
         o = self.last_offers
         spread = 0.0 if o is None or not len(users) else \
             self.profit_spread(o.users, o.items, o.price, o.coupon, o.available, o.margin)
@@ -404,17 +419,20 @@ class _SeasonEnv(MarketEnv):
         return DayOutcome(visitors=len(users), units=units, revenue=revenue, cost=cost, coupon_spend=spend,
                           stockouts=int(stockout.sum()), coupons_given=int((coupon > 0).sum()),
                           coupons_clipped=clipped, expected_profit=expected, expected_profit_world=expected_world,
+                          expected_profit_served=expected_served,
                           profit_spread=spread, coupons_capped=n_capped)
 
     def _serve(self, users: np.ndarray, sets: np.ndarray, price_by_item: np.ndarray, coupon: np.ndarray
-               ) -> tuple[np.ndarray, float, float, np.ndarray]:
+               ) -> tuple[np.ndarray, float, float, float, np.ndarray]:
         """Sample each visitor's choice among ``sets`` with an outside option and serve in arrival order
         while stock lasts. Returns the chosen env-product index per visitor (-1: none or sold out), the
-        expected profit under the backend and under the world, and a stock-out flag per visitor. ``last_offers``
-        keeps the offers with what a log row needs, taken before the day's end moves the state (:class:`Offers`)."""
+        expected profit under the backend and under the world, the backend's expected profit of what the stock
+        can serve (each product's buyers taken as Poisson, capped at its stock: :func:`capped_poisson_mean`),
+        and a stock-out flag per visitor. ``last_offers`` keeps the offers with what a log row needs, taken
+        before the day's end moves the state (:class:`Offers`)."""
         if len(users) == 0:
             self.last_offers = None
-            return np.zeros(0, np.int64), 0.0, 0.0, np.zeros(0, bool)
+            return np.zeros(0, np.int64), 0.0, 0.0, 0.0, np.zeros(0, bool)
         p, items, price2, coupon2, available = self._choice_proba(self.backend, self.state, users, sets,
                                                                   price_by_item, coupon)
         margin = price2 * (1 - coupon2) - (self.market.catalog.unit_cost[items]
@@ -423,6 +441,11 @@ class _SeasonEnv(MarketEnv):
         pw = p if self.backend is self.world else \
             self._choice_proba(self.world, self.state, users, sets, price_by_item, coupon)[0]
         expected_world = float((pw * margin).sum())
+        n, idx = self.config.n_products, self.env_index[items[available]]
+        buyers = np.bincount(idx, weights=p[available], minlength=n)
+        gain = np.bincount(idx, weights=(p * margin)[available], minlength=n)
+        served = capped_poisson_mean(buyers, self.state.stock[self.products])
+        expected_served = float(np.divide(gain * served, buyers, out=np.zeros(n), where=buyers > 0).sum())
         history = self.state.price_features(items)
         self.last_offers = o = Offers(
             users=np.broadcast_to(users[:, None], sets.shape), items=items, price=price2, coupon=coupon2,
@@ -444,7 +467,7 @@ class _SeasonEnv(MarketEnv):
                 chosen[buyers[stock:]] = -1
             self.state.stock[self.products[j]] -= min(len(buyers), stock)
         o.choice, o.stockout = np.where(bought, pos, -1), stockout.copy()
-        return chosen, expected, expected_world, stockout
+        return chosen, expected, expected_world, expected_served, stockout
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:
@@ -515,7 +538,9 @@ class DynamicPricingEnv(_SeasonEnv):
     ``uncertainty_penalty`` x the response model's ensemble standard deviation of the day's expected profit
     (``info["profit_spread"]``; 0 by default).
     ``info["components"]`` has revenue, cost, coupon_spend, units, stockouts and budget_left;
-    ``info["expected_profit_world"]`` is the world's expected profit of the same prices.
+    ``info["expected_profit_world"]`` is the world's expected profit of the same prices;
+    ``info["expected_profit_served"]`` the backend's with each product's expected sales capped at its stock left
+    (the ``expected`` training reward).
 
     ## Starting State
     Day 0 (a Monday), every product at list price with ``initial_stock`` units, reference prices at

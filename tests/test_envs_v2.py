@@ -9,7 +9,9 @@ import promogym.envs  # noqa: F401
 from promogym.agents.base import episode_table
 from promogym.agents.baselines import StaticPrice
 from promogym.agents.coupons import CouponOracle, MyopicCoupons
+from promogym.agents.train import ExpectedReward
 from promogym.envs.market.customers import PRICE_SENS
+from promogym.envs.pricing import capped_poisson_mean
 
 SMALL = {"market": {"n_customers": 2000}}
 
@@ -120,3 +122,36 @@ def test_campaign_outlives_its_budget_and_the_paced_oracle_beats_myopic():
     oracle = episode_table(env, CouponOracle(env), range(6))
     assert (myopic["steps"] == 48).all()
     assert oracle["return"].mean() > myopic["return"].mean()
+
+
+def test_capped_poisson_mean_matches_simulation_and_its_limits():
+    lam = np.array([0.0, 0.5, 3.0, 10.0, 30.0, 2.0, 4.0])
+    cap = np.array([5, 0, 2, 10, 1000, 1, 4])
+    got = capped_poisson_mean(lam, cap)
+    draws = np.minimum(np.random.default_rng(0).poisson(lam, (400_000, len(lam))), cap).mean(axis=0)
+    np.testing.assert_allclose(got, draws, atol=0.02)
+    assert got[0] == 0.0 and got[1] == 0.0 and got[4] == pytest.approx(30.0)  # no buyers; no stock; out of reach
+    assert got[5] == pytest.approx(1 - np.exp(-2.0))  # P(at least one buyer)
+
+
+def test_expected_training_reward_counts_only_what_the_stock_can_serve():
+    """Priced low with little stock, the uncapped expectation runs far above what is sold; the served expectation
+    tracks the realized profit over many seasons (the Poisson cap, not the uncapped sum), and the training wrapper
+    rewards it."""
+    sums = np.zeros(3)
+    for seed in range(12):
+        env = _season(initial_stock=6, demand_level_sd=0.0, horizon=10)
+        env.reset(seed=seed)
+        for _ in range(10):
+            _, _, term, _, info = env.step(np.full(4, -0.8, np.float32))
+            c = info["components"]
+            sums += (info["expected_profit"], info["expected_profit_served"], c["revenue"] - c["cost"])
+            if term:
+                break
+    uncapped, served, realized = sums
+    assert uncapped > 1.2 * realized
+    assert served == pytest.approx(realized, rel=0.05)
+    wrapped = ExpectedReward(_season(initial_stock=6, horizon=10))
+    wrapped.reset(seed=0)
+    _, reward, _, _, info = wrapped.step(np.full(4, -0.8, np.float32))
+    assert reward == pytest.approx(info["expected_profit_served"])
