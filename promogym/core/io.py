@@ -99,13 +99,22 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
-    """The commit checked out in ``cwd`` (default: this package's folder), or None outside a git checkout."""
+    """The commit checked out in ``cwd`` (default: this package's folder), with ``-dirty`` appended when tracked
+    files outside ``results/`` differ from it (the code that ran is not exactly that commit; what commands write
+    under ``results/`` does not count), or None outside a git checkout."""
+    where = cwd or Path(__file__).resolve().parent
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=cwd or Path(__file__).resolve().parent, check=False)
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where,
+                             check=False)
+        commit = res.stdout.strip()
+        if not commit or res.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                 ":(top,exclude)results"], capture_output=True, text=True, timeout=10, cwd=where,
+                                check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return res.stdout.strip() or None
+    return f"{commit}-dirty" if status.returncode == 0 and status.stdout.strip() else commit
 
 
 def machine_info() -> dict[str, Any]:
