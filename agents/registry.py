@@ -17,8 +17,8 @@ What a registration declares is what the pipelines need to know:
 
 - ``families``: the env families (:mod:`promogym.envs.families`) it can act in;
 - ``default``: among the baselines an experiment scores when none are named;
-- ``static``: a static rule (one decision whatever the state): a candidate for the reference of the
-  normalized score (see :func:`reference_policy`);
+- ``static``: a static rule (one decision whatever the state), as listings describe it (the reference of the
+  normalized score is the best baseline not told the truth, static or not: :func:`reference_policy`);
 - ``plans``: it plans with a response model, so it can also be scored planning with the simulator
   (``name@sim``);
 - ``knows_truth``: it reads the world's hidden truth, so its score in a simulator means nothing.
