@@ -333,6 +333,12 @@ def check_compatible(env_id: str, algo: str, env_config: dict[str, Any] | None =
                          f"{' or '.join(s.__name__ for s in SUPPORTED[algo])}")
 
 
+def resolved_hyperparams(env_id: str, algo: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameters a run of ``algo`` on ``env_id`` trains with: the table's row with ``overrides`` on top
+    (what a pipeline stage's key must hold, so that a changed table row retrains rather than reuses)."""
+    return {**load_hyperparams(env_id, algo), **(overrides or {})}
+
+
 def load_hyperparams(env_id: str, algo: str) -> dict[str, Any]:
     """The hyperparameters of ``algo`` on ``env_id`` from the YAML table (``hyperparams.yml``); empty when not
     listed."""
@@ -501,7 +507,8 @@ class ExpectedReward(gym.Wrapper[Any, Any, Any, Any]):
         obs, reward, terminated, truncated, info = self.env.step(action)
         c = info["components"]
         realized = c["revenue"] - c["cost"] - c["coupon_spend"]
-        expected = info.get("expected_profit_served", info["expected_profit"])
+        served = info.get("expected_profit_served", np.nan)
+        expected = served if np.isfinite(served) else info["expected_profit"]
         return obs, float(reward - realized + expected), terminated, truncated, info
 
 
@@ -737,9 +744,10 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     resumed run continues from its own checkpoint."""
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
+    commit = git_commit()  # the code that trains, before a long run
     probe = {**spec.env_config, "response": spec.response}  # a world-free env's only response is the spec's
     check_compatible(spec.env_id, spec.algo, probe)
-    params = {**load_hyperparams(spec.env_id, spec.algo), **spec.hyperparams}
+    params = resolved_hyperparams(spec.env_id, spec.algo, spec.hyperparams)
     check_hyperparams(spec.algo, params, spec.env_id, probe)
     spec.hyperparams = params
     if spec.init_from is not None:
@@ -794,7 +802,7 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
     if (run / "evaluations.npz").is_file():  # rewritten by EvalCallback at every evaluation
         files["evaluations.npz"] = _sha((run / "evaluations.npz").read_bytes())
     meta = {"env_id": spec.env_id, "algo": spec.algo, "seed": spec.seed, "timesteps": spec.timesteps,
-            "resumed_from_step": done, "wall_seconds": time.perf_counter() - start, "commit": git_commit(),
+            "resumed_from_step": done, "wall_seconds": time.perf_counter() - start, "commit": commit,
             "versions": package_versions(), "response": spec.response,
             "response_sha256": response_hash(spec.response),
             "policy": _policy_choice(spec.algo, params)[0],

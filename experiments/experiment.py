@@ -517,6 +517,8 @@ class Experiment(Pipeline):
 
     def train_payloads(self, response: str) -> list[dict[str, Any]]:
         """One training trial per (env, simulator, algorithm, seed)."""
+        from promogym.agents.train import resolved_hyperparams
+
         tc = self.cfg.train
         out = []
         for env_id, sec in self.cfg.envs.items():
@@ -525,11 +527,12 @@ class Experiment(Pipeline):
                     for seed in range(tc.seeds):
                         resp = response if on == SIM else WORLD
                         eval_freq = tc.eval_freq or max(1, sec.timesteps // 20)
+                        overrides = dict(sec.hyperparams.get(algo) or {})
                         settings = {"env_id": env_id, "algo": algo, "seed": seed, "timesteps": sec.timesteps,
                                     "response": resp, "env_config": dict(sec.config), "eval_freq": eval_freq,
-                                    "eval_episodes": tc.eval_episodes,
-                                    "hyperparams": dict(sec.hyperparams.get(algo) or {})}
-                        key = key_of("train", settings if on == WORLD else {**settings, "response": SIM},
+                                    "eval_episodes": tc.eval_episodes, "hyperparams": overrides}
+                        keyed = {**settings, "hyperparams": resolved_hyperparams(env_id, algo, overrides)}
+                        key = key_of("train", keyed if on == WORLD else {**keyed, "response": SIM},
                                      self.ids["predictor"] if on == SIM else None)
                         run_dir = self.out / "train" / short_name(env_id) / on / f"{algo}_s{seed}"
                         out.append({**settings, "key": key, "dir": str(run_dir), "on": on,

@@ -88,6 +88,7 @@ def fit_models(pipe: Pipeline, encoder: str, finetune_epochs: int, train_rows: i
 # ---------------------------------------------------------------------------------------- stage 2: train
 def train_agents(pipe: Pipeline, specs: dict[str, str], args: TrackSettings) -> list[Path]:
     """MaskablePPO on the BERT simulator, one trial per seed (the experiment's training trial)."""
+    from promogym.agents.train import resolved_hyperparams
     from promogym.experiments.experiment import train_trial
 
     payloads: list[dict[str, Any]] = []
@@ -96,7 +97,9 @@ def train_agents(pipe: Pipeline, specs: dict[str, str], args: TrackSettings) -> 
         settings: dict[str, Any] = {"env_id": ENV_ID, "algo": "maskable_ppo", "seed": seed, "timesteps": args.timesteps,
                     "response": specs["bert"], "env_config": args.env_config(),
                     "eval_freq": max(1000, args.timesteps // 10), "eval_episodes": 5, "hyperparams": {}}
-        key = key_of("train", {**settings, "response": "bert"}, pipe.ids["models/bert"])
+        key = key_of("train", {**settings, "response": "bert",
+                               "hyperparams": resolved_hyperparams(ENV_ID, "maskable_ppo", settings["hyperparams"])},
+                     pipe.ids["models/bert"])
         payloads.append({**settings, "key": key, "dir": str(run), "record": str(run / "trial.json")})
     pipe.trials("rl", payloads, train_trial, lambda p: f"trained {p['dir']}", unit="runs")
     return [Path(p["dir"]) for p in payloads]

@@ -475,6 +475,7 @@ class Loop(Pipeline):
               deps: list[str], steps: int | None = None) -> Path:
         """A train stage: the agent trained on ``response`` (a simulator, or the world) for ``steps`` (default: the
         round's), warm-started from ``init_from``'s run."""
+        from promogym.agents.train import resolved_hyperparams
         from promogym.experiments.experiment import train_trial
 
         ac = self.cfg.agent
@@ -491,7 +492,9 @@ class Loop(Pipeline):
             self.echo(f"{name}: {ac.algo} {steps:,} steps {where} ({result['seconds']:.0f} s)")
             return {"train_seconds": result["seconds"]}
 
-        key = key_of("loop-train", ac.to_dict(), steps, seed, round_, deps)
+        key = key_of("loop-train", {**ac.to_dict(), "hyperparams": resolved_hyperparams(self.cfg.env, ac.algo,
+                                                                                         ac.hyperparams)},
+                     steps, seed, round_, deps)
         return self.stage(name, key, build)
 
     def gate(self, name: str, variant: str, candidate: str, incumbent: str, response: str, data: list[Path],

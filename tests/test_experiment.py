@@ -101,6 +101,25 @@ def test_stage_keys_follow_their_inputs_only(tmp_path):
     assert {k for k in train0 if train3[k] != train0[k]} == {k for k in train0 if "DynamicPricing" in k}
 
 
+def test_a_changed_hyperparameter_table_row_retrains(tmp_path, monkeypatch):
+    """A training stage's key holds the hyperparameters it trains with, the table's row included: editing
+    agents/hyperparams.yml retrains the runs that use that row on resume instead of reusing the old agents."""
+    import promogym.agents.train as train_module
+
+    def keys() -> dict[str, str]:
+        ex = Experiment(ExperimentConfig.from_dict(smoke_dict()), tmp_path, progress=False, echo=lambda s: None)
+        ex.ids.update(logs="logs-1", predictor="fit-1")
+        return {f"{r['on']}/{r['env_id']}/{r['algo']}/{r['seed']}": r["key"] for r in ex.train_payloads("bert:/x")}
+
+    before = keys()
+    table = train_module.load_hyperparams
+    monkeypatch.setattr(train_module, "load_hyperparams", lambda env_id, algo: {
+        **table(env_id, algo), **({"learning_rate": 1e-5} if "DynamicPricing" in env_id else {})})
+    after = keys()
+    assert {k for k in before if after[k] != before[k]} == {k for k in before if "DynamicPricing" in k}
+    assert any("DynamicPricing" in k for k in before) and any("DynamicPricing" not in k for k in before)
+
+
 # ---------------------------------------------------------------------------------------- trials
 def _square(x: int) -> int:
     return x * x
