@@ -407,6 +407,7 @@ def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu"
     machine and package versions, to its JSON file in ``out_dir``; a device run is compared with the CPU figures found
     there; ``env_ids`` (``env`` only): the envs to run, default all. Returns what was written."""
     fn, pin = BENCHES[name]
+    commit = git_commit()  # the code measured, before a long measurement
     cpu = pin_one_core() if pin else None
     extra: tuple[Any, ...] = (device,) if name in DEVICE_BENCHES else (env_ids,) if name == "env" else ()
     figures = fn(quick, *extra)
@@ -416,7 +417,7 @@ def run_bench(name: str, out_dir: Path, quick: bool = False, device: str = "cpu"
         "quick": quick,
         "pinned_cpu": cpu,
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine_info(),
         "versions": package_versions(),
     }

@@ -556,9 +556,10 @@ def trial_record(trial: Any) -> dict[str, Any]:
 
 
 def summarize(spec: TuneSpec, study: Any, table: Mapping[str, Any], wall_seconds: float,
-              command: str) -> dict[str, Any]:
-    """The results: budget, search space, every trial, the baseline and the best trial, provenance."""
-    from promogym.core.io import git_commit, machine_info, package_versions
+              command: str, commit: str | None) -> dict[str, Any]:
+    """The results: budget, search space, every trial, the baseline and the best trial, provenance (``commit``:
+    the code's commit when the search started)."""
+    from promogym.core.io import machine_info, package_versions
 
     trials = [trial_record(t) for t in study.get_trials(deepcopy=False)
               if _state(t) in ("complete", "pruned", "fail", "interrupted")]
@@ -600,7 +601,7 @@ def summarize(spec: TuneSpec, study: Any, table: Mapping[str, Any], wall_seconds
             **{k: best[k] for k in ("number", "value", "params", "hyperparams")},
             "over_baseline": None if baseline is None else best["value"] - baseline["value"]},
         "trials": trials,
-        "commit": git_commit(), "versions": versions,
+        "commit": commit, "versions": versions,
     }
 
 
@@ -690,14 +691,14 @@ def tune(spec: TuneSpec, out: Path, progress: bool = False, command: str = "") -
     """Run (or resume) the search and write its results in ``out`` (:func:`output_files`): the JSON, the YAML
     entry of the best hyperparameters and the history PNG. Returns the results; ValueError for a study folder
     holding other settings."""
-    from promogym.core.io import atomic_path, write_json
+    from promogym.core.io import atomic_path, git_commit, write_json
 
     table = check(spec)
     files = output_files(out, spec.name)
     files["study"].mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), git_commit()
     study = run_study(spec, files["study"], table, progress)
-    result = summarize(spec, study, table, time.perf_counter() - start, command)
+    result = summarize(spec, study, table, time.perf_counter() - start, command, commit)
     write_json(files["json"], result)
     if result["best"] is not None:
         with atomic_path(files["yml"]) as tmp:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
+
+import pytest
 
 import promogym.experiments.pipeline as pipeline_module
 from promogym.core.io import git_commit
@@ -43,27 +46,42 @@ def test_the_span_of_a_run_reads_when_stages_finished_not_file_times(tmp_path):
     assert pipe.stage_timing() == {"stage_seconds": 30.0, "span_seconds": 510.0}
 
 
-def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path):
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkeypatch):
     """A checkout with a modified tracked file outside results/ is recorded as '<sha>-dirty'; a command's outputs
-    under results/ and untracked files do not count; outside a checkout there is no commit."""
+    under results/ (also moved within it) and untracked files do not count; a file moved into results/ does;
+    outside a checkout there is no commit."""
+    for name in [k for k in os.environ if k.startswith("GIT_")]:  # e.g. GIT_DIR set by a hook: not this repo
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # /tmp inside a checkout: not found
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)  # no signing or hooks from the user's configuration
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
     def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                       capture_output=True)
 
     git("init", "-q")
-    (tmp_path / "results").mkdir()
-    (tmp_path / "code.py").write_text("x = 1\n")
-    (tmp_path / "results" / "table.md").write_text("| a |\n")
+    (repo / "results").mkdir()
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "results" / "table.md").write_text("| a |\n")
     git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    assert git_commit(tmp_path) == sha
-    (tmp_path / "results" / "table.md").write_text("| b |\n")
-    (tmp_path / "new.py").write_text("y = 2\n")
-    assert git_commit(tmp_path) == sha
-    (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_commit(tmp_path) == f"{sha}-dirty"
-    (tmp_path / "elsewhere").mkdir()
-    assert git_commit(tmp_path / "elsewhere") == f"{sha}-dirty"  # from a subfolder: the whole checkout counts
-    outside = tmp_path.parent / f"{tmp_path.name}_plain"
+    git("commit", "-q", "-m", "first")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert git_commit(repo) == sha
+    (repo / "results" / "table.md").write_text("| b |\n")
+    (repo / "new.py").write_text("y = 2\n")
+    git("mv", "results/table.md", "results/moved.md")
+    assert git_commit(repo) == sha
+    (repo / "elsewhere").mkdir()
+    git("mv", "code.py", "results/code.py")
+    assert git_commit(repo / "elsewhere") == f"{sha}-dirty"  # from a subfolder: the whole checkout counts
+    git("mv", "results/code.py", "code.py")
+    assert git_commit(repo) == sha
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo) == f"{sha}-dirty"
+    outside = tmp_path / "plain"
     outside.mkdir()
     assert git_commit(outside) is None

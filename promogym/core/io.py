@@ -103,18 +103,28 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
     files outside ``results/`` differ from it (the code that ran is not exactly that commit; what commands write
     under ``results/`` does not count), or None outside a git checkout."""
     where = cwd or Path(__file__).resolve().parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # reading the status must not take the index lock
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where,
-                             check=False)
-        commit = res.stdout.strip()
-        if not commit or res.returncode != 0:
-            return None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                 ":(top,exclude)results"], capture_output=True, text=True, timeout=10, cwd=where,
-                                check=False)
+                             check=False, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
-    return f"{commit}-dirty" if status.returncode == 0 and status.stdout.strip() else commit
+    commit = res.stdout.strip()
+    if not commit or res.returncode != 0:
+        return None
+    try:  # paths relative to the checkout's root, NUL-separated; a rename lists its new path, then its old one
+        status = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=10, cwd=where, check=False, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return commit
+    fields, paths = iter(status.stdout.split("\0")), []
+    for entry in fields:
+        if entry:
+            paths.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: its source path follows
+                paths.append(next(fields, ""))
+    dirty = status.returncode == 0 and any(not p.startswith("results/") for p in paths)
+    return f"{commit}-dirty" if dirty else commit
 
 
 def machine_info() -> dict[str, Any]:
