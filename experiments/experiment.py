@@ -233,7 +233,7 @@ class ExperimentConfig:
         """Validate a parsed YAML config; every problem is a ValueError naming the key."""
         from promogym import envs
         from promogym.agents.registry import check_policy
-        from promogym.agents.train import ALGOS, check_compatible, check_hyperparams, load_hyperparams
+        from promogym.agents.train import ALGOS, check_compatible, check_hyperparams, resolved_hyperparams
 
         name, sections = read_sections(raw, cls.SECTIONS, ("envs",), "an experiment config")
         env_raw = raw.get("envs")
@@ -262,7 +262,7 @@ class ExperimentConfig:
                 if not isinstance(params, Mapping):
                     raise ValueError(f"envs.{env_id}.hyperparams.{algo} must be a mapping of settings")
                 try:  # the settings as training will use them: agents/hyperparams.yml, then the config's
-                    check_hyperparams(algo, {**load_hyperparams(env_id, algo), **params}, env_id, dict(sec.config))
+                    check_hyperparams(algo, resolved_hyperparams(env_id, algo, params), env_id, dict(sec.config))
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"envs.{env_id}.hyperparams.{algo}: {exc}") from exc
             for b in sec.baselines or ():

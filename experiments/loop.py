@@ -221,7 +221,7 @@ class LoopConfig:
         """What needs the env: its config, the algorithm and hyperparameters, the incumbent, the exploration and
         a logs file of the same world (ValueError naming the key)."""
         from promogym.agents.registry import check_policy, entry, is_run_folder
-        from promogym.agents.train import check_compatible, check_hyperparams, load_hyperparams
+        from promogym.agents.train import check_compatible, check_hyperparams, resolved_hyperparams
         from promogym.envs.recording import ExploreWrapper
 
         try:
@@ -234,8 +234,8 @@ class LoopConfig:
             raise ValueError(f"deploy.exploration: {exc}") from exc
         try:
             check_compatible(self.env, self.agent.algo, self.env_config)
-            check_hyperparams(self.agent.algo, {**load_hyperparams(self.env, self.agent.algo),
-                                                **self.agent.hyperparams}, self.env, self.env_config)
+            check_hyperparams(self.agent.algo, resolved_hyperparams(self.env, self.agent.algo, self.agent.hyperparams),
+                              self.env, self.env_config)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"agent: {exc}") from exc
         spec = self.deploy.incumbent

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``promogym train`` with the parsed ``args``; returns the exit status (CLIError for bad input)."""
-    from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, load_hyperparams, train
+    from promogym.agents.train import TrainSpec, check_compatible, check_hyperparams, resolved_hyperparams, train
 
     seed = integer_arg(args.seed, "--seed", 0)
     timesteps = integer_arg(args.timesteps, "--timesteps", 1)
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     response = resolve_response(args.env, args.response, env_config)
     try:
         check_compatible(args.env, args.algo, {**env_config, "response": response})
-        check_hyperparams(args.algo, {**load_hyperparams(args.env, args.algo), **overrides}, args.env,
+        check_hyperparams(args.algo, resolved_hyperparams(args.env, args.algo, overrides), args.env,
                           {**env_config, "response": response})
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
