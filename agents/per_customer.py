@@ -104,6 +104,20 @@ def env_item_features(env: Any) -> int:
     return int(features)
 
 
+def widen_item_statistics(values: np.ndarray, layout: CohortLayout) -> np.ndarray:
+    """Per-feature statistics of a flat observation (the normalization's means or variances) of ``n`` items with
+    ``layout``'s item and global features, repeated over ``layout.n_items`` items (``n`` must divide it): a policy
+    trained on batches of ``n`` reads a batch of ``layout.n_items`` with the same statistics for every item.
+    ValueError when the statistics have no such layout."""
+    values = np.asarray(values)
+    f, g = layout.item_features, layout.global_features
+    n, rest = divmod(len(values) - g, f)
+    if rest or n < 1 or layout.n_items % n:
+        raise ValueError(f"{len(values)} statistics are not {f} per item of a batch dividing {layout.n_items} items "
+                         f"and {g} global ones")
+    return np.concatenate([np.tile(values[: n * f], layout.n_items // n), values[n * f:]])
+
+
 def env_policy_kwargs(env: Any) -> dict[str, Any]:
     """The policy kwargs a per-customer policy reads from an env: ``{"item_features": F}`` (ValueError as
     :func:`env_item_features`)."""
@@ -419,4 +433,4 @@ def count_parameters(policy: nn.Module) -> int:
 
 __all__ = ["CohortLayout", "FactorisedCategoricalDistribution",
            "MaskableFactorisedCategoricalDistribution", "PerCustomerNet", "PerCustomerPPOPolicy", "PerCustomerPolicy",
-           "count_parameters", "env_item_features", "env_policy_kwargs"]
+           "count_parameters", "env_item_features", "env_policy_kwargs", "widen_item_statistics"]

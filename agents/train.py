@@ -21,6 +21,13 @@ objective. The earlier run must be of the same env id and algorithm, on the same
 with the same policy architecture (class, tensor names and shapes, layers); anything else is refused before the
 run folder is touched. ``config.yml`` keeps the folder and ``metadata.json`` its model's sha256.
 
+A run trains where ``train_split`` (a hyperparameter, default 1) says: with ``k`` > 1 the training and its
+evaluations play the env with every step's batch of arrivals split into ``k`` steps of a batch ``k`` times smaller
+(:func:`promogym.envs.base.split_config`; PromoRecommendation-v0's 8 visitors a step become 8 steps of one), so
+each reward sums fewer decisions. Only a policy whose parameters do not depend on the batch (``per_customer``) can
+then act on the env as configured: :class:`LearnedPolicy` loads it with that env's spaces and repeats the
+normalization statistics of the smaller batch over the larger one.
+
 Nothing is unpickled from a file the project did not write. The normalization statistics are plain JSON
 (running means, variances and counts, clip values, epsilon, gamma) from which ``VecNormalize`` is rebuilt.
 SB3's model zips hold cloudpickled objects, so they are loaded only from run folders whose ``manifest.json``
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
@@ -43,7 +51,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +62,15 @@ from gymnasium import spaces
 
 from promogym import envs
 from promogym.core.io import atomic_path, git_commit, package_versions, write_json
-from promogym.envs.base import probe_config
+from promogym.envs.base import probe_config, split_config
 
 log = logging.getLogger(__name__)
 
 HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
 # the reward a model trains on: the env's (realized) or its expectation under the response backend (ExpectedReward)
 TRAINING_REWARDS = ("realized", "expected")
+# hyperparameters promogym reads itself (not the algorithm's): how the reward is computed, how the batches split
+OWN_KEYS = ("training_reward", "train_split")
 ALGOS = ("ppo", "a2c", "sac", "td3", "dqn", "maskable_ppo", "recurrent_ppo")
 # which action spaces each algorithm can act in
 SUPPORTED: dict[str, tuple[type[spaces.Space[Any]], ...]] = {
@@ -119,7 +129,8 @@ class TrainSpec:
         _count("n_envs", self.n_envs, 1)
         if not isinstance(self.hyperparams, Mapping):
             raise ValueError(f"TrainSpec.hyperparams must be a mapping, got {self.hyperparams!r}")
-        check_hyperparams(self.algo, self.hyperparams)
+        # the overrides with the table's row under them: an override is checked against the policy the run uses
+        check_hyperparams(self.algo, resolved_hyperparams(self.env_id, self.algo, self.hyperparams))
 
 
 def algo_class(algo: str) -> Any:
@@ -196,7 +207,8 @@ def model_arguments(algo: str, params: Mapping[str, Any], env: Any) -> tuple[Any
     defaults (torch classes) to policy_kwargs in place."""
     kwargs = copy.deepcopy(dict(params))
     kwargs.pop("policy", None)
-    kwargs.pop("training_reward", None)
+    for key in OWN_KEYS:
+        kwargs.pop(key, None)
     name, choice = _policy_choice(algo, params)
     if choice is None:
         return name, kwargs
@@ -287,6 +299,15 @@ def check_hyperparams(algo: str, params: Mapping[str, Any], env_id: str | None =
             if value not in TRAINING_REWARDS:
                 raise ValueError(f"hyperparameter training_reward must be one of {', '.join(TRAINING_REWARDS)}, "
                                  f"got {value!r}")
+            continue
+        if key == "train_split":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"hyperparameter train_split must be an integer >= 1, got {value!r}")
+            if value > 1 and name != "per_customer":
+                raise ValueError(f"hyperparameter train_split {value} needs policy per_customer (parameters that do "
+                                 f"not depend on the batch size), not {name}")
+            if env_id is not None:
+                split_config(env_id, env_config, value)
             continue
         if key not in accepted:
             near = [k for k in sorted(accepted) if k[:3] == str(key)[:3]]
@@ -382,9 +403,11 @@ def _norm_bytes(vec: Any) -> bytes:
     return (json.dumps(normalization_dict(vec), indent=1) + "\n").encode()
 
 
-def normalization_from_bytes(data: bytes, venv: Any, where: Path | str, training: bool = False) -> Any:
+def normalization_from_bytes(data: bytes, venv: Any, where: Path | str, training: bool = False,
+                             widen: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
     """A VecNormalize around ``venv`` rebuilt from a normalization file's bytes; ValueError naming ``where`` when
-    the file is truncated, malformed or does not fit the env's observations."""
+    the file is truncated, malformed or does not fit the env's observations. ``widen`` maps the file's observation
+    means and variances onto the env's observation (statistics of a smaller batch repeated over a larger one)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     try:
@@ -411,6 +434,8 @@ def normalization_from_bytes(data: bytes, venv: Any, where: Path | str, training
             mean = np.asarray(part["mean"], dtype=np.float64)
             var = np.asarray(part["var"], dtype=np.float64)
             count = float(part["count"])
+            if widen is not None and name == "obs_rms" and mean.ndim == 1 and mean.shape == var.shape:
+                mean, var = widen(mean), widen(var)
             if mean.shape != shape or var.shape != shape:
                 raise ValueError(f"{name} has shape {mean.shape}, the env's is {shape}")
             if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all() and count > 0):
@@ -512,11 +537,16 @@ class ExpectedReward(gym.Wrapper[Any, Any, Any, Any]):
         return obs, float(reward - realized + expected), terminated, truncated, info
 
 
+def train_split(params: Mapping[str, Any]) -> int:
+    """The ``train_split`` of resolved hyperparameters (1: train on the env as configured)."""
+    return int(params.get("train_split", 1))
+
+
 def _make_vec(spec: TrainSpec, seed: int, training: bool) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    cfg = {**spec.env_config, "response": spec.response}
+    cfg = {**split_config(spec.env_id, spec.env_config, train_split(spec.hyperparams)), "response": spec.response}
     expected = training and spec.hyperparams.get("training_reward", "realized") == "expected"
 
     def factory(rank: int) -> Any:
@@ -847,11 +877,20 @@ class LearnedPolicy:
         manifest = None if trust else read_manifest(run)
         model_data = read_verified(run, file, trust, manifest)  # both vouched for before anything is loaded
         stats_data = read_verified(run, stats, trust, manifest)
-        dummy = DummyVecEnv([lambda: env if env is not None else gym.make(
-            self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))])
-        self.norm = normalization_from_bytes(stats_data, dummy, run / stats)
+        target = env if env is not None else gym.make(
+            self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
+        widen, spaces_now = None, {}
+        if train_split(cfg.get("hyperparams") or {}) > 1:  # trained on smaller batches: act with this env's
+            from promogym.agents.per_customer import CohortLayout, env_item_features, widen_item_statistics
+
+            layout = CohortLayout.from_spaces(target.observation_space, target.action_space,
+                                              env_item_features(target))
+            widen = functools.partial(widen_item_statistics, layout=layout)
+            spaces_now = {"custom_objects": {"observation_space": target.observation_space,
+                                             "action_space": target.action_space}}
+        self.norm = normalization_from_bytes(stats_data, DummyVecEnv([lambda: target]), run / stats, widen=widen)
         try:
-            self.model = _load_model(algo_class(self.algo), model_data, device="cpu")
+            self.model = _load_model(algo_class(self.algo), model_data, device="cpu", **spaces_now)
         except Exception as exc:  # a truncated zip under trust: any error of the zip/torch readers
             raise ValueError(f"run folder {run}: {file} cannot be read ({type(exc).__name__})") from None
         self.env: Any = env.unwrapped if env is not None else None

@@ -100,6 +100,33 @@ def probe_config(env_id: str, env_config: Mapping[str, Any] | None = None, respo
     return cfg
 
 
+def split_config(env_id: str, env_config: Mapping[str, Any] | None, k: int) -> dict[str, Any]:
+    """``env_config`` with every step's batch of arrivals split into ``k`` steps of a batch ``k`` times smaller: the
+    env's ``batch_split`` (the batch-size key, divided by ``k``; the steps-per-period keys, multiplied by ``k``), so
+    the same arrivals meet the same season in decisions ``k`` times smaller. ``k`` = 1: ``env_config`` as it is.
+    ValueError when the env declares no ``batch_split``, or ``k`` does not divide its batch size."""
+    from promogym.envs.families import env_class
+
+    cfg = dict(env_config or {})
+    if k == 1:
+        return cfg
+    cls = env_class(env_id)
+    split = getattr(cls, "batch_split", None)
+    if split is None:
+        raise ValueError(f"{env_id} does not split its steps' batches (its class declares no batch_split); "
+                         f"train_split must be 1 there")
+    size_key, step_keys = split
+    resolved = cls.config_class.coerce({key: v for key, v in cfg.items() if key != "response"})  # type: ignore[attr-defined]
+    size = int(getattr(resolved, size_key))
+    if size % k:
+        raise ValueError(f"train_split {k} does not divide {env_id}'s {size_key} ({size})")
+    cfg[size_key] = size // k
+    for key in step_keys:
+        cfg[key] = int(getattr(resolved, key)) * k
+    cls.config_class.coerce({key: v for key, v in cfg.items() if key != "response"})  # type: ignore[attr-defined]
+    return cfg
+
+
 def resolve_config(config_class: type[ConfigBase], config: ConfigBase | Mapping[str, Any] | None,
                    overrides: Mapping[str, Any], render_mode: str | None, render_modes: list[str]) -> Any:
     """An env's validated config from a config object or mapping plus keyword overrides (a response model
@@ -285,6 +312,9 @@ class MarketEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
     config_class: type[MarketEnvConfig] = MarketEnvConfig
+    # (batch-size key, steps-per-period keys) of an env whose step serves a batch of independent arrivals that can
+    # be served in smaller steps (:func:`split_config`); None: the env's steps do not split
+    batch_split: tuple[str, tuple[str, ...]] | None = None
 
     def __init__(self, config: MarketEnvConfig | Mapping[str, Any] | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:

@@ -169,6 +169,8 @@ class PromoRecommendationEnv(MarketEnv):
     family = RECOMMENDATION
     config: PromoRecommendationConfig
     item_features = PAIR_FEATURES  # per (visitor, candidate) block: what per-item policies read
+    # visitors arrive independently: a step of 8 visitors can be served as 8 steps of one (split_config)
+    batch_split = ("visitors", ("steps_per_day",))
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         super().__init__(config, render_mode, **overrides)

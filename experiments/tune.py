@@ -282,9 +282,11 @@ class _ModelPolicy:
 
 @dataclasses.dataclass
 class _Scorer:
-    """Mean return of a model over the fixed evaluation seeds, in the ground truth; counts the steps it plays."""
+    """Mean return of a model over the fixed evaluation seeds, in the ground truth; counts the steps it plays. A
+    model trained with ``train_split`` ``split`` plays the env it trains on (its batches split the same way)."""
 
     spec: TuneSpec
+    split: int = 1
     steps: int = 0
     env: Any = None
 
@@ -292,11 +294,12 @@ class _Scorer:
         import gymnasium as gym
 
         from promogym.agents.base import run_episode
-        from promogym.envs.base import world_config
+        from promogym.envs.base import split_config, world_config
 
         if self.env is None:
-            cfg = (world_config(self.spec.env_config) if self.spec.response == "world"
-                   else {**self.spec.env_config, "response": self.spec.response})
+            env_config = split_config(self.spec.env_id, self.spec.env_config, self.split)
+            cfg = (world_config(env_config) if self.spec.response == "world"
+                   else {**env_config, "response": self.spec.response})
             self.env = gym.make(self.spec.env_id, config=cfg)
         policy = _ModelPolicy(model, self.env, self.spec.algo)
         rows = [run_episode(self.env, policy, s) for s in self.spec.eval_seeds]
@@ -311,7 +314,7 @@ def train_and_score(spec: TuneSpec, hyperparams: Mapping[str, Any],
     (prune). Returns ``(final value or None when stopped, train steps, eval steps)``."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from promogym.agents.train import TrainSpec, _make_vec, algo_class, model_arguments
+    from promogym.agents.train import TrainSpec, _make_vec, algo_class, model_arguments, train_split
 
     # the trainer's env construction, so observation and reward normalization are exactly what `train` does
     train_spec = TrainSpec(env_id=spec.env_id, algo=spec.algo, seed=spec.seed, timesteps=spec.timesteps,
@@ -320,7 +323,7 @@ def train_and_score(spec: TuneSpec, hyperparams: Mapping[str, Any],
     train_env = _make_vec(train_spec, spec.seed, training=True)
     policy, kwargs = model_arguments(spec.algo, hyperparams, train_env)
     model = algo_class(spec.algo)(policy, train_env, seed=spec.seed, verbose=0, **kwargs)
-    score = _Scorer(spec)
+    score = _Scorer(spec, split=train_split(hyperparams))
 
     class Evaluate(BaseCallback):
         """Scores the model every ``eval_every`` steps (before the last) and stops when the trial is pruned."""

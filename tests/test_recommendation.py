@@ -210,3 +210,38 @@ def test_a_bert_backend_holds_every_pair_before_the_first_step(tiny_model, monke
             env.reset()
     assert calls == []
 
+
+
+def test_the_text_ceiling_plans_without_what_the_world_hides():
+    """``revealed`` plans with the world's utilities in expectation over the hidden customer taste and product
+    appeal: changing those changes the oracle's displays, never the text ceiling's."""
+    env = make(visitors=8, horizon=2, steps_per_day=2)
+    ctx = PolicyContext(ID, env)
+    obs, _ = env.reset(seed=0)
+    revealed, oracle = make_policy("revealed", env, ctx), make_policy("oracle", env, ctx)
+    before = revealed.act(obs), oracle.act(obs)
+    market = env.unwrapped.market
+    market._value = 2 * market._value_revealed - market._value  # every product's hidden appeal flipped
+    market.customers.taste[:] = -market.customers.taste
+    np.testing.assert_array_equal(revealed.act(obs), before[0])
+    assert (oracle.act(obs) != before[1]).any()
+
+
+def test_the_text_ceiling_earns_between_the_margin_rule_and_the_oracle():
+    """In the world's expectation on the same visitors: the oracle, then the text ceiling, then highest margin."""
+    env = make(visitors=8, horizon=6, steps_per_day=4)
+    ctx = PolicyContext(ID, env)
+
+    def expected(name):
+        policy, total = make_policy(name, env, ctx), 0.0
+        for seed in range(4):
+            obs, _ = env.reset(seed=seed)
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs))
+                total += info["expected_profit_world"]
+                done = terminated or truncated
+        return total
+
+    values = {name: expected(name) for name in ("margin", "revealed", "oracle")}
+    assert values["oracle"] > values["revealed"] > values["margin"]
