@@ -131,28 +131,7 @@ class GreedyRecommender(EnvPolicy):
         return np.where(chosen, e.config.levels - 1, 0).astype(np.int64).ravel()
 
 
-class RevealedUtilities:
-    """A response backend with the world's log-odds in expectation over what neither the texts nor the offer nor the
-    market state reveal (each customer's hidden taste and price-sensitivity deviation, each product's hidden
-    appeal): :meth:`Market.revealed_purchase_proba` on the log-odds scale. What a perfect text model could plan
-    with; the world's own products differ from it by their appeal, which a season's few displays of each product
-    barely reveal."""
-
-    name = "revealed"
-    is_world = False
-
-    def __init__(self, market: Any) -> None:
-        self.market = market
-
-    def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
-               state: Any) -> np.ndarray:
-        """Log-odds of the revealed purchase probability of each offer."""
-        p = np.clip(self.market.revealed_purchase_proba(users, items, price, coupon, state), 1e-12, 1 - 1e-12)
-        return np.log(p) - np.log1p(-p)
-
-
-__all__ = ["Bestsellers", "GreedyRecommender", "HighestMargin", "RevealedUtilities", "UniformDisplay",
-           "greedy_assortment", "top_levels"]
+__all__ = ["Bestsellers", "GreedyRecommender", "HighestMargin", "UniformDisplay", "greedy_assortment", "top_levels"]
 
 
 # ---------------------------------------------------------------------------------------- registry
@@ -184,7 +163,9 @@ def _greedy(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> Gree
                  help="the text ceiling: greedy assortments by the world's utilities without their hidden parts "
                       "(customer taste, product appeal)")
 def _revealed(env: gym.Env[Any, Any], ctx: PolicyContext, arg: str | None) -> GreedyRecommender:
-    return GreedyRecommender(env, simulator=RevealedUtilities(env.unwrapped.market))  # type: ignore[attr-defined]
+    from promogym.envs.backends import RevealedBackend
+
+    return GreedyRecommender(env, simulator=RevealedBackend(env.unwrapped.market))  # type: ignore[attr-defined]
 
 
 @register_policy("oracle", families=("recommendation",), knows_truth=True,

@@ -77,10 +77,14 @@ class WorldBackend:
     def __init__(self, market: Market) -> None:
         self.market = market
 
+    def _logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                context: MarketState | Mapping[str, Any]) -> np.ndarray:
+        return self.market.utility(users, items, price, coupon, context)
+
     def logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
                state: MarketState) -> np.ndarray:
         """The market's true utilities of the offers (see :meth:`ResponseBackend.logits`)."""
-        return self.market.utility(users, items, price, coupon, state)
+        return self._logits(users, items, price, coupon, state)
 
     def row_logits(self, rows: pd.DataFrame, price: np.ndarray | None = None,
                    coupon: np.ndarray | None = None) -> np.ndarray:
@@ -89,7 +93,22 @@ class WorldBackend:
         :meth:`ResponseBackend.row_logits`)."""
         context = ("day", "reference_price", "fatigue")
         u, i, p, c = _row_offer(rows, price, coupon, context)
-        return self.market.utility(u, i, p, c, {k: np.asarray(rows[k]) for k in context})
+        return self._logits(u, i, p, c, {k: np.asarray(rows[k]) for k in context})
+
+
+class RevealedBackend(WorldBackend):
+    """The world's log-odds in expectation over what neither the texts nor the offer nor the market state reveal
+    (each customer's hidden taste and price-sensitivity deviation, each product's hidden appeal):
+    :meth:`Market.revealed_purchase_proba` on the log-odds scale. What a perfect text model could plan with (the
+    text ceiling); not the world: the world's products differ from it by their appeal."""
+
+    name = "revealed"
+    is_world = False
+
+    def _logits(self, users: np.ndarray, items: np.ndarray, price: np.ndarray, coupon: np.ndarray,
+                context: MarketState | Mapping[str, Any]) -> np.ndarray:
+        p = np.clip(self.market.revealed_purchase_proba(users, items, price, coupon, context), _EPS, 1 - _EPS)
+        return np.log(p) - np.log1p(-p)
 
 
 class ModelBackend:

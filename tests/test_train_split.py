@@ -104,3 +104,17 @@ def test_a_policy_trained_one_visitor_a_step_acts_on_each_of_several_as_on_one_a
         own = np.concatenate([obs[k * block:(k + 1) * block], obs[4 * block:]])
         normalized = np.clip((own - mean) / np.sqrt(var + stats["epsilon"]), -stats["clip_obs"], stats["clip_obs"])
         np.testing.assert_allclose(logits[k], _actor_logits(policy, normalized, u.width), rtol=1e-5, atol=1e-5)
+
+
+def test_a_tuning_trial_scores_a_split_model_on_the_env_it_trains_on():
+    from promogym.agents.train import resolved_hyperparams
+    from promogym.experiments import tune
+
+    spec = tune.TuneSpec(REC, "maskable_ppo", trials=1, timesteps=96, eval_episodes=1, env_config=SMALL)
+    params = resolved_hyperparams(REC, "maskable_ppo", {"n_steps": 48, "batch_size": 24, "n_epochs": 1})
+    assert params["train_split"] == 8  # the table's row
+    params["train_split"] = 4
+    reports = []
+    value, trained, eval_steps = tune.train_and_score(spec, params, lambda *a: reports.append(a) or False)
+    assert value is not None and np.isfinite(value) and reports and trained == 96
+    assert eval_steps == len(reports) * 3 * 2 * 4  # each score: an episode of the split env, 3 days of 2 x 4 steps
