@@ -104,18 +104,18 @@ def env_item_features(env: Any) -> int:
     return int(features)
 
 
-def widen_item_statistics(values: np.ndarray, layout: CohortLayout) -> np.ndarray:
-    """Per-feature statistics of a flat observation (the normalization's means or variances) of ``n`` items with
-    ``layout``'s item and global features, repeated over ``layout.n_items`` items (``n`` must divide it): a policy
-    trained on batches of ``n`` reads a batch of ``layout.n_items`` with the same statistics for every item.
-    ValueError when the statistics have no such layout."""
+def widen_item_statistics(values: np.ndarray, layout: CohortLayout, batches: int) -> np.ndarray:
+    """Per-feature statistics of a flat observation (the normalization's means or variances) of a batch of
+    ``layout.n_items / batches`` items with ``layout``'s item and global features, repeated ``batches`` times over
+    ``layout.n_items`` items: a policy trained on batches ``batches`` times smaller reads the full batch with the same
+    statistics for every item. ValueError when the statistics are not of such a batch."""
     values = np.asarray(values)
     f, g = layout.item_features, layout.global_features
-    n, rest = divmod(len(values) - g, f)
-    if rest or n < 1 or layout.n_items % n:
-        raise ValueError(f"{len(values)} statistics are not {f} per item of a batch dividing {layout.n_items} items "
-                         f"and {g} global ones")
-    return np.concatenate([np.tile(values[: n * f], layout.n_items // n), values[n * f:]])
+    n, rest = divmod(layout.n_items, batches)
+    if rest or values.shape != (n * f + g,):
+        raise ValueError(f"{values.size} statistics are not those of {layout.n_items} items / {batches} x {f} "
+                         f"features + {g} global ones")
+    return np.concatenate([np.tile(values[: n * f], batches), values[n * f:]])
 
 
 def env_policy_kwargs(env: Any) -> dict[str, Any]:

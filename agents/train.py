@@ -660,7 +660,10 @@ def _check_resumable(run: Path, spec: TrainSpec) -> None:
         raise ValueError(f"{run} holds a {before.get('algo')} run on {before.get('env_id')}, "
                          f"not {spec.algo} on {spec.env_id}")
     for key in ("response", "env_config", "hyperparams", "init_from"):
-        if key in before and before[key] != getattr(spec, key):
+        theirs, ours = before.get(key), getattr(spec, key)
+        if key == "hyperparams" and isinstance(theirs, dict):  # a run from before train_split trained unsplit
+            theirs, ours = {"train_split": 1, **theirs}, {"train_split": 1, **ours}
+        if key in before and theirs != ours:
             raise ValueError(f"{run} holds a run with {key} {before[key]!r}, not {getattr(spec, key)!r}; resume "
                              f"it with the same settings")
 
@@ -732,8 +735,11 @@ class WarmStart:
         for name in ("observation_space", "action_space"):
             theirs, ours = getattr(before, name), getattr(venv, name)
             if theirs != ours:
+                split = (train_split(self.config.get("hyperparams") or {}), train_split(params))
+                why = f" (it trained with train_split {split[0]}, this run with {split[1]})" if split[0] != split[1] \
+                    else ""
                 raise ValueError(f"cannot start from {self.path}: its {name.replace('_', ' ')} {theirs} differs from "
-                                 f"this env's {ours}")
+                                 f"this env's {ours}{why}")
         train_env = normalization_from_bytes(self.normalization, venv, self.path / "vecnormalize.json",
                                              training=True)
         policy, kwargs = model_arguments(spec.algo, params, train_env)
@@ -835,7 +841,7 @@ def train(spec: TrainSpec, run: Path, resume: bool = False, progress: bool = Fal
             "resumed_from_step": done, "wall_seconds": time.perf_counter() - start, "commit": commit,
             "versions": package_versions(), "response": spec.response,
             "response_sha256": response_hash(spec.response),
-            "policy": _policy_choice(spec.algo, params)[0],
+            "policy": _policy_choice(spec.algo, params)[0], "train_split": train_split(params),
             "policy_class": f"{type(model.policy).__module__}.{type(model.policy).__qualname__}"}
     if start_from is not None:
         meta["init_from"] = start_from.record()
@@ -880,12 +886,20 @@ class LearnedPolicy:
         target = env if env is not None else gym.make(
             self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
         widen, spaces_now = None, {}
-        if train_split(cfg.get("hyperparams") or {}) > 1:  # trained on smaller batches: act with this env's
+        split = train_split(cfg.get("hyperparams") or {})
+        if split > 1:  # trained on smaller batches: it acts on the env it was configured for, with that env's spaces
             from promogym.agents.per_customer import CohortLayout, env_item_features, widen_item_statistics
 
+            configured = target if env is None else gym.make(
+                self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
+            for name in ("observation_space", "action_space"):
+                if getattr(configured, name) != getattr(target, name):
+                    raise ValueError(f"run folder {run} acts on {self.env_id} as configured in its config.yml, "
+                                     f"whose {name.replace('_', ' ')} is {getattr(configured, name)}; this env's is "
+                                     f"{getattr(target, name)}")
             layout = CohortLayout.from_spaces(target.observation_space, target.action_space,
                                               env_item_features(target))
-            widen = functools.partial(widen_item_statistics, layout=layout)
+            widen = functools.partial(widen_item_statistics, layout=layout, batches=split)
             spaces_now = {"custom_objects": {"observation_space": target.observation_space,
                                              "action_space": target.action_space}}
         self.norm = normalization_from_bytes(stats_data, DummyVecEnv([lambda: target]), run / stats, widen=widen)

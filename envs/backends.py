@@ -97,10 +97,13 @@ class WorldBackend:
 
 
 class RevealedBackend(WorldBackend):
-    """The world's log-odds in expectation over what neither the texts nor the offer nor the market state reveal
-    (each customer's hidden taste and price-sensitivity deviation, each product's hidden appeal):
-    :meth:`Market.revealed_purchase_proba` on the log-odds scale. What a perfect text model could plan with (the
-    text ceiling); not the world: the world's products differ from it by their appeal."""
+    """The log-odds of each offer's purchase probability in expectation over what neither the texts nor the offer
+    nor the market state reveal (each customer's hidden taste and price-sensitivity deviation, each product's
+    hidden appeal): :meth:`Market.revealed_purchase_proba` on the log-odds scale. What a perfect text model could
+    plan with (the text ceiling), approximately: a multinomial logit over these log-odds treats the hidden parts
+    as if drawn afresh for each product of a visit, where a customer's taste is shared by them all
+    (:meth:`Market.revealed_choice_proba` integrates it per visit). Not the world: the world's products differ from
+    it by their appeal."""
 
     name = "revealed"
     is_world = False

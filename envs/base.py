@@ -107,6 +107,8 @@ def split_config(env_id: str, env_config: Mapping[str, Any] | None, k: int) -> d
     ValueError when the env declares no ``batch_split``, or ``k`` does not divide its batch size."""
     from promogym.envs.families import env_class
 
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"a batch split must be an integer >= 1, got {k!r}")
     cfg = dict(env_config or {})
     if k == 1:
         return cfg
@@ -119,7 +121,8 @@ def split_config(env_id: str, env_config: Mapping[str, Any] | None, k: int) -> d
     resolved = cls.config_class.coerce({key: v for key, v in cfg.items() if key != "response"})  # type: ignore[attr-defined]
     size = int(getattr(resolved, size_key))
     if size % k:
-        raise ValueError(f"train_split {k} does not divide {env_id}'s {size_key} ({size})")
+        raise ValueError(f"train_split {k} does not divide {env_id}'s {size_key} ({size}); set train_split to a "
+                         f"divisor of it (1: train on the env as configured)")
     cfg[size_key] = size // k
     for key in step_keys:
         cfg[key] = int(getattr(resolved, key)) * k
