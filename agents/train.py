@@ -883,15 +883,16 @@ class LearnedPolicy:
         manifest = None if trust else read_manifest(run)
         model_data = read_verified(run, file, trust, manifest)  # both vouched for before anything is loaded
         stats_data = read_verified(run, stats, trust, manifest)
-        target = env if env is not None else gym.make(
-            self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
+        def configured_env() -> gym.Env[Any, Any]:  # the env the run's config.yml configures
+            return gym.make(self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
+
+        target = env if env is not None else configured_env()
         widen, spaces_now = None, {}
         split = train_split(cfg.get("hyperparams") or {})
         if split > 1:  # trained on smaller batches: it acts on the env it was configured for, with that env's spaces
             from promogym.agents.per_customer import CohortLayout, env_item_features, widen_item_statistics
 
-            configured = target if env is None else gym.make(
-                self.env_id, config=probe_config(self.env_id, cfg["env_config"], cfg.get("response")))
+            configured = target if env is None else configured_env()
             for name in ("observation_space", "action_space"):
                 if getattr(configured, name) != getattr(target, name):
                     raise ValueError(f"run folder {run} acts on {self.env_id} as configured in its config.yml, "

@@ -524,14 +524,15 @@ class Experiment(Pipeline):
         for env_id, sec in self.cfg.envs.items():
             for on in tc.simulators:
                 for algo in sec.algos:
+                    overrides = dict(sec.hyperparams.get(algo) or {})
+                    resolved = resolved_hyperparams(env_id, algo, overrides)  # the stage key's: the table row too
                     for seed in range(tc.seeds):
                         resp = response if on == SIM else WORLD
                         eval_freq = tc.eval_freq or max(1, sec.timesteps // 20)
-                        overrides = dict(sec.hyperparams.get(algo) or {})
                         settings = {"env_id": env_id, "algo": algo, "seed": seed, "timesteps": sec.timesteps,
                                     "response": resp, "env_config": dict(sec.config), "eval_freq": eval_freq,
-                                    "eval_episodes": tc.eval_episodes, "hyperparams": overrides}
-                        keyed = {**settings, "hyperparams": resolved_hyperparams(env_id, algo, overrides)}
+                                    "eval_episodes": tc.eval_episodes, "hyperparams": dict(overrides)}
+                        keyed = {**settings, "hyperparams": resolved}
                         key = key_of("train", keyed if on == WORLD else {**keyed, "response": SIM},
                                      self.ids["predictor"] if on == SIM else None)
                         run_dir = self.out / "train" / short_name(env_id) / on / f"{algo}_s{seed}"
